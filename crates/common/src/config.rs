@@ -1,0 +1,562 @@
+//! The configuration file: Redis, storage, worker tuning and provider accounts.
+//!
+//! Read from a TOML file (`--config` or `DRAMAQ_CONFIG`), then `DRAMAQ_REDIS_URL` and
+//! `DRAMAQ_OUT_DIR` override their fields. `figment` does the layering and names the file and key
+//! of a bad value. API keys are never in the file: an account names the environment variables
+//! that hold them, and [`Secret`] keeps them out of `Debug` output.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::model::TaskKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("environment variable {var} (named by accounts.{account}.{field}) is not set")]
+    MissingSecret {
+        account: String,
+        field: &'static str,
+        var: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub redis: RedisConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    /// Provider accounts by name. The name is the Redis hash tag of all the account's keys.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, AccountConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`. Overridden by `DRAMAQ_REDIS_URL`.
+    #[serde(default = "default_redis_url")]
+    pub url: String,
+    /// Start even when Redis may evict keys (`maxmemory-policy` other than `noeviction`).
+    /// Eviction silently loses tasks and leases; only for throwaway setups.
+    #[serde(default)]
+    pub allow_eviction: bool,
+    /// Connections in the shared pool of each process.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: default_redis_url(),
+            allow_eviction: false,
+            pool_size: default_pool_size(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Root of stored outputs: `<dir>/<season>/<episode>/<task>.<ext>`. Overridden by
+    /// `DRAMAQ_OUT_DIR`.
+    #[serde(default = "default_out_dir")]
+    pub dir: PathBuf,
+    /// Largest result accepted from a provider; a larger download fails as `provider_error`.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            dir: default_out_dir(),
+            max_bytes: default_max_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Tasks one worker process holds at once (claimed, submitting, downloading, assembling).
+    /// Awaited renders hold no slot.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// How long a claim stays valid without a heartbeat. Only an expired lease means stalled.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// How often a worker renews the leases it holds (well under `lease_ms`).
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// How long a poller owns a due render before another poller may take it.
+    #[serde(default = "default_poll_lease_ms")]
+    pub poll_lease_ms: u64,
+    /// Renders polled concurrently by one process.
+    #[serde(default = "default_poll_concurrency")]
+    pub poll_concurrency: usize,
+    /// Attempts before a retryable failure goes to the dead-letter set.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, full jitter, capped by `retry_max_ms`.
+    #[serde(default = "default_retry_base_ms")]
+    pub retry_base_ms: u64,
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// Times a task may be taken back from a dead holder before it is dead as `stalled`.
+    #[serde(default = "default_max_stalls")]
+    pub max_stalls: u32,
+    /// Grace period after SIGTERM for in-flight submits and downloads.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+    /// `ffmpeg` binary for episode assembly; when absent the episode gets a JSON manifest.
+    #[serde(default = "default_ffmpeg")]
+    pub ffmpeg: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: default_concurrency(),
+            lease_ms: default_lease_ms(),
+            heartbeat_ms: default_heartbeat_ms(),
+            poll_lease_ms: default_poll_lease_ms(),
+            poll_concurrency: default_poll_concurrency(),
+            max_attempts: default_max_attempts(),
+            retry_base_ms: default_retry_base_ms(),
+            retry_max_ms: default_retry_max_ms(),
+            max_stalls: default_max_stalls(),
+            shutdown_grace_ms: default_shutdown_grace_ms(),
+            ffmpeg: default_ffmpeg(),
+        }
+    }
+}
+
+/// The protocol a provider account speaks. One adapter per family in the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// `POST /v1/videos` (Sora shape and relays that copy it).
+    OpenaiVideos,
+    /// Kling official (JWT) or a relay passthrough (`jwt = false`).
+    Kling,
+    /// `POST /v1/images/generations`, synchronous.
+    OpenaiImages,
+    /// `POST /v1/audio/speech`, synchronous.
+    OpenaiSpeech,
+    /// Local episode assembly (ffmpeg or manifest); no HTTP.
+    Assembly,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::OpenaiVideos => "openai-videos",
+            Family::Kling => "kling",
+            Family::OpenaiImages => "openai-images",
+            Family::OpenaiSpeech => "openai-speech",
+            Family::Assembly => "assembly",
+        }
+    }
+
+    /// The task kinds the family can produce.
+    pub fn kinds(self) -> &'static [TaskKind] {
+        match self {
+            Family::OpenaiVideos | Family::Kling => &[TaskKind::Video],
+            Family::OpenaiImages => &[TaskKind::Image],
+            Family::OpenaiSpeech => &[TaskKind::Voice],
+            Family::Assembly => &[TaskKind::Assembly],
+        }
+    }
+
+    /// Clip lengths (seconds) the family renders, per providers.md.
+    pub fn default_durations(self) -> &'static [u32] {
+        match self {
+            Family::OpenaiVideos => &[4, 8, 12, 16, 20],
+            Family::Kling => &[5, 10],
+            _ => &[],
+        }
+    }
+
+    /// True when the family submits and then renders asynchronously (needs the await schedule).
+    pub fn is_async(self) -> bool {
+        matches!(self, Family::OpenaiVideos | Family::Kling)
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub family: Family,
+    /// Base URL up to (not including) the family's `/v1/...` paths.
+    #[serde(default)]
+    pub base_url: String,
+    #[serde(default)]
+    pub model: String,
+    /// Environment variable holding the API key (Kling: the access key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Kling: environment variable holding the secret key that signs the JWT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_env: Option<String>,
+    /// Kling relays take the relay key as a bearer token instead of a JWT.
+    #[serde(default = "default_true")]
+    pub jwt: bool,
+    /// OpenAI-style videos: send multipart (the SDK's way) or JSON.
+    #[serde(default = "default_true")]
+    pub multipart: bool,
+    /// Voice for speech tasks when the character names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<String>,
+    /// Clip lengths this account renders; defaults to the family's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durations: Option<Vec<u32>>,
+    /// Prices for `plan` and spend metrics.
+    #[serde(default)]
+    pub price: Price,
+    /// Give up on a render after this long and fail it as `timeout`.
+    #[serde(default = "default_render_deadline_ms")]
+    pub render_deadline_ms: u64,
+    /// First poll after submit; then polls back off to `poll_max_ms` (with jitter).
+    #[serde(default = "default_poll_first_ms")]
+    pub poll_first_ms: u64,
+    #[serde(default = "default_poll_max_ms")]
+    pub poll_max_ms: u64,
+    /// Per-request HTTP timeout.
+    #[serde(default = "default_http_timeout_ms")]
+    pub http_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// USD per second of rendered video.
+    #[serde(default)]
+    pub per_second: f64,
+    /// USD per request (images).
+    #[serde(default)]
+    pub per_request: f64,
+    /// USD per 1,000 characters (speech).
+    #[serde(default)]
+    pub per_1k_chars: f64,
+}
+
+impl AccountConfig {
+    pub fn durations(&self) -> Vec<u32> {
+        self.durations
+            .clone()
+            .unwrap_or_else(|| self.family.default_durations().to_vec())
+    }
+
+    /// The API key, read from the environment now.
+    pub fn api_key(&self, account: &str) -> Result<Option<Secret>, ConfigError> {
+        read_secret(account, "api_key_env", self.api_key_env.as_deref())
+    }
+
+    pub fn secret_key(&self, account: &str) -> Result<Option<Secret>, ConfigError> {
+        read_secret(account, "secret_key_env", self.secret_key_env.as_deref())
+    }
+}
+
+fn read_secret(
+    account: &str,
+    field: &'static str,
+    var: Option<&str>,
+) -> Result<Option<Secret>, ConfigError> {
+    match var {
+        None => Ok(None),
+        Some(var) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Some(Secret(v))),
+            _ => Err(ConfigError::MissingSecret {
+                account: account.to_string(),
+                field,
+                var: var.to_string(),
+            }),
+        },
+    }
+}
+
+/// A credential. `Debug` and `Display` print `[redacted]`; only [`Secret::expose`] gives the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Name of the built-in account that assembles episodes when the config defines none.
+pub const ASSEMBLY_ACCOUNT: &str = "assembly";
+
+impl Config {
+    /// Load `path` (or only defaults and environment when `None`), then apply env overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::empty()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Invalid {
+                    path: path.display().to_string(),
+                    message: "file not found".into(),
+                });
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig
+            .merge(
+                Env::raw()
+                    .only(&["DRAMAQ_REDIS_URL"])
+                    .map(|_| "redis.url".into()),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["DRAMAQ_OUT_DIR"])
+                    .map(|_| "storage.dir".into()),
+            );
+        let mut cfg: Config = fig.extract().map_err(Box::new)?;
+        cfg.accounts
+            .entry(ASSEMBLY_ACCOUNT.to_string())
+            .or_insert_with(AccountConfig::assembly);
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Parse TOML text (tests, embedded samples).
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let fig = Figment::from(Serialized::defaults(Config::empty())).merge(Toml::string(text));
+        let mut cfg: Config = fig.extract().map_err(Box::new)?;
+        cfg.accounts
+            .entry(ASSEMBLY_ACCOUNT.to_string())
+            .or_insert_with(AccountConfig::assembly);
+        cfg.validate(None)?;
+        Ok(cfg)
+    }
+
+    fn empty() -> Config {
+        Config {
+            redis: RedisConfig::default(),
+            storage: StorageConfig::default(),
+            worker: WorkerConfig::default(),
+            accounts: BTreeMap::new(),
+        }
+    }
+
+    fn validate(&self, path: Option<&Path>) -> Result<(), ConfigError> {
+        let file = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<config>".into());
+        let bad = |key: String, message: String| ConfigError::Invalid {
+            path: format!("{file}: {key}"),
+            message,
+        };
+        for (name, acct) in &self.accounts {
+            if !crate::ids::is_safe_component(name) {
+                return Err(bad(
+                    format!("accounts.{name}"),
+                    "account names may use only letters, digits, '_' and '-' (at most 64)".into(),
+                ));
+            }
+            if acct.family != Family::Assembly && acct.base_url.is_empty() {
+                return Err(bad(
+                    format!("accounts.{name}.base_url"),
+                    "is required for HTTP provider families".into(),
+                ));
+            }
+            if acct.family == Family::Kling && acct.jwt && acct.secret_key_env.is_none() {
+                return Err(bad(
+                    format!("accounts.{name}.secret_key_env"),
+                    "Kling with jwt = true needs the secret key's environment variable".into(),
+                ));
+            }
+        }
+        let w = &self.worker;
+        if w.concurrency == 0 {
+            return Err(bad(
+                "worker.concurrency".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if w.heartbeat_ms == 0 || w.heartbeat_ms * 2 > w.lease_ms {
+            return Err(bad(
+                "worker.heartbeat_ms".into(),
+                format!(
+                    "must be at least 1 and at most half of worker.lease_ms ({})",
+                    w.lease_ms
+                ),
+            ));
+        }
+        if w.max_attempts == 0 {
+            return Err(bad(
+                "worker.max_attempts".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn account(&self, name: &str) -> Option<&AccountConfig> {
+        self.accounts.get(name)
+    }
+}
+
+impl AccountConfig {
+    fn assembly() -> AccountConfig {
+        AccountConfig {
+            family: Family::Assembly,
+            base_url: String::new(),
+            model: String::new(),
+            api_key_env: None,
+            secret_key_env: None,
+            jwt: false,
+            multipart: false,
+            voice: None,
+            durations: None,
+            price: Price::default(),
+            render_deadline_ms: default_render_deadline_ms(),
+            poll_first_ms: default_poll_first_ms(),
+            poll_max_ms: default_poll_max_ms(),
+            http_timeout_ms: default_http_timeout_ms(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_redis_url() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+fn default_pool_size() -> usize {
+    16
+}
+fn default_out_dir() -> PathBuf {
+    PathBuf::from("out")
+}
+fn default_max_bytes() -> u64 {
+    512 * 1024 * 1024
+}
+fn default_concurrency() -> usize {
+    16
+}
+fn default_lease_ms() -> u64 {
+    15_000
+}
+fn default_heartbeat_ms() -> u64 {
+    5_000
+}
+fn default_poll_lease_ms() -> u64 {
+    30_000
+}
+fn default_poll_concurrency() -> usize {
+    64
+}
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_retry_base_ms() -> u64 {
+    2_000
+}
+fn default_retry_max_ms() -> u64 {
+    300_000
+}
+fn default_max_stalls() -> u32 {
+    3
+}
+fn default_shutdown_grace_ms() -> u64 {
+    20_000
+}
+fn default_ffmpeg() -> String {
+    "ffmpeg".into()
+}
+fn default_render_deadline_ms() -> u64 {
+    20 * 60_000
+}
+fn default_poll_first_ms() -> u64 {
+    5_000
+}
+fn default_poll_max_ms() -> u64 {
+    20_000
+}
+fn default_http_timeout_ms() -> u64 {
+    60_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_redacted() {
+        let s = Secret::new("sk-live-123");
+        assert_eq!(format!("{s:?}"), "Secret([redacted])");
+        assert_eq!(format!("{s}"), "[redacted]");
+        assert_eq!(s.expose(), "sk-live-123");
+    }
+
+    #[test]
+    fn parses_accounts_and_adds_assembly() {
+        let cfg = Config::from_toml_str(
+            r#"
+            [accounts.vid]
+            family = "openai-videos"
+            base_url = "http://127.0.0.1:1/openai"
+            model = "sora-2"
+            api_key_env = "X"
+            price = { per_second = 0.1 }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.accounts["vid"].family, Family::OpenaiVideos);
+        assert_eq!(cfg.accounts["vid"].durations(), vec![4, 8, 12, 16, 20]);
+        assert_eq!(cfg.accounts[ASSEMBLY_ACCOUNT].family, Family::Assembly);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = Config::from_toml_str("[worker]\nconcurency = 3\n").unwrap_err();
+        assert!(err.to_string().contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn kling_jwt_needs_secret() {
+        let err = Config::from_toml_str(
+            "[accounts.k]\nfamily = \"kling\"\nbase_url = \"http://x\"\napi_key_env = \"A\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("secret_key_env"), "{err}");
+    }
+}

@@ -1,0 +1,178 @@
+//! The Redis key map. Every key dramaq writes is built here and nowhere else.
+//!
+//! Keys of one provider account share the hash tag `{<account>}` so every transition script
+//! touches a single Cluster slot; season-wide indexes share `{season:<id>}`; fleet-wide registries
+//! share `{dramaq}`. ARCHITECTURE.md lists each key with its type and the scripts that touch it;
+//! keep the two in step.
+
+/// Prefix of every key, so `dramaq`'s keys are easy to find and to prove absent.
+pub const PREFIX: &str = "dq";
+
+/// The consumer group every worker joins on every ready stream.
+pub const GROUP: &str = "workers";
+
+/// Keys of one provider account (one hash tag).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AccountKeys {
+    account: String,
+    tag: String,
+}
+
+impl AccountKeys {
+    pub fn new(account: &str) -> AccountKeys {
+        AccountKeys {
+            account: account.to_string(),
+            tag: format!("{PREFIX}:{{{account}}}"),
+        }
+    }
+
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// STRING (JSON): the task record.
+    pub fn task(&self, id: &str) -> String {
+        format!("{}:t:{id}", self.tag)
+    }
+
+    /// STREAM with consumer group [`GROUP`]: ready tasks (`id` field = task id).
+    pub fn ready(&self) -> String {
+        format!("{}:ready", self.tag)
+    }
+
+    /// ZSET task id → lease expiry (ms, Redis clock): claimed, submitting and downloading tasks.
+    pub fn leases(&self) -> String {
+        format!("{}:leases", self.tag)
+    }
+
+    /// ZSET task id → due time (ms): the retry schedule.
+    pub fn delayed(&self) -> String {
+        format!("{}:delayed", self.tag)
+    }
+
+    /// ZSET task id → next poll time (ms): the await schedule of submitted renders. Taking a due
+    /// task moves its score forward by the poll lease, so a poller that dies gives it back.
+    pub fn awaiting(&self) -> String {
+        format!("{}:await", self.tag)
+    }
+
+    /// SET of dependency ids a waiting task still waits for.
+    pub fn deps(&self, id: &str) -> String {
+        format!("{}:deps:{id}", self.tag)
+    }
+
+    /// SET of `account|id` of the tasks that wait for this one.
+    pub fn dependents(&self, id: &str) -> String {
+        format!("{}:rdeps:{id}", self.tag)
+    }
+
+    /// ZSET task id → time stored: stored tasks whose dependents are not all told yet (outbox).
+    pub fn notify(&self) -> String {
+        format!("{}:notify", self.tag)
+    }
+
+    /// ZSET task id → time of death: the dead-letter set.
+    pub fn dead(&self) -> String {
+        format!("{}:dead", self.tag)
+    }
+
+    /// HASH `<season>|<state>` → count, kept by every transition: O(1) status and gauges.
+    pub fn counts(&self) -> String {
+        format!("{}:counts", self.tag)
+    }
+
+    /// HASH of counters that are not per state (`possible_duplicates`, `stalls`, ...).
+    pub fn stats(&self) -> String {
+        format!("{}:stats", self.tag)
+    }
+
+    /// STRING: present while the account is paused (claims stop; renders still complete).
+    pub fn paused(&self) -> String {
+        format!("{}:paused", self.tag)
+    }
+}
+
+/// Field of [`AccountKeys::counts`].
+pub fn count_field(season: &str, state: crate::model::TaskState) -> String {
+    format!("{season}|{}", state.as_str())
+}
+
+/// Keys of one season (one hash tag).
+#[derive(Debug, Clone)]
+pub struct SeasonKeys {
+    tag: String,
+}
+
+impl SeasonKeys {
+    pub fn new(season: &str) -> SeasonKeys {
+        SeasonKeys {
+            tag: format!("{PREFIX}:{{season:{season}}}"),
+        }
+    }
+
+    /// HASH: title, created_ms, script digest of the last enqueue.
+    pub fn meta(&self) -> String {
+        format!("{}:meta", self.tag)
+    }
+
+    /// HASH task id → account holding its record: lookups by id from the CLI and the notifier.
+    pub fn index(&self) -> String {
+        format!("{}:index", self.tag)
+    }
+
+    /// SET of accounts that hold this season's tasks (status sums their counts).
+    pub fn accounts(&self) -> String {
+        format!("{}:accounts", self.tag)
+    }
+}
+
+/// Fleet-wide keys.
+pub mod fleet {
+    use super::PREFIX;
+
+    /// SET of season ids ever enqueued.
+    pub fn seasons() -> String {
+        format!("{PREFIX}:{{dramaq}}:seasons")
+    }
+
+    /// SET of accounts that have a ready stream (the reaper's worklist).
+    pub fn accounts() -> String {
+        format!("{PREFIX}:{{dramaq}}:accounts")
+    }
+
+    /// ZSET worker id → heartbeat expiry (ms).
+    pub fn workers() -> String {
+        format!("{PREFIX}:{{dramaq}}:workers")
+    }
+
+    /// HASH per worker: host, pid, started, providers, held tasks count.
+    pub fn worker(id: &str) -> String {
+        format!("{PREFIX}:{{dramaq}}:worker:{id}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_account_keys_share_one_tag() {
+        let k = AccountKeys::new("kling-main");
+        for key in [
+            k.task("vid-1"),
+            k.ready(),
+            k.leases(),
+            k.delayed(),
+            k.awaiting(),
+            k.deps("vid-1"),
+            k.dependents("vid-1"),
+            k.notify(),
+            k.dead(),
+            k.counts(),
+            k.stats(),
+            k.paused(),
+        ] {
+            assert!(key.starts_with("dq:{kling-main}:"), "{key}");
+        }
+    }
+}

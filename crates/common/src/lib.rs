@@ -1,0 +1,19 @@
+//! dramaq's shared core.
+//!
+//! Everything that the producer (operator CLI), the workers and the reaper must agree on lives
+//! here: the task model and its lifecycle ([`model`]), content-addressed ids ([`ids`]), the
+//! configuration file ([`config`]), the Redis key map ([`keys`]), the Lua transition scripts and
+//! their typed Rust front ([`queue`]), Redis connections ([`redis_conn`]) and the metrics
+//! registry ([`metrics`]). Nothing here talks HTTP to a provider.
+
+pub mod config;
+pub mod ids;
+pub mod keys;
+pub mod metrics;
+pub mod model;
+pub mod queue;
+pub mod redis_conn;
+pub mod testkit;
+pub mod time;
+
+pub use model::{DepRef, FailureClass, NewTask, TaskKind, TaskPayload, TaskRecord, TaskState};

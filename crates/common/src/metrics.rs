@@ -1,0 +1,1 @@
+//! The process's Prometheus registry (filled in by the observability work).

@@ -1,0 +1,508 @@
+//! The task model: what a task is, the states it moves through and why it can fail.
+//!
+//! A season script expands into [`TaskRecord`]s. Each record lives in Redis as one JSON string
+//! under `dq:{<account>}:t:<id>` (see [`crate::keys`]) and is only ever changed by a Lua
+//! transition script, so the state machine below is enforced in one place, atomically.
+//!
+//! ```text
+//!   waiting ──deps stored──► ready ──claim──► claimed ──► submitting ──id saved──► rendering ──► downloading ──► stored
+//!                              ▲                 │            │                      (await)          │
+//!                              │                 └────────────┴──── retryable ──► delayed ───────────┘
+//!                              └──────────────── due ───────────────────────────────┘
+//!   any live state ──non-retryable / attempts exhausted──► dead (failure class)
+//! ```
+//!
+//! The JSON record is decoded and re-encoded by Redis' `cjson` inside the scripts. Two rules keep
+//! that lossless: empty lists and maps are never serialised (cjson cannot tell `[]` from `{}`),
+//! and every integer stays below 2^53 (cjson numbers are doubles).
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+
+/// What a task produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// A character sheet image (fixed seed), reused by the scenes that show the character.
+    Image,
+    /// One scene's video clip.
+    Video,
+    /// One dialogue line's speech.
+    Voice,
+    /// One episode, put together from its scenes and voice lines once they are all stored.
+    Assembly,
+}
+
+impl TaskKind {
+    pub const ALL: [TaskKind; 4] = [
+        TaskKind::Image,
+        TaskKind::Video,
+        TaskKind::Voice,
+        TaskKind::Assembly,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Image => "image",
+            TaskKind::Video => "video",
+            TaskKind::Voice => "voice",
+            TaskKind::Assembly => "assembly",
+        }
+    }
+
+    /// Short prefix of task ids, so an id alone says what it is (`vid-3f9c…`).
+    pub fn id_prefix(self) -> &'static str {
+        match self {
+            TaskKind::Image => "img",
+            TaskKind::Video => "vid",
+            TaskKind::Voice => "voc",
+            TaskKind::Assembly => "asm",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskKind> {
+        TaskKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a task is in its lifecycle. Exactly one at any instant (design-notes invariant 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Created; some dependency is not stored yet. Not in any stream.
+    Waiting,
+    /// An entry in its account's ready stream, not yet claimed.
+    Ready,
+    /// Held by a worker under a lease with a fencing token; nothing sent to the provider yet.
+    Claimed,
+    /// The worker recorded the attempt and is sending it to the provider. A crash here is the one
+    /// window where a provider may have accepted work we never heard back about.
+    Submitting,
+    /// The provider accepted it; its task id is saved. Held by no worker: in the await schedule.
+    Rendering,
+    /// The render succeeded; a worker holds it under a lease while it downloads and stores.
+    Downloading,
+    /// Waiting in the retry schedule after a retryable failure or a rate-limit hint.
+    Delayed,
+    /// Stored in output storage with its checksum: done.
+    Stored,
+    /// Failed for good, with a failure class: in the dead-letter set.
+    Dead,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 9] = [
+        TaskState::Waiting,
+        TaskState::Ready,
+        TaskState::Claimed,
+        TaskState::Submitting,
+        TaskState::Rendering,
+        TaskState::Downloading,
+        TaskState::Delayed,
+        TaskState::Stored,
+        TaskState::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Waiting => "waiting",
+            TaskState::Ready => "ready",
+            TaskState::Claimed => "claimed",
+            TaskState::Submitting => "submitting",
+            TaskState::Rendering => "rendering",
+            TaskState::Downloading => "downloading",
+            TaskState::Delayed => "delayed",
+            TaskState::Stored => "stored",
+            TaskState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskState::Stored | TaskState::Dead)
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an attempt failed. Drives retry, the dead-letter queue and dashboards (design-notes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    ContentPolicy,
+    InvalidRequest,
+    Auth,
+    InsufficientCredits,
+    QuotaExceeded,
+    RateLimited,
+    ConcurrencyLimited,
+    ProviderError,
+    Network,
+    Timeout,
+    ResultExpired,
+    ModelRetired,
+    Stalled,
+    Unknown,
+}
+
+/// What the worker does with a failed attempt of a given class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// Straight to the dead-letter set: the same request would fail the same way.
+    Never,
+    /// Wait (provider hint or backoff) and try again without using up an attempt.
+    WaitWithoutAttempt,
+    /// Exponential backoff with jitter, counted against the attempt limit.
+    Backoff,
+}
+
+impl FailureClass {
+    pub const ALL: [FailureClass; 14] = [
+        FailureClass::ContentPolicy,
+        FailureClass::InvalidRequest,
+        FailureClass::Auth,
+        FailureClass::InsufficientCredits,
+        FailureClass::QuotaExceeded,
+        FailureClass::RateLimited,
+        FailureClass::ConcurrencyLimited,
+        FailureClass::ProviderError,
+        FailureClass::Network,
+        FailureClass::Timeout,
+        FailureClass::ResultExpired,
+        FailureClass::ModelRetired,
+        FailureClass::Stalled,
+        FailureClass::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::ContentPolicy => "content_policy",
+            FailureClass::InvalidRequest => "invalid_request",
+            FailureClass::Auth => "auth",
+            FailureClass::InsufficientCredits => "insufficient_credits",
+            FailureClass::QuotaExceeded => "quota_exceeded",
+            FailureClass::RateLimited => "rate_limited",
+            FailureClass::ConcurrencyLimited => "concurrency_limited",
+            FailureClass::ProviderError => "provider_error",
+            FailureClass::Network => "network",
+            FailureClass::Timeout => "timeout",
+            FailureClass::ResultExpired => "result_expired",
+            FailureClass::ModelRetired => "model_retired",
+            FailureClass::Stalled => "stalled",
+            FailureClass::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FailureClass> {
+        FailureClass::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn retry_policy(self) -> RetryPolicy {
+        match self {
+            FailureClass::ContentPolicy
+            | FailureClass::InvalidRequest
+            | FailureClass::Auth
+            | FailureClass::InsufficientCredits
+            | FailureClass::QuotaExceeded
+            | FailureClass::ModelRetired => RetryPolicy::Never,
+            FailureClass::RateLimited | FailureClass::ConcurrencyLimited => {
+                RetryPolicy::WaitWithoutAttempt
+            }
+            FailureClass::ProviderError
+            | FailureClass::Network
+            | FailureClass::Timeout
+            | FailureClass::ResultExpired
+            | FailureClass::Stalled
+            | FailureClass::Unknown => RetryPolicy::Backoff,
+        }
+    }
+}
+
+impl fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to send to the provider: everything that changes the output, and nothing else (it is
+/// hashed into the task id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TaskPayload {
+    Image {
+        prompt: String,
+        seed: u32,
+        aspect_ratio: String,
+        /// A reference picture for the character (local path or URL), when the script gives one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference_image: Option<String>,
+    },
+    Video {
+        prompt: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        negative_prompt: Option<String>,
+        duration_s: u32,
+        aspect_ratio: String,
+        resolution: String,
+        /// Image-to-video: the character image task whose output is the first frame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first_frame: Option<String>,
+        /// Seed of the character in the first frame, passed where the provider takes one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seed: Option<u32>,
+    },
+    Voice {
+        text: String,
+        voice: String,
+        speaker: String,
+    },
+    Assembly {
+        /// Scene video task ids in playback order.
+        #[serde(
+            default,
+            skip_serializing_if = "Vec::is_empty",
+            deserialize_with = "vec_or_empty_map"
+        )]
+        scenes: Vec<String>,
+        /// Voice task ids in playback order.
+        #[serde(
+            default,
+            skip_serializing_if = "Vec::is_empty",
+            deserialize_with = "vec_or_empty_map"
+        )]
+        voice: Vec<String>,
+    },
+}
+
+impl TaskPayload {
+    pub fn kind(&self) -> TaskKind {
+        match self {
+            TaskPayload::Image { .. } => TaskKind::Image,
+            TaskPayload::Video { .. } => TaskKind::Video,
+            TaskPayload::Voice { .. } => TaskKind::Voice,
+            TaskPayload::Assembly { .. } => TaskKind::Assembly,
+        }
+    }
+}
+
+/// A dependency edge, with the account whose hash tag holds the dependency's record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DepRef {
+    pub id: String,
+    pub account: String,
+}
+
+/// One failed attempt, kept for the dead-letter queue and `dlq show`. Never holds secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptError {
+    pub attempt: u32,
+    pub class: FailureClass,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub message: String,
+    pub at_ms: i64,
+    pub account: String,
+}
+
+/// The task record as stored in Redis (one JSON string per task).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: String,
+    pub season: String,
+    /// Episode folder name (`ep01`), or `characters` for character images.
+    pub group: String,
+    /// Human label for logs and the CLI: `ep01/sc03`, `ep01/line07`, `char/mira`.
+    pub label: String,
+    pub kind: TaskKind,
+    pub state: TaskState,
+    /// The provider account that holds the task now; its hash tag holds every key of the task.
+    pub account: String,
+    /// Provider accounts to try, in order; `account` is `chain[chain_pos]`.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "vec_or_empty_map"
+    )]
+    pub chain: Vec<String>,
+    #[serde(default)]
+    pub chain_pos: u32,
+    /// Fencing token: bumped at every claim; a transition carrying an older one is refused.
+    #[serde(default)]
+    pub fence: u64,
+    /// Attempts started (submits). Rate-limited attempts give theirs back.
+    #[serde(default)]
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// Times the reaper took it back from a holder whose lease ran out.
+    #[serde(default)]
+    pub stalls: u32,
+    /// Stream entry id while `ready`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
+    /// Worker id of the lease holder while claimed/submitting/downloading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// Provider's task id, saved right after a successful submit (never pay twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_task_id: Option<String>,
+    /// Family-specific poll locator (JSON text): path, action, operation name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_locator: Option<String>,
+    /// Result location(s) once the render succeeded (JSON text, family-specific).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(default)]
+    pub polls: u32,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "vec_or_empty_map"
+    )]
+    pub deps: Vec<DepRef>,
+    pub payload: TaskPayload,
+    /// File extension of the stored output.
+    pub ext: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureClass>,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "vec_or_empty_map"
+    )]
+    pub errors: Vec<AttemptError>,
+    /// Set when the reaper resubmitted a task that may already have reached the provider.
+    #[serde(default)]
+    pub possible_duplicate: bool,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_ms: Option<i64>,
+}
+
+impl TaskRecord {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("task records always serialise")
+    }
+
+    pub fn from_json(s: &str) -> Result<TaskRecord, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+}
+
+/// cjson decodes `[]` into an empty Lua table and encodes it back as `{}`; accept both.
+fn vec_or_empty_map<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum VecOrMap<T> {
+        Vec(Vec<T>),
+        Map(serde_json::Map<String, serde_json::Value>),
+    }
+    match VecOrMap::<T>::deserialize(d)? {
+        VecOrMap::Vec(v) => Ok(v),
+        VecOrMap::Map(m) if m.is_empty() => Ok(Vec::new()),
+        VecOrMap::Map(_) => Err(serde::de::Error::custom("expected a list")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in TaskState::ALL {
+            assert_eq!(TaskState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for c in FailureClass::ALL {
+            assert_eq!(FailureClass::parse(c.as_str()), Some(c));
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+        for k in TaskKind::ALL {
+            assert_eq!(TaskKind::parse(k.as_str()), Some(k));
+        }
+    }
+
+    #[test]
+    fn empty_map_reads_as_empty_list() {
+        let p: TaskPayload =
+            serde_json::from_str(r#"{"type":"assembly","scenes":{},"voice":["voc-1"]}"#).unwrap();
+        assert_eq!(
+            p,
+            TaskPayload::Assembly {
+                scenes: vec![],
+                voice: vec!["voc-1".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn non_retryable_classes_never_retry() {
+        assert_eq!(
+            FailureClass::ContentPolicy.retry_policy(),
+            RetryPolicy::Never
+        );
+        assert_eq!(
+            FailureClass::RateLimited.retry_policy(),
+            RetryPolicy::WaitWithoutAttempt
+        );
+        assert_eq!(FailureClass::Network.retry_policy(), RetryPolicy::Backoff);
+    }
+}
+
+/// A task as the producer expands it from a script, before it exists in Redis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewTask {
+    /// Content-addressed id ([`crate::ids::task_id`]).
+    pub id: String,
+    pub season: String,
+    /// Episode folder (`ep01`) or `characters`.
+    pub group: String,
+    /// `ep01/sc03`, `ep01/sc03/line02`, `char/mira`, `ep01/assembly`.
+    pub label: String,
+    /// Provider accounts to try in order; the first holds the task when it is enqueued.
+    pub chain: Vec<String>,
+    pub payload: TaskPayload,
+    pub deps: Vec<DepRef>,
+    /// Output file extension: png, mp4, wav.
+    pub ext: String,
+    /// Estimated price in USD from the configured prices of `chain[0]`.
+    pub est_cost_usd: f64,
+}
+
+impl NewTask {
+    pub fn kind(&self) -> TaskKind {
+        self.payload.kind()
+    }
+
+    pub fn account(&self) -> &str {
+        &self.chain[0]
+    }
+}

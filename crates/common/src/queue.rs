@@ -1,0 +1,950 @@
+//! The typed front of the Lua transition scripts: every state change of a task goes through here.
+//!
+//! Each method runs one script (or, for batches, one script per batch) whose keys all share the
+//! account's hash tag. Steps that cross accounts — registering dependents, telling a waiting task
+//! that a dependency is stored — are separate idempotent calls, so a crash between them repeats
+//! work instead of losing it (ARCHITECTURE.md, "Dependencies").
+
+use crate::keys::{self, fleet, AccountKeys, SeasonKeys, GROUP};
+use crate::model::{DepRef, FailureClass, NewTask, TaskRecord, TaskState};
+use crate::redis_conn::{ConnError, RedisHandle};
+use redis::{AsyncCommands, Script};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The caller no longer holds the task (stale fencing token or state moved on).
+    #[error("task {0} is no longer held by this caller")]
+    Fenced(String),
+    #[error("task record {key} is unreadable: {source}")]
+    Decode {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("unexpected reply from script {script}: {detail}")]
+    Reply {
+        script: &'static str,
+        detail: String,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, QueueError>;
+
+macro_rules! lua {
+    ($name:literal) => {
+        Script::new(concat!(
+            include_str!("scripts/prelude.lua"),
+            "\n",
+            include_str!(concat!("scripts/", $name, ".lua"))
+        ))
+    };
+}
+
+/// Every transition script, loaded once per process.
+pub struct Scripts {
+    pub enqueue: Script,
+    pub claim: Script,
+    pub heartbeat: Script,
+    pub mark_submitting: Script,
+    pub mark_accepted: Script,
+    pub poll_take: Script,
+    pub poll_again: Script,
+    pub render_done: Script,
+    pub complete: Script,
+    pub fail: Script,
+    pub promote: Script,
+    pub release: Script,
+    pub dep_done: Script,
+    pub reap_lease: Script,
+    pub redeliver: Script,
+}
+
+pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    enqueue: lua!("enqueue"),
+    claim: lua!("claim"),
+    heartbeat: lua!("heartbeat"),
+    mark_submitting: lua!("mark_submitting"),
+    mark_accepted: lua!("mark_accepted"),
+    poll_take: lua!("poll_take"),
+    poll_again: lua!("poll_again"),
+    render_done: lua!("render_done"),
+    complete: lua!("complete"),
+    fail: lua!("fail"),
+    promote: lua!("promote"),
+    release: lua!("release"),
+    dep_done: lua!("dep_done"),
+    reap_lease: lua!("reap_lease"),
+    redeliver: lua!("redeliver"),
+});
+
+/// Tasks per enqueue script call: large enough to amortise the round trip, small enough to keep
+/// each script well under a millisecond or two of server time.
+pub const ENQUEUE_BATCH: usize = 256;
+
+/// Result of [`Queue::enqueue`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EnqueueReport {
+    pub new: u64,
+    pub existing: u64,
+}
+
+/// Result of claiming one delivery.
+#[derive(Debug)]
+pub enum Claim {
+    Claimed(Box<TaskRecord>),
+    /// The task moved on while the entry waited; the entry is gone.
+    Stale,
+    /// The account is paused; the entry went back to the stream.
+    Paused,
+}
+
+/// Who may apply a failure: the lease holder (by fencing token) or a poller (by provider id).
+#[derive(Debug, Clone)]
+pub enum FailGuard {
+    Held { fence: u64 },
+    Render { provider_task_id: String },
+}
+
+/// What to do with a failed attempt; decided by the worker's retry policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailDecision {
+    /// Submit again after `delay_ms`; `refund_attempt` for rate/concurrency limits.
+    Retry { delay_ms: u64, refund_attempt: bool },
+    /// Keep the provider's render and poll again after `delay_ms` (e.g. to refresh a URL).
+    Repoll { delay_ms: u64 },
+    /// Dead-letter it.
+    Dead,
+}
+
+/// The failure to record; the message must already be free of secrets.
+#[derive(Debug, Clone)]
+pub struct FailInfo<'a> {
+    pub class: FailureClass,
+    pub code: Option<&'a str>,
+    pub message: &'a str,
+}
+
+/// What the reaper did with one expired lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseAction {
+    NotExpired,
+    Requeued,
+    Adopted,
+    Resubmit,
+    Repoll,
+    Dead,
+    Gone,
+}
+
+#[derive(Clone)]
+pub struct Queue {
+    redis: RedisHandle,
+}
+
+fn fenced_or(id: &str, e: redis::RedisError) -> QueueError {
+    if e.to_string().contains("FENCED") {
+        QueueError::Fenced(id.to_string())
+    } else {
+        QueueError::Redis(e)
+    }
+}
+
+impl Queue {
+    pub fn new(redis: RedisHandle) -> Queue {
+        Queue { redis }
+    }
+
+    pub fn redis(&self) -> &RedisHandle {
+        &self.redis
+    }
+
+    /// Create the consumer group of an account's ready stream (and the stream) if missing.
+    pub async fn ensure_group(&self, account: &str) -> Result<()> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        let res: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(k.ready())
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get_task(&self, account: &str, id: &str) -> Result<Option<TaskRecord>> {
+        let key = AccountKeys::new(account).task(id);
+        let mut conn = self.redis.conn().await?;
+        let raw: Option<String> = conn.get(&key).await?;
+        raw.map(|s| TaskRecord::from_json(&s).map_err(|source| QueueError::Decode { key, source }))
+            .transpose()
+    }
+
+    /// Which account holds task `id` of `season` (from the season index).
+    pub async fn task_account(&self, season: &str, id: &str) -> Result<Option<String>> {
+        let mut conn = self.redis.conn().await?;
+        Ok(conn.hget(SeasonKeys::new(season).index(), id).await?)
+    }
+
+    /// Enqueue expanded tasks, skipping those that exist. `on_progress` gets the number of tasks
+    /// handled so far. Safe to re-run after a crash at any point: every step is idempotent.
+    pub async fn enqueue(
+        &self,
+        season: &str,
+        title: &str,
+        tasks: &[NewTask],
+        max_attempts: u32,
+        mut on_progress: impl FnMut(usize),
+    ) -> Result<EnqueueReport> {
+        let mut conn = self.redis.conn().await?;
+        let sk = SeasonKeys::new(season);
+
+        // 1. Registries and the season index, so every later step can find a task by id.
+        let mut accounts: Vec<&str> = tasks.iter().map(|t| t.account()).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        // One pipeline per hash tag: a cluster refuses pipelines that cross slots.
+        let mut fleet_pipe = redis::pipe();
+        fleet_pipe.sadd(fleet::seasons(), season).ignore();
+        let mut season_pipe = redis::pipe();
+        season_pipe.hset(sk.meta(), "title", title).ignore();
+        for a in &accounts {
+            season_pipe.sadd(sk.accounts(), *a).ignore();
+            fleet_pipe.sadd(fleet::accounts(), *a).ignore();
+        }
+        for chunk in tasks.chunks(1024) {
+            let pairs: Vec<(&str, &str)> =
+                chunk.iter().map(|t| (t.id.as_str(), t.account())).collect();
+            season_pipe.hset_multiple(sk.index(), &pairs).ignore();
+        }
+        fleet_pipe.query_async::<()>(&mut conn).await?;
+        season_pipe.query_async::<()>(&mut conn).await?;
+
+        // 2. Register each task as a dependent of its dependencies *before* it exists, so a
+        //    dependency stored from now on will tell it.
+        let mut by_dep_account: BTreeMap<&str, redis::Pipeline> = BTreeMap::new();
+        for t in tasks {
+            for d in &t.deps {
+                let member = format!("{}|{}", t.account(), t.id);
+                by_dep_account
+                    .entry(d.account.as_str())
+                    .or_insert_with(redis::pipe)
+                    .sadd(AccountKeys::new(&d.account).dependents(&d.id), member)
+                    .ignore();
+            }
+        }
+        for pipe in by_dep_account.values() {
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+
+        // 3. Dependencies already stored (from an earlier enqueue) are not pending.
+        let stored = self
+            .stored_among(tasks.iter().flat_map(|t| t.deps.iter()))
+            .await?;
+
+        // 4. Create, one script per account batch.
+        let mut report = EnqueueReport::default();
+        let mut by_account: BTreeMap<&str, Vec<&NewTask>> = BTreeMap::new();
+        for t in tasks {
+            by_account.entry(t.account()).or_default().push(t);
+        }
+        let mut done = 0usize;
+        for (account, list) in by_account {
+            self.ensure_group(account).await?;
+            let k = AccountKeys::new(account);
+            for chunk in list.chunks(ENQUEUE_BATCH) {
+                let mut inv = SCRIPTS.enqueue.prepare_invoke();
+                inv.key(k.ready()).key(k.counts());
+                inv.arg(GROUP).arg(chunk.len());
+                for t in chunk {
+                    inv.key(k.task(&t.id)).key(k.deps(&t.id));
+                    let pending: Vec<&str> = t
+                        .deps
+                        .iter()
+                        .filter(|d| !stored.contains(&d.id))
+                        .map(|d| d.id.as_str())
+                        .collect();
+                    inv.arg(initial_record(t, max_attempts).to_json());
+                    inv.arg(pending.len());
+                    for p in pending {
+                        inv.arg(p);
+                    }
+                }
+                let (new, existing): (u64, u64) = inv.invoke_async(&mut conn).await?;
+                report.new += new;
+                report.existing += existing;
+                done += chunk.len();
+                on_progress(done);
+            }
+        }
+
+        // 5. A dependency may have been stored between step 3 and the dependent's creation; its
+        //    notifier then found no record to tell. Tell those now (idempotent).
+        let stored_now = self
+            .stored_among(tasks.iter().flat_map(|t| t.deps.iter()))
+            .await?;
+        for t in tasks {
+            for d in &t.deps {
+                if stored_now.contains(&d.id) && !stored.contains(&d.id) {
+                    self.dep_done(
+                        &DepRef {
+                            id: t.id.clone(),
+                            account: t.account().to_string(),
+                        },
+                        &d.id,
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// The ids among `deps` whose records are `stored`.
+    async fn stored_among<'a>(
+        &self,
+        deps: impl Iterator<Item = &'a DepRef>,
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut unique: Vec<&DepRef> = deps.collect();
+        unique.sort();
+        unique.dedup();
+        let mut out = std::collections::HashSet::new();
+        if unique.is_empty() {
+            return Ok(out);
+        }
+        let mut conn = self.redis.conn().await?;
+        unique.sort_by(|a, b| a.account.cmp(&b.account));
+        for same_account in unique.chunk_by(|a, b| a.account == b.account) {
+            for chunk in same_account.chunks(512) {
+                let mut pipe = redis::pipe();
+                for d in chunk {
+                    pipe.get(AccountKeys::new(&d.account).task(&d.id));
+                }
+                let raws: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+                for (d, raw) in chunk.iter().zip(raws) {
+                    let rec = raw.and_then(|raw| TaskRecord::from_json(&raw).ok());
+                    if rec.is_some_and(|r| r.state == TaskState::Stored) {
+                        out.insert(d.id.clone());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Claim delivered stream entries `(entry id, task id)` under a lease.
+    pub async fn claim(
+        &self,
+        account: &str,
+        worker: &str,
+        lease_ms: u64,
+        deliveries: &[(String, String)],
+    ) -> Result<Vec<Claim>> {
+        if deliveries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = AccountKeys::new(account);
+        let mut inv = SCRIPTS.claim.prepare_invoke();
+        inv.key(k.ready())
+            .key(k.leases())
+            .key(k.counts())
+            .key(k.paused());
+        inv.arg(GROUP).arg(worker).arg(lease_ms);
+        for (entry, id) in deliveries {
+            inv.key(k.task(id));
+            inv.arg(entry);
+        }
+        let mut conn = self.redis.conn().await?;
+        let replies: Vec<(String, String)> = inv.invoke_async(&mut conn).await?;
+        replies
+            .into_iter()
+            .map(|(status, json)| match status.as_str() {
+                "claimed" => TaskRecord::from_json(&json)
+                    .map(|r| Claim::Claimed(Box::new(r)))
+                    .map_err(|source| QueueError::Decode {
+                        key: k.ready(),
+                        source,
+                    }),
+                "paused" => Ok(Claim::Paused),
+                _ => Ok(Claim::Stale),
+            })
+            .collect()
+    }
+
+    /// Extend the leases `(task id, fence)` still held; returns which ones are still ours.
+    pub async fn heartbeat(
+        &self,
+        account: &str,
+        worker: &str,
+        lease_ms: u64,
+        held: &[(String, u64)],
+    ) -> Result<Vec<bool>> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = AccountKeys::new(account);
+        let mut inv = SCRIPTS.heartbeat.prepare_invoke();
+        inv.key(k.leases()).arg(worker).arg(lease_ms);
+        for (id, fence) in held {
+            inv.key(k.task(id)).arg(*fence);
+        }
+        let mut conn = self.redis.conn().await?;
+        let out: Vec<i64> = inv.invoke_async(&mut conn).await?;
+        Ok(out.into_iter().map(|v| v == 1).collect())
+    }
+
+    /// Record the attempt before the HTTP submit. Returns the attempt number.
+    pub async fn mark_submitting(&self, account: &str, id: &str, fence: u64) -> Result<u32> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        SCRIPTS
+            .mark_submitting
+            .key(k.task(id))
+            .key(k.counts())
+            .arg(fence)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| fenced_or(id, e))
+    }
+
+    /// Save the provider's task id and move the task to the await schedule.
+    pub async fn mark_accepted(
+        &self,
+        account: &str,
+        id: &str,
+        fence: u64,
+        provider_task_id: &str,
+        poll_locator: Option<&str>,
+        first_poll_ms: u64,
+    ) -> Result<()> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        SCRIPTS
+            .mark_accepted
+            .key(k.task(id))
+            .key(k.leases())
+            .key(k.awaiting())
+            .key(k.counts())
+            .arg(fence)
+            .arg(provider_task_id)
+            .arg(poll_locator.unwrap_or(""))
+            .arg(first_poll_ms)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| fenced_or(id, e))
+    }
+
+    /// Take up to `limit` renders due for a poll, under a poll lease.
+    pub async fn poll_take(
+        &self,
+        account: &str,
+        limit: usize,
+        poll_lease_ms: u64,
+    ) -> Result<Vec<String>> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        Ok(SCRIPTS
+            .poll_take
+            .key(k.awaiting())
+            .arg(limit)
+            .arg(poll_lease_ms)
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    /// Schedule the next poll of a render that is still running.
+    pub async fn poll_again(&self, account: &str, id: &str, delay_ms: u64) -> Result<()> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        SCRIPTS
+            .poll_again
+            .key(k.awaiting())
+            .arg(id)
+            .arg(delay_ms)
+            .invoke_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// A poll saw success: take the task under a lease to download it. Returns the new fence.
+    pub async fn render_done(
+        &self,
+        account: &str,
+        id: &str,
+        provider_task_id: &str,
+        result_json: &str,
+        worker: &str,
+        lease_ms: u64,
+    ) -> Result<u64> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        SCRIPTS
+            .render_done
+            .key(k.task(id))
+            .key(k.awaiting())
+            .key(k.leases())
+            .key(k.counts())
+            .arg(provider_task_id)
+            .arg(result_json)
+            .arg(worker)
+            .arg(lease_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| fenced_or(id, e))
+    }
+
+    /// The output is stored: mark the task done (and queue its dependents for notification).
+    pub async fn complete(
+        &self,
+        account: &str,
+        id: &str,
+        fence: u64,
+        output: &str,
+        sha256: &str,
+        bytes: u64,
+    ) -> Result<()> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        SCRIPTS
+            .complete
+            .key(k.task(id))
+            .key(k.leases())
+            .key(k.counts())
+            .key(k.notify())
+            .key(k.dependents(id))
+            .arg(fence)
+            .arg(output)
+            .arg(sha256)
+            .arg(bytes)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| fenced_or(id, e))
+    }
+
+    /// Apply a failure decision. Returns the state the task is in afterwards.
+    pub async fn fail(
+        &self,
+        account: &str,
+        id: &str,
+        guard: &FailGuard,
+        decision: FailDecision,
+        info: &FailInfo<'_>,
+    ) -> Result<TaskState> {
+        let k = AccountKeys::new(account);
+        let mut inv = SCRIPTS.fail.prepare_invoke();
+        inv.key(k.task(id))
+            .key(k.leases())
+            .key(k.awaiting())
+            .key(k.delayed())
+            .key(k.dead())
+            .key(k.counts());
+        match guard {
+            FailGuard::Held { fence } => inv.arg("held").arg(*fence),
+            FailGuard::Render { provider_task_id } => inv.arg("render").arg(provider_task_id),
+        };
+        match decision {
+            FailDecision::Retry {
+                delay_ms,
+                refund_attempt,
+            } => inv
+                .arg("retry")
+                .arg(delay_ms)
+                .arg(if refund_attempt { "1" } else { "0" }),
+            FailDecision::Repoll { delay_ms } => inv.arg("repoll").arg(delay_ms).arg("0"),
+            FailDecision::Dead => inv.arg("dead").arg(0).arg("0"),
+        };
+        inv.arg(info.class.as_str())
+            .arg(info.code.unwrap_or(""))
+            .arg(info.message);
+        let mut conn = self.redis.conn().await?;
+        let state: String = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| fenced_or(id, e))?;
+        TaskState::parse(&state).ok_or(QueueError::Reply {
+            script: "fail",
+            detail: state,
+        })
+    }
+
+    /// Give back a claimed task that was never submitted.
+    pub async fn release(&self, account: &str, id: &str, fence: u64) -> Result<()> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        SCRIPTS
+            .release
+            .key(k.task(id))
+            .key(k.leases())
+            .key(k.ready())
+            .key(k.counts())
+            .arg(fence)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| fenced_or(id, e))
+    }
+
+    /// Tell `dependent` that dependency `dep_id` is stored.
+    pub async fn dep_done(&self, dependent: &DepRef, dep_id: &str) -> Result<String> {
+        let k = AccountKeys::new(&dependent.account);
+        let mut conn = self.redis.conn().await?;
+        Ok(SCRIPTS
+            .dep_done
+            .key(k.task(&dependent.id))
+            .key(k.deps(&dependent.id))
+            .key(k.ready())
+            .key(k.counts())
+            .arg(dep_id)
+            .arg(GROUP)
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    /// Tell every dependent of stored task `id` (in `account`), then clear its outbox entry.
+    pub async fn notify_dependents(&self, account: &str, id: &str) -> Result<usize> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        let members: Vec<String> = conn.smembers(k.dependents(id)).await?;
+        for m in &members {
+            if let Some((acct, dep_id)) = m.split_once('|') {
+                self.dep_done(
+                    &DepRef {
+                        id: dep_id.to_string(),
+                        account: acct.to_string(),
+                    },
+                    id,
+                )
+                .await?;
+            }
+        }
+        let _: i64 = conn.zrem(k.notify(), id).await?;
+        Ok(members.len())
+    }
+
+    /// Stored tasks whose dependents have not all been told for at least `older_than_ms`.
+    pub async fn notify_backlog(
+        &self,
+        account: &str,
+        older_than_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        let now = redis_time_ms(&mut conn).await?;
+        let max = now - older_than_ms as i64;
+        Ok(conn
+            .zrangebyscore_limit(k.notify(), "-inf", max, 0, limit as isize)
+            .await?)
+    }
+
+    /// Promote up to `limit` due retries to ready. Returns how many moved.
+    pub async fn promote_due(&self, account: &str, limit: usize) -> Result<usize> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        let now = redis_time_ms(&mut conn).await?;
+        let due: Vec<String> = conn
+            .zrangebyscore_limit(k.delayed(), "-inf", now, 0, limit as isize)
+            .await?;
+        let mut moved = 0;
+        for id in due {
+            let n: i64 = SCRIPTS
+                .promote
+                .key(k.task(&id))
+                .key(k.delayed())
+                .key(k.ready())
+                .key(k.counts())
+                .arg(GROUP)
+                .invoke_async(&mut conn)
+                .await?;
+            moved += n as usize;
+        }
+        Ok(moved)
+    }
+
+    /// Lease holders whose lease ran out (by the Redis clock).
+    pub async fn expired_leases(&self, account: &str, limit: usize) -> Result<Vec<String>> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        let now = redis_time_ms(&mut conn).await?;
+        Ok(conn
+            .zrangebyscore_limit(k.leases(), "-inf", now, 0, limit as isize)
+            .await?)
+    }
+
+    /// Act on one expired lease. `reconciled` is the provider id (and locator) found for a task
+    /// that was `submitting`, when the family could look it up.
+    pub async fn reap_lease(
+        &self,
+        account: &str,
+        id: &str,
+        max_stalls: u32,
+        reconciled: Option<(&str, Option<&str>)>,
+    ) -> Result<LeaseAction> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        let (ptid, loc) = reconciled
+            .map(|(p, l)| (p, l.unwrap_or("")))
+            .unwrap_or(("", ""));
+        let action: String = SCRIPTS
+            .reap_lease
+            .key(k.task(id))
+            .key(k.leases())
+            .key(k.ready())
+            .key(k.awaiting())
+            .key(k.dead())
+            .key(k.counts())
+            .key(k.stats())
+            .arg(GROUP)
+            .arg(max_stalls)
+            .arg(ptid)
+            .arg(loc)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match action.as_str() {
+            "not_expired" => LeaseAction::NotExpired,
+            "requeued" => LeaseAction::Requeued,
+            "adopted" => LeaseAction::Adopted,
+            "resubmit" => LeaseAction::Resubmit,
+            "repoll" => LeaseAction::Repoll,
+            "dead" => LeaseAction::Dead,
+            _ => LeaseAction::Gone,
+        })
+    }
+
+    /// Stream entries delivered more than `min_idle_ms` ago and never claimed (their reader
+    /// died between XREADGROUP and claim.lua): put each task back as a fresh entry.
+    pub async fn redeliver_orphans(
+        &self,
+        account: &str,
+        min_idle_ms: u64,
+        reaper: &str,
+    ) -> Result<usize> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        let reply: redis::Value = redis::cmd("XAUTOCLAIM")
+            .arg(k.ready())
+            .arg(GROUP)
+            .arg(reaper)
+            .arg(min_idle_ms)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(100)
+            .query_async(&mut conn)
+            .await?;
+        let entries = parse_xautoclaim(&reply);
+        let mut readded = 0;
+        for (entry, id) in entries {
+            let n: i64 = SCRIPTS
+                .redeliver
+                .key(k.task(&id))
+                .key(k.ready())
+                .arg(GROUP)
+                .arg(&entry)
+                .invoke_async(&mut conn)
+                .await?;
+            readded += n as usize;
+        }
+        Ok(readded)
+    }
+
+    /// Per-state counts of a season, summed over its accounts (O(accounts × states)).
+    pub async fn season_counts(&self, season: &str) -> Result<BTreeMap<TaskState, u64>> {
+        let mut conn = self.redis.conn().await?;
+        let accounts: Vec<String> = conn.smembers(SeasonKeys::new(season).accounts()).await?;
+        let mut out: BTreeMap<TaskState, u64> =
+            TaskState::ALL.into_iter().map(|s| (s, 0)).collect();
+        for a in accounts {
+            let counts = self.account_counts(&a, season).await?;
+            for (s, n) in counts {
+                *out.entry(s).or_default() += n;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Per-state counts of one account for one season.
+    pub async fn account_counts(
+        &self,
+        account: &str,
+        season: &str,
+    ) -> Result<HashMap<TaskState, u64>> {
+        let mut conn = self.redis.conn().await?;
+        let fields: Vec<String> = TaskState::ALL
+            .iter()
+            .map(|s| keys::count_field(season, *s))
+            .collect();
+        let vals: Vec<Option<i64>> = redis::cmd("HMGET")
+            .arg(AccountKeys::new(account).counts())
+            .arg(&fields)
+            .query_async(&mut conn)
+            .await?;
+        Ok(TaskState::ALL
+            .into_iter()
+            .zip(vals)
+            .map(|(s, v)| (s, v.unwrap_or(0).max(0) as u64))
+            .collect())
+    }
+
+    /// All seasons ever enqueued.
+    pub async fn seasons(&self) -> Result<Vec<String>> {
+        let mut conn = self.redis.conn().await?;
+        let mut v: Vec<String> = conn.smembers(fleet::seasons()).await?;
+        v.sort();
+        Ok(v)
+    }
+
+    /// All accounts that ever had tasks.
+    pub async fn accounts(&self) -> Result<Vec<String>> {
+        let mut conn = self.redis.conn().await?;
+        let mut v: Vec<String> = conn.smembers(fleet::accounts()).await?;
+        v.sort();
+        Ok(v)
+    }
+
+    /// Every task record of a season (for listings; O(tasks), never used by metrics).
+    pub async fn season_tasks(&self, season: &str) -> Result<Vec<TaskRecord>> {
+        let mut conn = self.redis.conn().await?;
+        let mut index: Vec<(String, String)> =
+            conn.hgetall(SeasonKeys::new(season).index()).await?;
+        index.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut out = Vec::with_capacity(index.len());
+        for same_account in index.chunk_by(|a, b| a.1 == b.1) {
+            for chunk in same_account.chunks(512) {
+                let mut pipe = redis::pipe();
+                for (id, acct) in chunk {
+                    pipe.get(AccountKeys::new(acct).task(id));
+                }
+                let raws: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+                for ((id, acct), raw) in chunk.iter().zip(raws) {
+                    if let Some(raw) = raw {
+                        out.push(TaskRecord::from_json(&raw).map_err(|source| {
+                            QueueError::Decode {
+                                key: AccountKeys::new(acct).task(id),
+                                source,
+                            }
+                        })?);
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.label.cmp(&b.label));
+        Ok(out)
+    }
+}
+
+/// The task record every new task starts from; the enqueue script sets state and times.
+fn initial_record(t: &NewTask, max_attempts: u32) -> TaskRecord {
+    TaskRecord {
+        id: t.id.clone(),
+        season: t.season.clone(),
+        group: t.group.clone(),
+        label: t.label.clone(),
+        kind: t.kind(),
+        state: TaskState::Waiting,
+        account: t.account().to_string(),
+        chain: t.chain.clone(),
+        chain_pos: 0,
+        fence: 0,
+        attempt: 0,
+        max_attempts,
+        stalls: 0,
+        entry: None,
+        holder: None,
+        provider_task_id: None,
+        poll_locator: None,
+        result: None,
+        polls: 0,
+        deps: t.deps.clone(),
+        payload: t.payload.clone(),
+        ext: t.ext.clone(),
+        output: None,
+        sha256: None,
+        bytes: None,
+        failure: None,
+        errors: Vec::new(),
+        possible_duplicate: false,
+        created_ms: 0,
+        updated_ms: 0,
+        ready_ms: None,
+        submitted_ms: None,
+        done_ms: None,
+    }
+}
+
+/// Redis server time in ms (for range queries outside scripts).
+pub async fn redis_time_ms(conn: &mut crate::redis_conn::Conn) -> Result<i64> {
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
+    Ok(secs * 1000 + micros / 1000)
+}
+
+/// `(entry id, task id)` pairs from an XAUTOCLAIM reply; deleted entries come back as nil.
+fn parse_xautoclaim(reply: &redis::Value) -> Vec<(String, String)> {
+    use redis::Value;
+    let mut out = Vec::new();
+    let Value::Array(parts) = reply else {
+        return out;
+    };
+    let Some(Value::Array(entries)) = parts.get(1) else {
+        return out;
+    };
+    for e in entries {
+        let Value::Array(pair) = e else { continue };
+        let (Some(id), Some(Value::Array(fields))) = (pair.first(), pair.get(1)) else {
+            continue;
+        };
+        let Ok(entry) = redis::from_redis_value::<String>(id.clone()) else {
+            continue;
+        };
+        let mut it = fields.iter();
+        while let (Some(f), Some(v)) = (it.next(), it.next()) {
+            if redis::from_redis_value::<String>(f.clone()).ok().as_deref() == Some("id") {
+                if let Ok(task) = redis::from_redis_value::<String>(v.clone()) {
+                    out.push((entry.clone(), task));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Read up to `count` new deliveries for `worker` from an account's ready stream, blocking up to
+/// `block_ms` on `conn` (a dedicated connection from [`RedisHandle::blocking_conn`]).
+pub async fn read_ready(
+    conn: &mut crate::redis_conn::Conn,
+    account: &str,
+    worker: &str,
+    count: usize,
+    block_ms: u64,
+) -> Result<Vec<(String, String)>> {
+    let k = AccountKeys::new(account);
+    let opts = redis::streams::StreamReadOptions::default()
+        .group(GROUP, worker)
+        .count(count)
+        .block(block_ms as usize);
+    let reply: Option<redis::streams::StreamReadReply> =
+        conn.xread_options(&[k.ready()], &[">"], &opts).await?;
+    let mut out = Vec::new();
+    if let Some(reply) = reply {
+        for key in reply.keys {
+            for entry in key.ids {
+                if let Some(id) = entry.get::<String>("id") {
+                    out.push((entry.id.clone(), id));
+                }
+            }
+        }
+    }
+    Ok(out)
+}

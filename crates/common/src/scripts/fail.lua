@@ -1,0 +1,64 @@
+-- fail.lua: apply the worker's decision about a failed attempt.
+--
+-- KEYS[1]  task record
+-- KEYS[2]  leases zset
+-- KEYS[3]  await zset
+-- KEYS[4]  delayed zset
+-- KEYS[5]  dead zset
+-- KEYS[6]  counts hash
+-- ARGV[1]  guard: 'held' (caller holds the lease) or 'render' (a poll saw the failure)
+-- ARGV[2]  fencing token ('held') or provider task id ('render')
+-- ARGV[3]  decision: 'retry' (resubmit later), 'repoll' (keep the render, poll again later;
+--          for downloads whose URL can be refreshed) or 'dead'
+-- ARGV[4]  delay (ms) for retry / repoll
+-- ARGV[5]  '1' to give the attempt back (rate and concurrency limits do not use attempts)
+-- ARGV[6]  failure class, ARGV[7] provider code ('' for none), ARGV[8] message (no secrets)
+--
+-- The decision is made in Rust (retry policy, attempt limit); this script only applies it, after
+-- checking that the caller still has the right to. Returns the new state, or an error "FENCED".
+
+local t = load_task(KEYS[1])
+if t == nil then
+  return redis.error_reply('FENCED')
+end
+if ARGV[1] == 'held' then
+  if tostring(t.fence) ~= ARGV[2]
+      or (t.state ~= 'claimed' and t.state ~= 'submitting' and t.state ~= 'downloading') then
+    return redis.error_reply('FENCED')
+  end
+elseif t.state ~= 'rendering' or t.provider_task_id ~= ARGV[2] then
+  return redis.error_reply('FENCED')
+end
+local now = now_ms()
+if ARGV[5] == '1' and (t.attempt or 0) > 0 then
+  t.attempt = t.attempt - 1
+end
+append_error(t, ARGV[6], ARGV[7], ARGV[8], now)
+-- Keep the history bounded per task: the first errors explain the cause, the last the end.
+if #t.errors > 40 then
+  table.remove(t.errors, 11)
+end
+t.holder = nil
+redis.call('ZREM', KEYS[2], t.id)
+local decision = ARGV[3]
+if decision == 'retry' then
+  t.provider_task_id = nil
+  t.poll_locator = nil
+  t.result = nil
+  redis.call('ZREM', KEYS[3], t.id)
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), t.id)
+  set_state(KEYS[6], t, 'delayed', now)
+elseif decision == 'repoll' then
+  t.result = nil
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), t.id)
+  set_state(KEYS[6], t, 'rendering', now)
+else
+  t.failure = ARGV[6]
+  t.done_ms = now
+  redis.call('ZREM', KEYS[3], t.id)
+  redis.call('ZREM', KEYS[4], t.id)
+  redis.call('ZADD', KEYS[5], now, t.id)
+  set_state(KEYS[6], t, 'dead', now)
+end
+save_task(KEYS[1], t)
+return t.state
