@@ -485,10 +485,10 @@ fn default_poll_concurrency() -> usize {
     64
 }
 fn default_max_attempts() -> u32 {
-    5
+    8
 }
 fn default_retry_base_ms() -> u64 {
-    2_000
+    5_000
 }
 fn default_retry_max_ms() -> u64 {
     300_000

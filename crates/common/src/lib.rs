@@ -6,9 +6,11 @@
 //! their typed Rust front ([`queue`]), Redis connections ([`redis_conn`]) and the metrics
 //! registry ([`metrics`]). Nothing here talks HTTP to a provider.
 
+pub mod coalesce;
 pub mod config;
 pub mod ids;
 pub mod keys;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod queue;

@@ -5,12 +5,13 @@
 //! that a dependency is stored — are separate idempotent calls, so a crash between them repeats
 //! work instead of losing it (ARCHITECTURE.md, "Dependencies").
 
+use crate::coalesce::Coalescer;
 use crate::keys::{self, fleet, AccountKeys, SeasonKeys, GROUP};
 use crate::model::{DepRef, FailureClass, NewTask, TaskRecord, TaskState};
 use crate::redis_conn::{ConnError, RedisHandle};
 use redis::{AsyncCommands, Script};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -25,8 +26,11 @@ pub enum QueueError {
     Decode {
         key: String,
         #[source]
-        source: serde_json::Error,
+        source: rmp_serde::decode::Error,
     },
+    /// A batched call failed as a whole (connection lost, script error).
+    #[error("batched Redis call failed: {0}")]
+    Batch(String),
     #[error("unexpected reply from script {script}: {detail}")]
     Reply {
         script: &'static str,
@@ -142,9 +146,36 @@ pub enum LeaseAction {
     Gone,
 }
 
+type SubmitCoalescer = Coalescer<(String, u64), u32, QueueError>;
+type CompleteCoalescer = Coalescer<CompleteReq, bool, QueueError>;
+
+struct CompleteReq {
+    id: String,
+    fence: u64,
+    output: String,
+    sha256: String,
+    bytes: u64,
+}
+
+/// Per-account coalescers of the hot transitions, created on first use.
+#[derive(Default)]
+struct Coalescers {
+    submitting: Mutex<HashMap<String, Arc<SubmitCoalescer>>>,
+    complete: Mutex<HashMap<String, Arc<CompleteCoalescer>>>,
+}
+
 #[derive(Clone)]
 pub struct Queue {
     redis: RedisHandle,
+    coalescers: Arc<Coalescers>,
+}
+
+fn batch_error(e: &QueueError) -> QueueError {
+    QueueError::Batch(e.to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn fenced_or(id: &str, e: redis::RedisError) -> QueueError {
@@ -157,7 +188,10 @@ fn fenced_or(id: &str, e: redis::RedisError) -> QueueError {
 
 impl Queue {
     pub fn new(redis: RedisHandle) -> Queue {
-        Queue { redis }
+        Queue {
+            redis,
+            coalescers: Arc::new(Coalescers::default()),
+        }
     }
 
     pub fn redis(&self) -> &RedisHandle {
@@ -186,9 +220,11 @@ impl Queue {
     pub async fn get_task(&self, account: &str, id: &str) -> Result<Option<TaskRecord>> {
         let key = AccountKeys::new(account).task(id);
         let mut conn = self.redis.conn().await?;
-        let raw: Option<String> = conn.get(&key).await?;
-        raw.map(|s| TaskRecord::from_json(&s).map_err(|source| QueueError::Decode { key, source }))
-            .transpose()
+        let raw: Option<Vec<u8>> = conn.get(&key).await?;
+        raw.map(|s| {
+            TaskRecord::from_msgpack(&s).map_err(|source| QueueError::Decode { key, source })
+        })
+        .transpose()
     }
 
     /// Which account holds task `id` of `season` (from the season index).
@@ -275,7 +311,7 @@ impl Queue {
                         .filter(|d| !stored.contains(&d.id))
                         .map(|d| d.id.as_str())
                         .collect();
-                    inv.arg(initial_record(t, max_attempts).to_json());
+                    inv.arg(initial_record(t, max_attempts).to_msgpack());
                     inv.arg(pending.len());
                     for p in pending {
                         inv.arg(p);
@@ -331,9 +367,9 @@ impl Queue {
                 for d in chunk {
                     pipe.get(AccountKeys::new(&d.account).task(&d.id));
                 }
-                let raws: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+                let raws: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
                 for (d, raw) in chunk.iter().zip(raws) {
-                    let rec = raw.and_then(|raw| TaskRecord::from_json(&raw).ok());
+                    let rec = raw.and_then(|raw| TaskRecord::from_msgpack(&raw).ok());
                     if rec.is_some_and(|r| r.state == TaskState::Stored) {
                         out.insert(d.id.clone());
                     }
@@ -366,11 +402,11 @@ impl Queue {
             inv.arg(entry);
         }
         let mut conn = self.redis.conn().await?;
-        let replies: Vec<(String, String)> = inv.invoke_async(&mut conn).await?;
+        let replies: Vec<(String, Vec<u8>)> = inv.invoke_async(&mut conn).await?;
         replies
             .into_iter()
-            .map(|(status, json)| match status.as_str() {
-                "claimed" => TaskRecord::from_json(&json)
+            .map(|(status, packed)| match status.as_str() {
+                "claimed" => TaskRecord::from_msgpack(&packed)
                     .map(|r| Claim::Claimed(Box::new(r)))
                     .map_err(|source| QueueError::Decode {
                         key: k.ready(),
@@ -404,18 +440,51 @@ impl Queue {
         Ok(out.into_iter().map(|v| v == 1).collect())
     }
 
-    /// Record the attempt before the HTTP submit. Returns the attempt number.
+    /// Record the attempt before the HTTP submit. Returns the attempt number. Concurrent calls
+    /// for one account are coalesced into one script run.
     pub async fn mark_submitting(&self, account: &str, id: &str, fence: u64) -> Result<u32> {
-        let k = AccountKeys::new(account);
-        let mut conn = self.redis.conn().await?;
-        SCRIPTS
-            .mark_submitting
-            .key(k.task(id))
-            .key(k.counts())
-            .arg(fence)
-            .invoke_async(&mut conn)
+        let coalescer = {
+            let mut map = lock(&self.coalescers.submitting);
+            map.entry(account.to_string())
+                .or_insert_with(|| {
+                    let redis = self.redis.clone();
+                    let k = AccountKeys::new(account);
+                    Arc::new(Coalescer::spawn(
+                        move |reqs: Vec<(String, u64)>| {
+                            let redis = redis.clone();
+                            let k = k.clone();
+                            async move {
+                                let mut inv = SCRIPTS.mark_submitting.prepare_invoke();
+                                inv.key(k.counts());
+                                for (id, fence) in &reqs {
+                                    inv.key(k.task(id)).arg(*fence);
+                                }
+                                let mut conn = redis.conn().await?;
+                                let attempts: Vec<u32> = inv.invoke_async(&mut conn).await?;
+                                Ok(reqs
+                                    .iter()
+                                    .zip(attempts)
+                                    .map(|((id, _), a)| {
+                                        if a == 0 {
+                                            Err(QueueError::Fenced(id.clone()))
+                                        } else {
+                                            Ok(a)
+                                        }
+                                    })
+                                    .collect())
+                            }
+                        },
+                        batch_error,
+                    ))
+                })
+                .clone()
+        };
+        coalescer
+            .call(
+                (id.to_string(), fence),
+                QueueError::Batch("queue closed".into()),
+            )
             .await
-            .map_err(|e| fenced_or(id, e))
     }
 
     /// Save the provider's task id and move the task to the await schedule.
@@ -505,7 +574,9 @@ impl Queue {
             .map_err(|e| fenced_or(id, e))
     }
 
-    /// The output is stored: mark the task done (and queue its dependents for notification).
+    /// The output is stored: mark the task done. Returns true when it has dependents to tell
+    /// (it is then in the notify outbox until [`Queue::notify_dependents`] runs). Concurrent
+    /// calls for one account are coalesced into one script run.
     pub async fn complete(
         &self,
         account: &str,
@@ -514,24 +585,51 @@ impl Queue {
         output: &str,
         sha256: &str,
         bytes: u64,
-    ) -> Result<()> {
-        let k = AccountKeys::new(account);
-        let mut conn = self.redis.conn().await?;
-        SCRIPTS
-            .complete
-            .key(k.task(id))
-            .key(k.leases())
-            .key(k.counts())
-            .key(k.notify())
-            .key(k.dependents(id))
-            .arg(fence)
-            .arg(output)
-            .arg(sha256)
-            .arg(bytes)
-            .invoke_async::<i64>(&mut conn)
+    ) -> Result<bool> {
+        let coalescer = {
+            let mut map = lock(&self.coalescers.complete);
+            map.entry(account.to_string())
+                .or_insert_with(|| {
+                    let redis = self.redis.clone();
+                    let k = AccountKeys::new(account);
+                    Arc::new(Coalescer::spawn(
+                        move |reqs: Vec<CompleteReq>| {
+                            let redis = redis.clone();
+                            let k = k.clone();
+                            async move {
+                                let mut inv = SCRIPTS.complete.prepare_invoke();
+                                inv.key(k.leases()).key(k.counts()).key(k.notify());
+                                for r in &reqs {
+                                    inv.key(k.task(&r.id)).key(k.dependents(&r.id));
+                                    inv.arg(r.fence).arg(&r.output).arg(&r.sha256).arg(r.bytes);
+                                }
+                                let mut conn = redis.conn().await?;
+                                let done: Vec<i64> = inv.invoke_async(&mut conn).await?;
+                                Ok(reqs
+                                    .iter()
+                                    .zip(done)
+                                    .map(|(r, d)| match d {
+                                        0 => Err(QueueError::Fenced(r.id.clone())),
+                                        d => Ok(d == 2),
+                                    })
+                                    .collect())
+                            }
+                        },
+                        batch_error,
+                    ))
+                })
+                .clone()
+        };
+        let req = CompleteReq {
+            id: id.to_string(),
+            fence,
+            output: output.to_string(),
+            sha256: sha256.to_string(),
+            bytes,
+        };
+        coalescer
+            .call(req, QueueError::Batch("queue closed".into()))
             .await
-            .map(|_| ())
-            .map_err(|e| fenced_or(id, e))
     }
 
     /// Apply a failure decision. Returns the state the task is in afterwards.
@@ -827,10 +925,10 @@ impl Queue {
                 for (id, acct) in chunk {
                     pipe.get(AccountKeys::new(acct).task(id));
                 }
-                let raws: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+                let raws: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
                 for ((id, acct), raw) in chunk.iter().zip(raws) {
                     if let Some(raw) = raw {
-                        out.push(TaskRecord::from_json(&raw).map_err(|source| {
+                        out.push(TaskRecord::from_msgpack(&raw).map_err(|source| {
                             QueueError::Decode {
                                 key: AccountKeys::new(acct).task(id),
                                 source,

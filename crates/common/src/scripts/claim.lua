@@ -14,7 +14,7 @@
 -- lease, not by the pending-entries list. A delivery whose record is gone, not `ready`, or points
 -- at another entry is stale and dropped. While the account is paused a delivery is put back at
 -- the end of the stream instead of claimed.
--- Returns, per delivery: {"claimed", record JSON} | {"stale", ""} | {"paused", ""}.
+-- Returns, per delivery: {"claimed", record} | {"stale", ""} | {"paused", ""}.
 
 local now = now_ms()
 local lease_until = now + tonumber(ARGV[3])
@@ -38,9 +38,9 @@ for i = 1, #KEYS - 4 do
     t.entry = nil
     set_state(KEYS[3], t, 'claimed', now)
     redis.call('ZADD', KEYS[2], lease_until, t.id)
-    local json = cjson.encode(t)
-    redis.call('SET', key, json)
-    out[i] = { 'claimed', json }
+    local packed = cmsgpack.pack(t)
+    redis.call('SET', key, packed)
+    out[i] = { 'claimed', packed }
   end
 end
 return out

@@ -1,35 +1,43 @@
--- complete.lua: the output is in storage with its checksum; the task is done.
+-- complete.lua: outputs are in storage with their checksums; the tasks are done.
 --
--- KEYS[1]  task record
--- KEYS[2]  leases zset
--- KEYS[3]  counts hash
--- KEYS[4]  notify zset (outbox of stored tasks whose dependents must be told)
--- KEYS[5]  dependents set of this task
--- ARGV[1]  fencing token
--- ARGV[2]  output location (relative to the storage root)
--- ARGV[3]  sha256 hex
--- ARGV[4]  size in bytes
+-- KEYS[1]      leases zset
+-- KEYS[2]      counts hash
+-- KEYS[3]      notify zset (outbox of stored tasks whose dependents must be told)
+-- KEYS[2+2i]   task record of task i            (i = 1..n; all of one account)
+-- KEYS[3+2i]   dependents set of task i
+-- ARGV[4i-3..4i]  for task i: fencing token, output location, sha256 hex, size in bytes
 --
--- Stored before done (invariant 7): the caller has already renamed the file into place. Tasks
--- with dependents enter the notify outbox in the same step, so a crash before they are told
--- cannot strand them.
--- Returns 1, or an error "FENCED".
+-- Stored before done (invariant 7): the caller has already renamed each file into place. A task
+-- with dependents enters the notify outbox in the same step, so a crash before they are told
+-- cannot strand them. Coalesced like mark_submitting.lua.
+-- Returns, per task: 2 stored and has dependents to tell, 1 stored, 0 no longer held.
 
-local t = load_task(KEYS[1])
-if t == nil or tostring(t.fence) ~= ARGV[1]
-    or (t.state ~= 'claimed' and t.state ~= 'submitting' and t.state ~= 'downloading') then
-  return redis.error_reply('FENCED')
-end
 local now = now_ms()
-t.output = ARGV[2]
-t.sha256 = ARGV[3]
-t.bytes = tonumber(ARGV[4])
-t.holder = nil
-t.done_ms = now
-set_state(KEYS[3], t, 'stored', now)
-save_task(KEYS[1], t)
-redis.call('ZREM', KEYS[2], t.id)
-if redis.call('EXISTS', KEYS[5]) == 1 then
-  redis.call('ZADD', KEYS[4], now, t.id)
+local out = {}
+local n = (#KEYS - 3) / 2
+for i = 1, n do
+  local key = KEYS[2 + 2 * i]
+  local rdeps = KEYS[3 + 2 * i]
+  local a = 4 * (i - 1)
+  local t = load_task(key)
+  if t == nil or tostring(t.fence) ~= ARGV[a + 1]
+      or (t.state ~= 'claimed' and t.state ~= 'submitting' and t.state ~= 'downloading') then
+    out[i] = 0
+  else
+    t.output = ARGV[a + 2]
+    t.sha256 = ARGV[a + 3]
+    t.bytes = tonumber(ARGV[a + 4])
+    t.holder = nil
+    t.done_ms = now
+    set_state(KEYS[2], t, 'stored', now)
+    save_task(key, t)
+    redis.call('ZREM', KEYS[1], t.id)
+    if redis.call('EXISTS', rdeps) == 1 then
+      redis.call('ZADD', KEYS[3], now, t.id)
+      out[i] = 2
+    else
+      out[i] = 1
+    end
+  end
 end
-return 1
+return out

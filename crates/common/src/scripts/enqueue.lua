@@ -6,7 +6,7 @@
 -- KEYS[4+2(i-1)]  deps set key of task i
 -- ARGV[1]  consumer group name
 -- ARGV[2]  n, the number of tasks
--- then per task i, in order: record JSON, p (pending dependency count), p dependency ids
+-- then per task i, in order: record (MessagePack), p (pending dependency count), p dependency ids
 --
 -- A task with no pending dependency goes straight onto the ready stream; the others wait with
 -- their pending ids in their deps set until dep_done.lua removes the last one. Existing records
@@ -31,7 +31,7 @@ for i = 1, n do
     existing = existing + 1
     cursor = cursor + pending
   else
-    local t = cjson.decode(record)
+    local t = cmsgpack.unpack(record)
     t.state = nil
     t.created_ms = now
     if pending > 0 then

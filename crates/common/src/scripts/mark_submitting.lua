@@ -1,20 +1,27 @@
--- mark_submitting.lua: record an attempt before the HTTP submit (never pay twice).
+-- mark_submitting.lua: record attempts before their HTTP submits (never pay twice).
 --
--- KEYS[1]  task record
--- KEYS[2]  counts hash
--- ARGV[1]  fencing token
+-- KEYS[1]    counts hash
+-- KEYS[1+i]  task record of task i              (i = 1..n; all of one account)
+-- ARGV[i]    fencing token the caller holds for task i
 --
 -- After this the reaper knows a provider may have the work; a crash between here and
 -- mark_accepted.lua is the only window that can produce a duplicate render, and it is counted.
--- Returns the attempt number, or an error "FENCED" when the caller no longer holds the task.
+-- Several workers' calls are coalesced into one script run (group commit); each task is checked
+-- on its own. Returns, per task, the attempt number, or 0 when the caller no longer holds it.
 
-local t = load_task(KEYS[1])
-if t == nil or t.state ~= 'claimed' or tostring(t.fence) ~= ARGV[1] then
-  return redis.error_reply('FENCED')
-end
 local now = now_ms()
-t.attempt = (t.attempt or 0) + 1
-t.submitted_ms = now
-set_state(KEYS[2], t, 'submitting', now)
-save_task(KEYS[1], t)
-return t.attempt
+local out = {}
+for i = 1, #KEYS - 1 do
+  local key = KEYS[1 + i]
+  local t = load_task(key)
+  if t == nil or t.state ~= 'claimed' or tostring(t.fence) ~= ARGV[i] then
+    out[i] = 0
+  else
+    t.attempt = (t.attempt or 0) + 1
+    t.submitted_ms = now
+    set_state(KEYS[1], t, 'submitting', now)
+    save_task(key, t)
+    out[i] = t.attempt
+  end
+end
+return out

@@ -1,8 +1,8 @@
 -- prelude.lua: helpers prepended to every dramaq transition script (it touches no key itself).
 --
 -- Time comes from Redis TIME so every host agrees (design-notes invariant 9). A task record is
--- one JSON string decoded and re-encoded with cjson; the Rust side never writes empty arrays or
--- integers past 2^53, so the round trip is lossless. Every state change goes through set_state,
+-- one MessagePack string decoded and re-encoded with cmsgpack; the Rust side never writes empty
+-- arrays or integers past 2^53, so the round trip is lossless. Every state change goes through set_state,
 -- which keeps the per-account "<season>|<state>" counters in step: status and gauges read those
 -- counters instead of scanning.
 
@@ -16,11 +16,11 @@ local function load_task(key)
   if not raw then
     return nil
   end
-  return cjson.decode(raw)
+  return cmsgpack.unpack(raw)
 end
 
 local function save_task(key, t)
-  redis.call('SET', key, cjson.encode(t))
+  redis.call('SET', key, cmsgpack.pack(t))
 end
 
 local function set_state(counts_key, t, state, now)

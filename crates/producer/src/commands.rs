@@ -1,0 +1,247 @@
+//! The operator commands behind `dramaq plan | enqueue | status | tasks`.
+//!
+//! Each prints a human table by default and a stable JSON document with `--json`, so scripts and
+//! tests read the same facts an operator sees.
+
+use crate::script::Expanded;
+use anyhow::Context;
+use dramaq_common::config::Config;
+use dramaq_common::model::{TaskKind, TaskState};
+use dramaq_common::queue::Queue;
+use dramaq_common::redis_conn::RedisHandle;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+pub fn plan(expanded: &Expanded, as_json: bool) -> anyhow::Result<()> {
+    let mut by_kind: BTreeMap<&str, (u64, f64)> = BTreeMap::new();
+    let mut by_account: BTreeMap<&str, (u64, f64)> = BTreeMap::new();
+    let mut total = 0.0;
+    for t in &expanded.tasks {
+        let k = by_kind.entry(t.kind().as_str()).or_default();
+        k.0 += 1;
+        k.1 += t.est_cost_usd;
+        let a = by_account.entry(t.account()).or_default();
+        a.0 += 1;
+        a.1 += t.est_cost_usd;
+        total += t.est_cost_usd;
+    }
+    if as_json {
+        let tasks: Vec<_> = expanded
+            .tasks
+            .iter()
+            .map(|t| {
+                json!({
+                    "id": t.id, "label": t.label, "kind": t.kind(), "account": t.account(),
+                    "chain": t.chain, "deps": t.deps.iter().map(|d| &d.id).collect::<Vec<_>>(),
+                    "est_cost_usd": round_cents(t.est_cost_usd),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "season": expanded.season,
+            "title": expanded.title,
+            "total": expanded.tasks.len(),
+            "by_kind": by_kind.iter().map(|(k, (n, c))| (k.to_string(), json!({"count": n, "est_cost_usd": round_cents(*c)}))).collect::<serde_json::Map<_, _>>(),
+            "by_account": by_account.iter().map(|(k, (n, c))| (k.to_string(), json!({"count": n, "est_cost_usd": round_cents(*c)}))).collect::<serde_json::Map<_, _>>(),
+            "est_cost_usd": round_cents(total),
+            "tasks": tasks,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("season {} — {}", expanded.season, expanded.title);
+    println!(
+        "{:<24} {:<9} {:<16} {:<21} {:>9}",
+        "TASK", "KIND", "ACCOUNT", "ID", "EST USD"
+    );
+    for t in &expanded.tasks {
+        println!(
+            "{:<24} {:<9} {:<16} {:<21} {:>9.2}",
+            t.label,
+            t.kind().as_str(),
+            t.account(),
+            t.id,
+            t.est_cost_usd
+        );
+    }
+    println!();
+    for (k, (n, c)) in &by_kind {
+        println!("{k:<10} {n:>5} tasks  ${c:>9.2}");
+    }
+    for (a, (n, c)) in &by_account {
+        println!("{a:<16} {n:>5} tasks  ${c:>9.2}");
+    }
+    println!(
+        "total      {:>5} tasks  ${total:>9.2} (estimated from configured prices)",
+        expanded.tasks.len()
+    );
+    Ok(())
+}
+
+fn round_cents(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+async fn connect(cfg: &Config) -> anyhow::Result<Queue> {
+    let redis = RedisHandle::connect(&cfg.redis.url, cfg.redis.pool_size).await?;
+    redis.check_no_eviction(cfg.redis.allow_eviction).await?;
+    Ok(Queue::new(redis))
+}
+
+pub async fn enqueue(cfg: &Config, expanded: &Expanded, as_json: bool) -> anyhow::Result<()> {
+    let queue = connect(cfg).await?;
+    let bar = if as_json {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(expanded.tasks.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} tasks")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(format!("enqueueing {}", expanded.season));
+        bar
+    };
+    let report = queue
+        .enqueue(
+            &expanded.season,
+            &expanded.title,
+            &expanded.tasks,
+            cfg.worker.max_attempts,
+            |done| bar.set_position(done as u64),
+        )
+        .await
+        .context("enqueue (safe to re-run: existing tasks are skipped)")?;
+    bar.finish_and_clear();
+    if as_json {
+        println!(
+            "{}",
+            json!({"season": expanded.season, "new": report.new, "existing": report.existing})
+        );
+    } else {
+        println!(
+            "season {}: {} new tasks enqueued, {} already present",
+            expanded.season, report.new, report.existing
+        );
+    }
+    Ok(())
+}
+
+fn counts_json(season: &str, counts: &BTreeMap<TaskState, u64>) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("season".into(), json!(season));
+    m.insert("total".into(), json!(counts.values().sum::<u64>()));
+    for (s, n) in counts {
+        m.insert(s.as_str().into(), json!(n));
+    }
+    serde_json::Value::Object(m)
+}
+
+fn live(counts: &BTreeMap<TaskState, u64>) -> u64 {
+    counts
+        .iter()
+        .filter(|(s, _)| !s.is_terminal())
+        .map(|(_, n)| n)
+        .sum()
+}
+
+pub async fn status(
+    cfg: &Config,
+    season: Option<&str>,
+    as_json: bool,
+    wait: bool,
+    timeout_secs: u64,
+) -> anyhow::Result<ExitCode> {
+    let queue = connect(cfg).await?;
+    let seasons = match season {
+        Some(s) => vec![s.to_string()],
+        None => queue.seasons().await?,
+    };
+    if wait {
+        let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+        loop {
+            let mut pending = 0;
+            for s in &seasons {
+                pending += live(&queue.season_counts(s).await?);
+            }
+            if pending == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                eprintln!("timed out after {timeout_secs} s with {pending} tasks still live");
+                print_status(&queue, &seasons, as_json).await?;
+                return Ok(ExitCode::from(3));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    print_status(&queue, &seasons, as_json).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn print_status(queue: &Queue, seasons: &[String], as_json: bool) -> anyhow::Result<()> {
+    let mut docs = Vec::new();
+    for s in seasons {
+        let counts = queue.season_counts(s).await?;
+        if as_json {
+            docs.push(counts_json(s, &counts));
+        } else {
+            let total: u64 = counts.values().sum();
+            let parts: Vec<String> = counts
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(st, n)| format!("{st} {n}"))
+                .collect();
+            println!(
+                "{s}: {total} tasks — {}",
+                if parts.is_empty() {
+                    "empty".into()
+                } else {
+                    parts.join(", ")
+                }
+            );
+        }
+    }
+    if as_json {
+        if docs.len() == 1 {
+            println!("{}", docs[0]);
+        } else {
+            println!("{}", serde_json::Value::Array(docs));
+        }
+    }
+    Ok(())
+}
+
+pub async fn tasks(cfg: &Config, season: &str, as_json: bool) -> anyhow::Result<()> {
+    let queue = connect(cfg).await?;
+    let records = queue.season_tasks(season).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<9} {:<12} {:<16} OUTPUT",
+        "TASK", "KIND", "STATE", "ACCOUNT"
+    );
+    for r in &records {
+        let out = match (&r.output, &r.failure) {
+            (Some(o), _) => o.clone(),
+            (None, Some(f)) => format!("failed: {f}"),
+            _ => String::new(),
+        };
+        println!(
+            "{:<24} {:<9} {:<12} {:<16} {}",
+            r.label,
+            r.kind.as_str(),
+            r.state.as_str(),
+            r.account,
+            out
+        );
+    }
+    let images = records.iter().filter(|r| r.kind == TaskKind::Image).count();
+    println!("{} tasks ({} character images)", records.len(), images);
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! dramaq's producer side: season scripts ([`script`]: parse, validate, expand into
+//! content-addressed tasks) and the operator commands ([`commands`]) behind the `dramaq` CLI.
+
+pub mod commands;
+pub mod script;

@@ -1,0 +1,116 @@
+//! `dramaq`: the operator CLI. Plan and enqueue seasons, watch their status.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dramaq_common::config::Config;
+use dramaq_common::logging::{self, LogFormat};
+use dramaq_producer::{commands, script};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "dramaq",
+    version,
+    about = "dramaq operator CLI: plan, enqueue and watch seasons"
+)]
+struct Cli {
+    /// Configuration file (TOML); its accounts are the providers a script may name.
+    #[arg(long, global = true, env = "DRAMAQ_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate a season script and show the tasks it expands to, with estimated cost. Writes
+    /// nothing.
+    Plan {
+        script: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a season script and enqueue its tasks. Re-running adds only what changed.
+    Enqueue {
+        script: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Task counts per state, for one season or all of them.
+    Status {
+        #[arg(long)]
+        season: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// Wait until the season has no live task (every task stored or dead), then print.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds (exit code 3).
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
+    },
+    /// List a season's tasks with their state and stored output.
+    Tasks {
+        #[arg(long)]
+        season: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, "warn");
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    match cli.cmd {
+        Cmd::Plan { script: path, json } => match script::load(&path, &cfg) {
+            Ok(expanded) => {
+                commands::plan(&expanded, json)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => Ok(report_script_errors(&errors)),
+        },
+        Cmd::Enqueue { script: path, json } => match script::load(&path, &cfg) {
+            Ok(expanded) => {
+                commands::enqueue(&cfg, &expanded, json).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => Ok(report_script_errors(&errors)),
+        },
+        Cmd::Status {
+            season,
+            json,
+            wait,
+            timeout_secs,
+        } => commands::status(&cfg, season.as_deref(), json, wait, timeout_secs).await,
+        Cmd::Tasks { season, json } => {
+            commands::tasks(&cfg, &season, json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn report_script_errors(errors: &script::ScriptErrors) -> ExitCode {
+    eprintln!("{errors}");
+    eprintln!(
+        "{} problem{} found; nothing was enqueued.",
+        errors.0.len(),
+        if errors.0.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::from(2)
+}

@@ -1,0 +1,77 @@
+//! What every worker loop shares: configuration, the queue, adapters, storage, held leases and
+//! the shutdown signals.
+
+use crate::held::HeldLeases;
+use crate::providers::Provider;
+use crate::retry::Backoff;
+use crate::storage::Storage;
+use dramaq_common::config::{AccountConfig, Config};
+use dramaq_common::queue::Queue;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub struct Ctx {
+    pub cfg: Config,
+    pub queue: Queue,
+    /// Unique per process: `<host>-<pid>-<random>`.
+    pub worker_id: String,
+    /// Accounts this worker serves, with their adapter (`None` for local assembly).
+    pub accounts: BTreeMap<String, Option<Arc<dyn Provider>>>,
+    pub storage: Arc<dyn Storage>,
+    pub held: HeldLeases,
+    /// Slots for claimed work (submits, downloads of sync results, assembly).
+    pub slots: Arc<Semaphore>,
+    /// Fired on SIGINT/SIGTERM: stop claiming and polling, finish what is in flight.
+    pub stopping: CancellationToken,
+    /// Fired when the shutdown grace period is over: abandon in-flight work (leases expire and
+    /// the reaper moves it on).
+    pub abort: CancellationToken,
+}
+
+impl Ctx {
+    /// The account's configuration. Records name their account; one missing from this
+    /// worker's config is reported, never a panic.
+    pub fn account(&self, name: &str) -> Option<&AccountConfig> {
+        self.cfg.accounts.get(name)
+    }
+
+    pub fn provider(&self, name: &str) -> Option<Arc<dyn Provider>> {
+        self.accounts.get(name).cloned().flatten()
+    }
+
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            base_ms: self.cfg.worker.retry_base_ms,
+            max_ms: self.cfg.worker.retry_max_ms,
+        }
+    }
+
+    pub fn lease_ms(&self) -> u64 {
+        self.cfg.worker.lease_ms
+    }
+}
+
+/// A worker id unique across hosts and restarts.
+pub fn new_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(32)
+        .collect();
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}

@@ -1,0 +1,115 @@
+//! The fetcher: reads an account's ready stream and claims what it reads, one slot per task.
+//!
+//! One fetcher per served account, each on its own Redis connection because it may block in
+//! `XREADGROUP … BLOCK` (a blocking read on a shared connection stalls everything else on it).
+//! Each round takes every free worker slot, reads that many entries without blocking and claims
+//! them with one `claim.lua` call. Only when the stream is empty does it block, holding a single
+//! slot, so an idle account cannot starve the others.
+
+use crate::context::Ctx;
+use crate::process;
+use dramaq_common::queue::{read_ready, Claim};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+/// How long one blocking read waits; also bounds how fast a fetcher notices shutdown.
+const BLOCK: Duration = Duration::from_millis(1_000);
+
+/// Most entries read and claimed in one round.
+const MAX_BATCH: usize = 64;
+
+pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
+    if let Err(e) = ctx.queue.ensure_group(&account).await {
+        warn!(%account, error = %e, "cannot create the consumer group; fetcher not started");
+        return;
+    }
+    let mut conn = None;
+    while !ctx.stopping.is_cancelled() {
+        if conn.is_none() {
+            match ctx.queue.redis().blocking_conn(BLOCK).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    warn!(%account, error = %e, "fetcher cannot connect; retrying");
+                    pause(&ctx, Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        // Hold every free slot (at least one) and read that many without blocking; only an
+        // empty stream makes the fetcher block, and then on a single slot.
+        let first = tokio::select! {
+            p = ctx.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = ctx.stopping.cancelled() => return,
+        };
+        let mut permits = vec![first];
+        while permits.len() < MAX_BATCH {
+            match ctx.slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut deliveries = match read_ready(c, &account, &ctx.worker_id, permits.len(), 0).await {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(%account, error = %e, "reading the ready stream failed; reconnecting");
+                conn = None;
+                pause(&ctx, Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if deliveries.is_empty() {
+            permits.truncate(1);
+            match read_ready(c, &account, &ctx.worker_id, 1, BLOCK.as_millis() as u64).await {
+                Ok(d) => deliveries = d,
+                Err(e) => {
+                    warn!(%account, error = %e, "reading the ready stream failed; reconnecting");
+                    conn = None;
+                    pause(&ctx, Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+            if deliveries.is_empty() {
+                continue;
+            }
+        }
+        let claims = match ctx
+            .queue
+            .claim(&account, &ctx.worker_id, ctx.lease_ms(), &deliveries)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                // The deliveries stay pending; the reaper redelivers them once they idle.
+                warn!(%account, error = %e, "claim failed");
+                pause(&ctx, Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut paused = false;
+        for claim in claims {
+            match claim {
+                Claim::Claimed(rec) => {
+                    let Some(permit) = permits.pop() else { break };
+                    tracker.spawn(process::run_claimed(ctx.clone(), *rec, permit));
+                }
+                Claim::Paused => paused = true,
+                Claim::Stale => debug!(%account, "dropped a stale delivery"),
+            }
+        }
+        if paused {
+            // Claims stop while the account is paused; entries went back to the stream.
+            drop(permits);
+            pause(&ctx, Duration::from_secs(1)).await;
+        }
+    }
+}
+
+async fn pause(ctx: &Ctx, d: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = ctx.stopping.cancelled() => {}
+    }
+}

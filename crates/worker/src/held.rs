@@ -1,0 +1,71 @@
+//! The leases this process holds, so the heartbeat can renew them in one call per account.
+//!
+//! A task is registered when claimed (or taken for download) and removed when it leaves the
+//! worker's hands. When a heartbeat finds a lease lost (the reaper gave the task to someone else
+//! after a long pause), the task's cancellation token fires so its work stops early; the fencing
+//! token would refuse its late transition anyway.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+struct Held {
+    account: String,
+    fence: u64,
+    cancel: CancellationToken,
+}
+
+#[derive(Default)]
+pub struct HeldLeases {
+    inner: Mutex<HashMap<String, Held>>,
+}
+
+impl HeldLeases {
+    pub fn insert(&self, id: &str, account: &str, fence: u64) -> CancellationToken {
+        let cancel = CancellationToken::new();
+        let held = Held {
+            account: account.to_string(),
+            fence,
+            cancel: cancel.clone(),
+        };
+        self.lock().insert(id.to_string(), held);
+        cancel
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `(task id, fence)` grouped by account.
+    pub fn by_account(&self) -> HashMap<String, Vec<(String, u64)>> {
+        let mut out: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+        for (id, h) in self.lock().iter() {
+            out.entry(h.account.clone())
+                .or_default()
+                .push((id.clone(), h.fence));
+        }
+        out
+    }
+
+    /// The lease of `id` is gone: stop its work.
+    pub fn lost(&self, id: &str) {
+        if let Some(h) = self.lock().remove(id) {
+            h.cancel.cancel();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        // A panic while holding this lock cannot leave the map inconsistent (single inserts and
+        // removes), so a poisoned lock is still safe to use.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

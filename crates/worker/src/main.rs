@@ -1,0 +1,143 @@
+//! `dramaq-worker`: run workers, the standalone reaper, or the benchmark.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dramaq_common::config::Config;
+use dramaq_common::logging::{self, LogFormat};
+use dramaq_worker::{bench, reaper, runner};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "dramaq-worker",
+    version,
+    about = "dramaq worker: claims, submits, awaits renders, downloads and stores"
+)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "DRAMAQ_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Claim, submit, await, download and store until SIGINT/SIGTERM.
+    Run {
+        /// Tasks held at once (submits, downloads, assembly); awaited renders hold none.
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Serve only these accounts (comma-separated); default: every configured account.
+        #[arg(long, value_delimiter = ',')]
+        providers: Vec<String>,
+        /// Do not run the maintenance (reaper) role in this process.
+        #[arg(long)]
+        no_reaper: bool,
+    },
+    /// Measure enqueue throughput, Redis memory per queued task and no-op lifecycle throughput
+    /// against a throwaway local redis-server (or --redis-url, which is flushed).
+    Bench {
+        #[arg(long, default_value_t = 50_000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Use this Redis instead of a throwaway one. ITS DATA IS FLUSHED.
+        #[arg(long)]
+        redis_url: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run only the maintenance duties: expired leases, orphaned deliveries, due retries, the
+    /// dependency outbox. Safe to run several at once and beside workers.
+    Reaper {
+        /// Only these accounts (comma-separated); default: every configured account.
+        #[arg(long, value_delimiter = ',')]
+        providers: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The benchmark measures the queue, not the log writer.
+    let level = if matches!(cli.cmd, Cmd::Bench { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    logging::init(cli.log_format, level);
+    if let Cmd::Bench {
+        tasks,
+        concurrency,
+        redis_url,
+        json,
+    } = cli.cmd
+    {
+        let report = bench::run(bench::BenchOptions {
+            tasks,
+            concurrency,
+            redis_url,
+        })
+        .await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!(
+                "dramaq bench: {} tasks, payload {} B, worker concurrency {}, Redis {}",
+                report.tasks, report.payload_bytes, report.concurrency, report.redis_version
+            );
+            println!(
+                "  enqueue (bulk)        {:>10.0} tasks/s  ({:.2} s)",
+                report.enqueue_tasks_per_sec, report.enqueue_secs
+            );
+            println!(
+                "  redis memory          {:>10.0} bytes per queued task",
+                report.redis_bytes_per_queued_task
+            );
+            println!(
+                "  no-op lifecycle       {:>10.0} tasks/s  ({:.2} s)",
+                report.lifecycle_tasks_per_sec, report.lifecycle_secs
+            );
+        }
+        return Ok(());
+    }
+    let cfg = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    let signal = runner::shutdown_signal();
+    match cli.cmd {
+        Cmd::Bench { .. } => unreachable!("handled above"),
+        Cmd::Run {
+            concurrency,
+            providers,
+            no_reaper,
+        } => {
+            runner::run(
+                cfg,
+                runner::RunOptions {
+                    providers,
+                    concurrency,
+                    reaper: !no_reaper,
+                },
+                signal,
+            )
+            .await
+        }
+        Cmd::Reaper { providers } => {
+            let accounts = runner::build_accounts(&cfg, &providers)?;
+            let queue = runner::connect(&cfg).await?;
+            let id = format!("{}-reaper", dramaq_worker::context::new_worker_id());
+            reaper::run(
+                queue,
+                id,
+                accounts,
+                reaper::ReaperConfig::from_worker(&cfg.worker),
+                signal,
+            )
+            .await;
+            Ok(())
+        }
+    }
+}

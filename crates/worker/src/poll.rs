@@ -1,0 +1,235 @@
+//! The poller: watches submitted renders without holding a worker slot for them.
+//!
+//! Renders wait in their account's await schedule (a sorted set by next poll time). Each worker
+//! process takes what is due in batches under a short poll lease and polls them concurrently, so
+//! one process can watch tens of thousands of renders (design-notes invariant 5). Cadence: first
+//! poll after the family's typical minimum, then backing off with the render's age to a cap, with
+//! ±25 % jitter, and the provider's own hint (`openai-poll-after-ms`) wins when given.
+
+use crate::context::Ctx;
+use crate::process;
+use crate::providers::{PollOutcome, Provider, ProviderError};
+use dramaq_common::config::AccountConfig;
+use dramaq_common::model::{FailureClass, TaskRecord, TaskState};
+use dramaq_common::queue::{FailDecision, FailGuard, QueueError};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+/// After submit, "not found" is normal for a while on some relays (providers.md §11.3).
+const NOT_FOUND_GRACE_MS: i64 = 60_000;
+
+/// Most renders taken from the schedule in one call.
+const TAKE_BATCH: usize = 256;
+
+/// Poll one account's due renders until shutdown.
+pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
+    let Some(provider) = ctx.provider(&account) else {
+        return;
+    };
+    if !provider.family().is_async() {
+        return;
+    }
+    let permits = Arc::new(Semaphore::new(ctx.cfg.worker.poll_concurrency.max(1)));
+    let idle = Duration::from_millis(200);
+    while !ctx.stopping.is_cancelled() {
+        let free = permits.available_permits();
+        if free == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let due = ctx
+            .queue
+            .poll_take(&account, free.min(TAKE_BATCH), ctx.cfg.worker.poll_lease_ms)
+            .await;
+        let ids = match due {
+            Ok(ids) => ids,
+            Err(e) => {
+                warn!(%account, error = %e, "taking due renders failed");
+                sleep_or_stop(&ctx, Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if ids.is_empty() {
+            sleep_or_stop(&ctx, idle).await;
+            continue;
+        }
+        for id in ids {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let ctx = ctx.clone();
+            let provider = provider.clone();
+            let account = account.clone();
+            tracker.spawn(async move {
+                if let Err(e) = poll_one(&ctx, provider.as_ref(), &account, &id).await {
+                    match e {
+                        QueueError::Fenced(_) => debug!(task = %id, "render moved on meanwhile"),
+                        e => warn!(task = %id, error = %e, "poll step failed; the render stays scheduled"),
+                    }
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+async fn sleep_or_stop(ctx: &Ctx, d: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = ctx.stopping.cancelled() => {}
+    }
+}
+
+async fn poll_one(
+    ctx: &Ctx,
+    provider: &dyn Provider,
+    account: &str,
+    id: &str,
+) -> Result<(), QueueError> {
+    let Some(rec) = ctx.queue.get_task(account, id).await? else {
+        return Ok(());
+    };
+    if rec.state != TaskState::Rendering {
+        return Ok(());
+    }
+    let Some(acct) = ctx.account(account) else {
+        return Ok(());
+    };
+    let Some(ptid) = rec.provider_task_id.clone() else {
+        return Ok(());
+    };
+    let span = tracing::info_span!("render", season = %rec.season, label = %rec.label, task = %rec.id, provider = %account, provider_task_id = %ptid);
+    async move {
+        let guard = FailGuard::Render {
+            provider_task_id: ptid.clone(),
+        };
+        let age_ms = dramaq_common::time::now_ms() - rec.submitted_ms.unwrap_or(rec.updated_ms);
+        if age_ms > acct.render_deadline_ms as i64 {
+            let err = ProviderError::new(
+                FailureClass::Timeout,
+                format!(
+                    "render not finished after {} s (render_deadline_ms)",
+                    age_ms / 1000
+                ),
+            );
+            return process::record_failure(ctx, &rec, &guard, FailDecision::Dead, &err).await;
+        }
+        match provider.poll(&ptid, rec.poll_locator.as_deref()).await {
+            Ok(PollOutcome::Pending {
+                sub_status,
+                poll_after,
+                ..
+            }) => {
+                let delay = poll_after
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or_else(|| next_poll_ms(acct, age_ms));
+                debug!(%sub_status, delay_ms = delay, "still rendering");
+                ctx.queue.poll_again(account, &rec.id, delay).await
+            }
+            Ok(PollOutcome::Succeeded(result)) => {
+                let result_json = serde_json::to_string(&result).unwrap_or_default();
+                let fence = ctx
+                    .queue
+                    .render_done(
+                        account,
+                        &rec.id,
+                        &ptid,
+                        &result_json,
+                        &ctx.worker_id,
+                        ctx.lease_ms(),
+                    )
+                    .await?;
+                let _cancel = ctx.held.insert(&rec.id, account, fence);
+                let outcome = download_rendered(ctx, provider, &rec, fence, &result).await;
+                ctx.held.remove(&rec.id);
+                outcome
+            }
+            Ok(PollOutcome::Failed(err)) => {
+                process::apply_failure(ctx, &rec, &guard, rec.attempt, err).await
+            }
+            Err(err) => poll_error(ctx, &rec, acct, &guard, age_ms, err).await,
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// The render succeeded: download under the lease `render_done` gave us, then complete.
+async fn download_rendered(
+    ctx: &Ctx,
+    provider: &dyn Provider,
+    rec: &TaskRecord,
+    fence: u64,
+    result: &crate::providers::ResultRef,
+) -> Result<(), QueueError> {
+    match process::download(ctx, provider, rec, result).await {
+        Ok(stored) => {
+            info!("render downloaded");
+            process::complete(ctx, rec, fence, stored).await
+        }
+        Err(err) => {
+            let guard = FailGuard::Held { fence };
+            let expired_before = rec
+                .errors
+                .iter()
+                .any(|e| e.class == FailureClass::ResultExpired);
+            let decision = match err.class {
+                // The render exists; poll again (a fresh URL where the family gives one).
+                FailureClass::Network | FailureClass::ProviderError | FailureClass::Unknown => {
+                    FailDecision::Repoll {
+                        delay_ms: ctx.backoff().delay_ms(rec.errors.len() as u32).max(1_000),
+                    }
+                }
+                FailureClass::ResultExpired if !expired_before => {
+                    FailDecision::Repoll { delay_ms: 0 }
+                }
+                _ => FailDecision::Dead,
+            };
+            process::record_failure(ctx, rec, &guard, decision, &err).await
+        }
+    }
+}
+
+/// A poll request itself failed (not the render).
+async fn poll_error(
+    ctx: &Ctx,
+    rec: &TaskRecord,
+    acct: &AccountConfig,
+    guard: &FailGuard,
+    age_ms: i64,
+    err: ProviderError,
+) -> Result<(), QueueError> {
+    let not_found = err.code.as_deref() == Some("not_found") || err.http_status == Some(404);
+    let transient = matches!(
+        err.class,
+        FailureClass::Network
+            | FailureClass::ProviderError
+            | FailureClass::RateLimited
+            | FailureClass::ConcurrencyLimited
+    );
+    if (not_found && age_ms < NOT_FOUND_GRACE_MS) || (transient && !not_found) {
+        let hinted = err.retry_after.map(|d| d.as_millis() as u64).unwrap_or(0);
+        let delay = next_poll_ms(acct, age_ms).max(hinted);
+        debug!(error = %err, delay_ms = delay, "poll failed; trying again later");
+        return ctx.queue.poll_again(&acct_name(rec), &rec.id, delay).await;
+    }
+    process::apply_failure(ctx, rec, guard, rec.attempt, err).await
+}
+
+fn acct_name(rec: &TaskRecord) -> String {
+    rec.account.clone()
+}
+
+/// Next poll delay for a render of age `age_ms`: a third of its age, clamped to the account's
+/// first/max poll interval, ±25 % jitter.
+pub fn next_poll_ms(acct: &AccountConfig, age_ms: i64) -> u64 {
+    let base = ((age_ms.max(0) as u64) / 3)
+        .clamp(acct.poll_first_ms, acct.poll_max_ms.max(acct.poll_first_ms));
+    let jitter = base / 4;
+    let lo = base - jitter;
+    rand::rng().random_range(lo..=base + jitter)
+}

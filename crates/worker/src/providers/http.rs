@@ -1,0 +1,906 @@
+//! Shared HTTP plumbing for every provider family.
+//!
+//! One place decides how a request goes out and how a failure comes back: the client (rustls,
+//! timeouts, user agent), rate-limit hints (`retry-after-ms`, `Retry-After` in seconds or as an
+//! HTTP date, `openai-poll-after-ms`), transport failures as `network`, a generic HTTP status →
+//! [`FailureClass`] table that families refine, and scrubbing of provider text before it is stored
+//! (API keys, bearer tokens and JWTs never reach Redis or a log). Results are streamed, never
+//! buffered whole: [`download`] turns a response into a [`Download`].
+//!
+//! Every create request carries [`IDEMPOTENCY_KEY`] with our task id. Real providers ignore it; the
+//! sandbox counts submissions by it, which is how double submissions are caught in tests.
+
+pub mod openai;
+
+use super::{Download, ProviderError};
+use bytes::{Bytes, BytesMut};
+use dramaq_common::config::{AccountConfig, Secret};
+use dramaq_common::FailureClass;
+use futures::StreamExt;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{RequestBuilder, Response};
+use serde_json::Value;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Header sent on every create (POST) request, valued with our task id.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// Longest provider message kept in a [`ProviderError`] (characters).
+pub const MESSAGE_MAX_CHARS: usize = 300;
+
+/// Replacement text for anything that looks like a credential.
+pub const REDACTED: &str = "[redacted]";
+
+/// JSON answers (status, submit, errors) are small; anything bigger is not what we asked for.
+pub const JSON_BODY_CAP: usize = 16 * 1024 * 1024;
+
+/// Error bodies are only read for their message.
+const ERROR_BODY_CAP: usize = 64 * 1024;
+
+/// Result downloads are long transfers: they get this total budget instead of the account's
+/// per-request timeout, while the client's read timeout still catches a stalled connection.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Provider hints beyond a day are treated as a day: a bad header must not park a task forever.
+const MAX_HINT: Duration = Duration::from_secs(24 * 3600);
+
+/// The HTTP client for one account.
+pub fn client(acct: &AccountConfig) -> reqwest::Client {
+    let timeout = Duration::from_millis(acct.http_timeout_ms.max(1));
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .user_agent(concat!("dramaq/", env!("CARGO_PKG_VERSION")))
+        .timeout(timeout)
+        .read_timeout(timeout)
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+        .build()
+        // Building only fails when the TLS backend cannot initialise; the default client then
+        // fails the same way on first use, with a network error the worker can report.
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// `Authorization: Bearer <secret>`, marked sensitive so it never shows in `Debug` output.
+pub fn bearer(secret: &str) -> Result<HeaderValue, ProviderError> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {secret}")).map_err(|_| {
+        ProviderError::new(
+            FailureClass::Auth,
+            "credential contains characters not allowed in an HTTP header",
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// `base_url` + `path`, with exactly one slash between them.
+pub fn join_url(base: &str, path: &str) -> String {
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+/// Percent-encode a provider id for use as one path segment (ids are opaque to us).
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rate-limit and poll hints
+// ---------------------------------------------------------------------------------------------
+
+/// When to try again after a 429/503: `retry-after-ms` (OpenAI, more precise) wins over
+/// `Retry-After` (seconds or an HTTP date).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    retry_after_at(headers, SystemTime::now())
+}
+
+fn retry_after_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    if let Some(ms) = header_str(headers, "retry-after-ms").and_then(parse_millis) {
+        return Some(ms);
+    }
+    header_str(headers, "retry-after").and_then(|v| parse_retry_after(v, now))
+}
+
+/// OpenAI's `openai-poll-after-ms` hint for the next status poll.
+pub fn poll_after(headers: &HeaderMap) -> Option<Duration> {
+    header_str(headers, "openai-poll-after-ms").and_then(parse_millis)
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+fn parse_millis(v: &str) -> Option<Duration> {
+    let ms: f64 = v.trim().parse().ok()?;
+    if !ms.is_finite() || ms < 0.0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(ms / 1000.0).min(MAX_HINT))
+}
+
+/// `Retry-After` is either delta-seconds or an HTTP date (RFC 9110 §10.2.3).
+pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        if !secs.is_finite() || secs < 0.0 {
+            return None;
+        }
+        return Some(Duration::from_secs_f64(secs).min(MAX_HINT));
+    }
+    let at = parse_http_date(v)?;
+    // A date in the past means "now".
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_HINT),
+    )
+}
+
+/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only HTTP date form senders may generate.
+pub fn parse_http_date(s: &str) -> Option<SystemTime> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_weekday, day, month, year, time, zone] = parts.as_slice() else {
+        return None;
+    };
+    if !zone.eq_ignore_ascii_case("GMT") && !zone.eq_ignore_ascii_case("UTC") {
+        return None;
+    }
+    let day: u32 = day.parse().ok()?;
+    let year: i64 = year.parse().ok()?;
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let month = MONTHS
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(month))
+        .map(|i| i as u32 + 1)?;
+    let mut hms = time.split(':');
+    let h: u32 = hms.next()?.parse().ok()?;
+    let m: u32 = hms.next()?.parse().ok()?;
+    let sec: u32 = hms.next()?.parse().ok()?;
+    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + i64::from(h * 3600 + m * 60 + sec);
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// The generic reading of an HTTP status; families refine it with the body.
+pub fn class_for_status(status: u16) -> FailureClass {
+    match status {
+        401 | 403 => FailureClass::Auth,
+        402 => FailureClass::InsufficientCredits,
+        429 => FailureClass::RateLimited,
+        // Request timeout / too early: the same request can succeed later.
+        408 | 425 => FailureClass::ProviderError,
+        400..=499 => FailureClass::InvalidRequest,
+        500..=599 => FailureClass::ProviderError,
+        _ => FailureClass::Unknown,
+    }
+}
+
+/// A transport failure (connect, TLS, timeout, reset, broken body) as class `network`.
+///
+/// reqwest puts the request URL into its messages; URLs may carry keys in the query string
+/// (`?key=`), so the URL is dropped and the rest is scrubbed.
+pub fn network_error(err: reqwest::Error) -> ProviderError {
+    let code = if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connect"
+    } else if err.is_body() || err.is_decode() {
+        "body"
+    } else if err.is_redirect() {
+        "redirect"
+    } else {
+        "request"
+    };
+    let err = err.without_url();
+    let mut msg = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    ProviderError::new(FailureClass::Network, clean_text(&msg)).with_code(code)
+}
+
+/// Send a request; transport failures become `network`, a URL that cannot be built becomes
+/// `invalid_request` (a configuration problem: retrying will not help).
+pub async fn send(rb: RequestBuilder) -> Result<Response, ProviderError> {
+    match rb.send().await {
+        Ok(resp) => Ok(resp),
+        Err(e) if e.is_builder() => Err(ProviderError::new(
+            FailureClass::InvalidRequest,
+            "request could not be built (check the account's base_url)",
+        )
+        .with_code("bad_request_url")),
+        Err(e) => Err(network_error(e)),
+    }
+}
+
+/// Read a whole (JSON or audio) body, refusing more than `cap` bytes.
+pub async fn read_body(resp: Response, cap: usize) -> Result<Bytes, ProviderError> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_large(cap));
+    }
+    let mut stream = resp.bytes_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(network_error)?;
+        if buf.len() + chunk.len() > cap {
+            return Err(too_large(cap));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn too_large(cap: usize) -> ProviderError {
+    ProviderError::new(
+        FailureClass::ProviderError,
+        format!("response body larger than {cap} bytes"),
+    )
+    .with_code("body_too_large")
+}
+
+/// Read up to [`ERROR_BODY_CAP`] bytes of an error body for its message; a broken body just
+/// yields what arrived (the status already says what went wrong).
+pub async fn read_error_body(resp: Response) -> Bytes {
+    let mut stream = resp.bytes_stream();
+    let mut buf = BytesMut::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = ERROR_BODY_CAP.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() >= ERROR_BODY_CAP {
+            break;
+        }
+    }
+    buf.freeze()
+}
+
+/// Parse a JSON body; anything else is a `provider_error` naming what was expected.
+pub fn parse_json(body: &[u8], what: &str, scrub: &Scrubber) -> Result<Value, ProviderError> {
+    serde_json::from_slice(body).map_err(|_| {
+        ProviderError::new(
+            FailureClass::ProviderError,
+            format!(
+                "malformed JSON in {what}: {}",
+                scrub.clean(&String::from_utf8_lossy(&body[..body.len().min(8192)]))
+            ),
+        )
+        .with_code("malformed_response")
+    })
+}
+
+/// A JSON field that should be a string; relays sometimes send ids as numbers.
+pub fn json_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redaction
+// ---------------------------------------------------------------------------------------------
+
+/// Removes this account's own credentials verbatim, then anything credential-shaped
+/// ([`redact`]), squeezes whitespace and truncates to [`MESSAGE_MAX_CHARS`].
+#[derive(Clone, Default)]
+pub struct Scrubber {
+    secrets: Vec<Secret>,
+}
+
+impl Scrubber {
+    pub fn new<'a>(secrets: impl IntoIterator<Item = Option<&'a Secret>>) -> Scrubber {
+        Scrubber {
+            secrets: secrets.into_iter().flatten().cloned().collect(),
+        }
+    }
+
+    pub fn clean(&self, text: &str) -> String {
+        let mut s = text.to_string();
+        for secret in &self.secrets {
+            let v = secret.expose();
+            // Very short "keys" (sandbox placeholders) would shred ordinary words.
+            if v.len() >= 4 {
+                s = s.replace(v, REDACTED);
+            }
+        }
+        clean_text(&s)
+    }
+}
+
+fn clean_text(text: &str) -> String {
+    // Bound the work on huge bodies (HTML error pages). A token cut in half by the bound might
+    // no longer look like a credential, so the cut drops the partial token entirely.
+    let bound = 4 * MESSAGE_MAX_CHARS;
+    let text = match text.char_indices().nth(bound) {
+        None => text,
+        Some((at, _)) => {
+            let head = &text[..at];
+            head.rfind(char::is_whitespace).map_or("", |ws| &head[..ws])
+        }
+    };
+    let squeezed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    truncate(&redact(&squeezed), MESSAGE_MAX_CHARS)
+}
+
+/// Cut `text` to at most `max` characters (on a char boundary), marking the cut with `…`.
+pub fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((at, _)) => {
+            let mut s = text[..at].to_string();
+            s.push('…');
+            s
+        }
+    }
+}
+
+/// Replace anything that looks like a credential with [`REDACTED`]: bearer/basic tokens, JWTs,
+/// `sk-…` style keys, values of key-ish fields (`api_key=…`, `"token": "…"`, `X-Amz-Signature=…`)
+/// and long mixed-case opaque strings. Ordinary ids (hex, uuids, numbers) are kept.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut prev: Option<&str> = None;
+    let mut sep = String::new();
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if !is_token_char(c) {
+            out.push(c);
+            sep.push(c);
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        let len = rest.find(|c: char| !is_token_char(c)).unwrap_or(rest.len());
+        let tok = &rest[..len];
+        if looks_secret(tok, prev, &sep) {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(tok);
+        }
+        prev = Some(tok);
+        sep.clear();
+        rest = &rest[len..];
+    }
+    out
+}
+
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '+')
+}
+
+fn looks_secret(tok: &str, prev: Option<&str>, sep: &str) -> bool {
+    let is_scheme = |t: &str| t.eq_ignore_ascii_case("bearer") || t.eq_ignore_ascii_case("basic");
+    if is_scheme(tok) {
+        return false;
+    }
+    // `Bearer <token>`
+    if prev.is_some_and(is_scheme) && !sep.is_empty() && sep.chars().all(char::is_whitespace) {
+        return true;
+    }
+    // `api_key=…`, `"secret": "…"`, `Authorization: …`
+    if let Some(p) = prev {
+        let p = p.to_ascii_lowercase();
+        let keyish = [
+            "key",
+            "token",
+            "secret",
+            "password",
+            "signature",
+            "authorization",
+            "credential",
+        ]
+        .iter()
+        .any(|k| p.contains(k));
+        let assigns = (sep.contains('=') || sep.contains(':'))
+            && sep
+                .chars()
+                .all(|c| matches!(c, '=' | ':' | '"' | '\'') || c.is_whitespace());
+        if keyish && assigns {
+            return true;
+        }
+    }
+    // JWT: three base64url parts, the header always starting `eyJ` (`{"`).
+    if tok.starts_with("eyJ") && tok.matches('.').count() >= 2 {
+        return true;
+    }
+    // OpenAI-style and relay keys.
+    let lower = tok.to_ascii_lowercase();
+    if (lower.starts_with("sk-") || lower.starts_with("sk_") || lower.starts_with("rk-"))
+        && tok.len() >= 16
+    {
+        return true;
+    }
+    if tok.starts_with("AIza") && tok.len() >= 30 {
+        return true;
+    }
+    // Long opaque mixed-case strings: keys and signatures, not hex ids or uuids.
+    tok.len() >= 40
+        && !tok.contains('.')
+        && tok.chars().any(|c| c.is_ascii_uppercase())
+        && tok.chars().any(|c| c.is_ascii_lowercase())
+        && tok.chars().any(|c| c.is_ascii_digit())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Downloads
+// ---------------------------------------------------------------------------------------------
+
+/// File extension for a result's content type, when we know it.
+pub fn ext_for_content_type(content_type: &str) -> Option<&'static str> {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    Some(match mime.as_str() {
+        "video/mp4" => "mp4",
+        "image/png" => "png",
+        "image/jpeg" | "image/jpg" => "jpg",
+        "image/webp" => "webp",
+        "audio/wav" | "audio/x-wav" | "audio/wave" | "audio/vnd.wave" => "wav",
+        "audio/mpeg" | "audio/mp3" => "mp3",
+        _ => return None,
+    })
+}
+
+/// Stream a successful response body. The caller enforces its byte cap while writing; a broken
+/// connection mid-stream surfaces as `network`.
+pub fn download(resp: Response) -> Download {
+    let content_length = resp.content_length();
+    let ext = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ext_for_content_type)
+        .map(str::to_string);
+    let body = resp
+        .bytes_stream()
+        .map(|chunk| chunk.map_err(network_error))
+        .boxed();
+    Download {
+        content_length,
+        ext,
+        body,
+    }
+}
+
+/// GET a result. `auth` is only given for URLs under the account's own base URL. Signed result
+/// URLs that are gone (403/404/410) are `result_expired`.
+pub async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    auth: Option<HeaderValue>,
+    scrub: &Scrubber,
+) -> Result<Download, ProviderError> {
+    let mut rb = client.get(url).timeout(FETCH_TIMEOUT);
+    if let Some(auth) = auth {
+        rb = rb
+            .header(AUTHORIZATION, auth)
+            .header(ACCEPT, "application/binary");
+    }
+    let resp = send(rb).await?;
+    let status = resp.status().as_u16();
+    if resp.status().is_success() {
+        return Ok(download(resp));
+    }
+    let class = match status {
+        403 | 404 | 410 => FailureClass::ResultExpired,
+        s => class_for_status(s),
+    };
+    let hint = retry_after(resp.headers());
+    let body = read_error_body(resp).await;
+    let detail = openai::parse_error_body(&body)
+        .message
+        .map(|m| format!(": {}", scrub.clean(&m)))
+        .unwrap_or_default();
+    Err(
+        ProviderError::new(class, format!("download failed with HTTP {status}{detail}"))
+            .with_code(status.to_string())
+            .with_status(status)
+            .with_retry_after(hint),
+    )
+}
+
+/// Authenticated URLs are stored in Redis; only send credentials back to the account's own host,
+/// so an edited record cannot make the worker hand the key to someone else.
+pub fn check_authed_url(url: &str, base_url: &str) -> Result<(), ProviderError> {
+    let base = base_url.trim_end_matches('/');
+    let under = url
+        .strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    if base.is_empty() || !under {
+        return Err(ProviderError::new(
+            FailureClass::InvalidRequest,
+            "authenticated result URL is not under the account's base_url",
+        )
+        .with_code("foreign_result_url"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A throwaway HTTP server for adapter tests: records every request and answers with a
+    //! closure, so each test states exactly the provider behaviour it relies on.
+
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use bytes::Bytes;
+    use dramaq_common::config::{AccountConfig, Config};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Debug, Clone)]
+    pub struct Recorded {
+        pub method: String,
+        /// Path and query.
+        pub uri: String,
+        pub headers: HeaderMap,
+        pub body: Bytes,
+    }
+
+    impl Recorded {
+        pub fn header(&self, name: &str) -> Option<String> {
+            self.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        }
+
+        pub fn json(&self) -> serde_json::Value {
+            serde_json::from_slice(&self.body).expect("request body is JSON")
+        }
+    }
+
+    pub struct MockServer {
+        pub base: String,
+        pub requests: Arc<Mutex<Vec<Recorded>>>,
+    }
+
+    impl MockServer {
+        pub fn requests(&self) -> Vec<Recorded> {
+            self.requests.lock().expect("lock").clone()
+        }
+    }
+
+    pub async fn serve<F>(answer: F) -> MockServer
+    where
+        F: Fn(&Recorded) -> Response + Send + Sync + 'static,
+    {
+        let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let answer = Arc::new(answer);
+        let log = requests.clone();
+        let app = axum::Router::new().fallback(move |req: Request| {
+            let answer = answer.clone();
+            let log = log.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                let rec = Recorded {
+                    method: parts.method.to_string(),
+                    uri: parts.uri.to_string(),
+                    headers: parts.headers,
+                    body,
+                };
+                log.lock().expect("lock").push(rec.clone());
+                answer(&rec)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        MockServer {
+            base: format!("http://{addr}"),
+            requests,
+        }
+    }
+
+    pub fn json(status: u16, body: serde_json::Value) -> Response {
+        reply(
+            status,
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+    }
+
+    pub fn reply(status: u16, headers: &[(&str, &str)], body: impl Into<Body>) -> Response {
+        let mut resp = (StatusCode::from_u16(status).expect("status"), body.into()).into_response();
+        for (k, v) in headers {
+            resp.headers_mut().insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                axum::http::HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        resp
+    }
+
+    /// An account of `family` pointing at `base`, parsed the way the real config is.
+    pub fn account(family: &str, base: &str, extra: &str) -> AccountConfig {
+        let cfg = Config::from_toml_str(&format!(
+            "[accounts.t]\nfamily = \"{family}\"\nbase_url = \"{base}\"\nhttp_timeout_ms = 5000\n{extra}\n"
+        ))
+        .expect("test account config");
+        cfg.accounts["t"].clone()
+    }
+
+    pub async fn collect(dl: super::Download) -> Result<Vec<u8>, super::ProviderError> {
+        use futures::StreamExt;
+        let mut body = dl.body;
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderName;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn retry_after_ms_wins_over_retry_after() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let h = headers(&[("retry-after-ms", "1500"), ("retry-after", "20")]);
+        assert_eq!(retry_after_at(&h, now), Some(Duration::from_millis(1500)));
+        let h = headers(&[("retry-after", "20")]);
+        assert_eq!(retry_after_at(&h, now), Some(Duration::from_secs(20)));
+        let h = headers(&[("retry-after-ms", "garbage"), ("retry-after", "3")]);
+        assert_eq!(retry_after_at(&h, now), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after_at(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn retry_after_http_date() {
+        let at = parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").expect("date");
+        assert_eq!(
+            at.duration_since(UNIX_EPOCH)
+                .expect("after epoch")
+                .as_secs(),
+            784_111_777
+        );
+        let now = at - Duration::from_secs(90);
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        // A date already past means "now", not an error.
+        let later = at + Duration::from_secs(5);
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", later),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-4", now), None);
+        assert!(parse_http_date("Sun, 32 Nov 1994 08:49:37 GMT").is_none());
+        assert!(parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT").is_none());
+    }
+
+    #[test]
+    fn poll_after_header() {
+        let h = headers(&[("openai-poll-after-ms", "2500")]);
+        assert_eq!(poll_after(&h), Some(Duration::from_millis(2500)));
+        assert_eq!(poll_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn status_classes() {
+        let table = [
+            (400, FailureClass::InvalidRequest),
+            (404, FailureClass::InvalidRequest),
+            (422, FailureClass::InvalidRequest),
+            (401, FailureClass::Auth),
+            (403, FailureClass::Auth),
+            (402, FailureClass::InsufficientCredits),
+            (429, FailureClass::RateLimited),
+            (500, FailureClass::ProviderError),
+            (502, FailureClass::ProviderError),
+            (503, FailureClass::ProviderError),
+            (504, FailureClass::ProviderError),
+            (408, FailureClass::ProviderError),
+            (301, FailureClass::Unknown),
+        ];
+        for (status, class) in table {
+            assert_eq!(class_for_status(status), class, "HTTP {status}");
+        }
+    }
+
+    #[test]
+    fn redacts_credentials() {
+        let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJhayJ9.c2lnbmF0dXJl";
+        let cases = [
+            (
+                "Authorization: Bearer abc123def",
+                "Authorization: Bearer [redacted]",
+            ),
+            ("bad token bearer xyz", "bad token bearer [redacted]"),
+            (
+                "Incorrect API key provided: sk-proj-AbCdEf0123456789xyz.",
+                "Incorrect API key provided: [redacted]",
+            ),
+            (
+                "GET /x?key=AIzaSyABCDEFG&alt=media",
+                "GET /x?key=[redacted]&alt=media",
+            ),
+            (r#"{"api_key": "hunter2"}"#, r#"{"api_key": "[redacted]"}"#),
+            ("X-Amz-Signature=deadbeef01", "X-Amz-Signature=[redacted]"),
+            ("jwt expired", "jwt expired"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(redact(input), want, "{input}");
+        }
+        let r = redact(&format!("token {jwt} rejected"));
+        assert!(!r.contains("eyJ"), "{r}");
+        // Ordinary ids and numbers survive.
+        let keep = "video 68e5f3a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9 failed (request 0b7f1a2c-9d3e-4f5a-8b6c-7d8e9f0a1b2c, code 1303)";
+        assert_eq!(redact(keep), keep);
+        // Long opaque mixed-case strings do not.
+        let r = redact("sig Zm9vYmFyYmF6cXV4UXV1eDEyMzQ1Njc4OTBBQkNERUZHSElKSw here");
+        assert_eq!(r, "sig [redacted] here");
+    }
+
+    #[test]
+    fn scrubber_removes_own_secrets_and_truncates() {
+        let key = Secret::new("plainkey-without-pattern");
+        let s = Scrubber::new([Some(&key), None]);
+        assert_eq!(
+            s.clean("key plainkey-without-pattern\n\n was   rejected"),
+            "key [redacted] was rejected"
+        );
+        let long = "é ".repeat(1000);
+        let out = s.clean(&long);
+        assert_eq!(out.chars().count(), MESSAGE_MAX_CHARS + 1);
+        assert!(out.ends_with('…'));
+        // A credential cut by the scan bound is dropped, not half-kept.
+        let cut = format!("{}sk-{}", " ".repeat(1190), "A".repeat(40));
+        assert!(!s.clean(&cut).contains("sk-"));
+    }
+
+    #[test]
+    fn content_type_ext() {
+        let table = [
+            ("video/mp4", Some("mp4")),
+            ("image/png", Some("png")),
+            ("image/jpeg", Some("jpg")),
+            ("image/webp", Some("webp")),
+            ("audio/wav", Some("wav")),
+            ("audio/x-wav", Some("wav")),
+            ("audio/mpeg", Some("mp3")),
+            ("Video/MP4; charset=binary", Some("mp4")),
+            ("application/octet-stream", None),
+        ];
+        for (ct, ext) in table {
+            assert_eq!(ext_for_content_type(ct), ext, "{ct}");
+        }
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(path_segment("video_123-a.b~c"), "video_123-a.b~c");
+        assert_eq!(path_segment("a/b?c"), "a%2Fb%3Fc");
+        assert_eq!(
+            join_url("http://h/x/", "/v1/videos"),
+            "http://h/x/v1/videos"
+        );
+    }
+
+    #[test]
+    fn authed_urls_stay_on_the_account_host() {
+        assert!(
+            check_authed_url("http://h/openai/v1/videos/x/content", "http://h/openai/").is_ok()
+        );
+        assert!(check_authed_url("http://h/openai-evil/x", "http://h/openai").is_err());
+        assert!(check_authed_url("http://evil/v1/x", "http://h").is_err());
+    }
+
+    #[tokio::test]
+    async fn network_errors_hide_the_url() {
+        // Bind then drop a listener so the port is (very likely) closed.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let acct = testing::account("openai-images", "http://127.0.0.1:1", "");
+        let err =
+            send(client(&acct).get(format!("http://127.0.0.1:{port}/v1/x?key=supersecretvalue")))
+                .await
+                .expect_err("closed port");
+        assert_eq!(err.class, FailureClass::Network);
+        assert_eq!(err.code.as_deref(), Some("connect"));
+        assert!(!err.message.contains("supersecretvalue"), "{}", err.message);
+        assert!(!err.message.contains("127.0.0.1"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn fetch_maps_gone_results_and_streams_bodies() {
+        let server = testing::serve(|r| match r.uri.as_str() {
+            "/ok.mp4" => testing::reply(200, &[("content-type", "video/mp4")], "MP4DATA"),
+            "/gone" => testing::reply(410, &[], "gone"),
+            "/forbidden" => testing::reply(403, &[], "<Error>AccessDenied</Error>"),
+            _ => testing::reply(500, &[], "boom"),
+        })
+        .await;
+        let acct = testing::account("openai-images", &server.base, "");
+        let c = client(&acct);
+        let s = Scrubber::default();
+        let dl = fetch(&c, &format!("{}/ok.mp4", server.base), None, &s)
+            .await
+            .expect("ok");
+        assert_eq!(dl.ext.as_deref(), Some("mp4"));
+        assert_eq!(testing::collect(dl).await.expect("body"), b"MP4DATA");
+        for path in ["/gone", "/forbidden"] {
+            let err = fetch(&c, &format!("{}{path}", server.base), None, &s)
+                .await
+                .err()
+                .expect("expired");
+            assert_eq!(err.class, FailureClass::ResultExpired, "{path}");
+        }
+        let err = fetch(&c, &format!("{}/boom", server.base), None, &s)
+            .await
+            .err()
+            .expect("5xx");
+        assert_eq!(err.class, FailureClass::ProviderError);
+        assert_eq!(err.http_status, Some(500));
+    }
+}

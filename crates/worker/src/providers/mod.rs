@@ -1,0 +1,200 @@
+//! Provider adapters: one trait, one file per protocol family.
+//!
+//! The worker core never speaks a provider's wire format. It calls [`Provider::submit`] once per
+//! attempt, [`Provider::poll`] on the await schedule, and [`Provider::fetch`] to stream the result
+//! into storage. Each family maps its own status words and error codes onto
+//! [`crate::providers::PollOutcome`] and [`dramaq_common::FailureClass`] (providers.md §14), so a
+//! user switches model or relay in the config, not in code.
+
+pub mod http;
+pub mod kling;
+pub mod openai_images;
+pub mod openai_speech;
+pub mod openai_videos;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use dramaq_common::config::{AccountConfig, ConfigError, Family};
+use dramaq_common::{FailureClass, TaskPayload};
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An input image handed to image-to-video submits (the character sheet of the first frame).
+#[derive(Debug, Clone)]
+pub struct InputImage {
+    pub bytes: Bytes,
+    /// `image/png`, `image/jpeg`, ...
+    pub mime: String,
+}
+
+/// Everything an adapter needs for one submit.
+#[derive(Debug, Clone)]
+pub struct SubmitRequest<'a> {
+    /// Our task id: sent as the idempotency/external id where the family has one (Kling
+    /// `external_task_id`).
+    pub task_id: &'a str,
+    /// Attempt number (1-based). Families whose external id must be unique per account (Kling)
+    /// derive it from task id and attempt, so a resubmit after a failed render is accepted.
+    pub attempt: u32,
+    pub payload: &'a TaskPayload,
+    /// The first-frame image for image-to-video payloads, read from storage by the worker.
+    pub first_frame: Option<InputImage>,
+}
+
+/// Where a finished result's bytes are. Serialised into the task record's `result` field, so it
+/// must carry no secret: authenticated downloads re-add credentials from the adapter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResultRef {
+    /// A plain (often signed, time-limited) URL.
+    Url { url: String },
+    /// A URL that needs the account's credentials (OpenAI `/content`, Veo files).
+    AuthedUrl { url: String },
+}
+
+/// What a submit produced.
+#[derive(Debug)]
+pub enum SubmitOutcome {
+    /// An asynchronous render was accepted. The worker saves `provider_task_id` and the locator
+    /// before anything else, then the task waits on the await schedule.
+    Accepted {
+        provider_task_id: String,
+        /// Family-specific data `poll` needs besides the id (Kling action path, ...), as JSON text.
+        poll_locator: Option<String>,
+        /// Provider hint for the first poll (`openai-poll-after-ms`).
+        poll_after: Option<Duration>,
+    },
+    /// A synchronous family answered with the result itself.
+    Finished(SyncResult),
+}
+
+/// A synchronous result: bytes in hand or a URL to fetch.
+#[derive(Debug)]
+pub enum SyncResult {
+    Bytes { bytes: Bytes, ext: String },
+    Ref(ResultRef),
+}
+
+/// What one poll saw.
+#[derive(Debug)]
+pub enum PollOutcome {
+    /// Still queued or running. `sub_status` is the provider's own word (e.g. `THROTTLED`).
+    Pending {
+        sub_status: String,
+        progress: Option<f32>,
+        poll_after: Option<Duration>,
+    },
+    /// Finished with output.
+    Succeeded(ResultRef),
+    /// Finished without usable output; never `Succeeded` without a result.
+    Failed(ProviderError),
+}
+
+/// A failed provider call, already classified. `message` is the provider's text with anything
+/// secret removed; it is stored in Redis and shown to operators.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{class}: {message}")]
+pub struct ProviderError {
+    pub class: FailureClass,
+    /// Provider's own code (`1302`, `moderation_blocked`, `SAFETY.INPUT.TEXT`, HTTP status).
+    pub code: Option<String>,
+    pub message: String,
+    /// Provider's hint for when to try again (`Retry-After`, `retry-after-ms`).
+    pub retry_after: Option<Duration>,
+    pub http_status: Option<u16>,
+}
+
+impl ProviderError {
+    pub fn new(class: FailureClass, message: impl Into<String>) -> ProviderError {
+        ProviderError {
+            class,
+            code: None,
+            message: message.into(),
+            retry_after: None,
+            http_status: None,
+        }
+    }
+
+    pub fn with_code(mut self, code: impl Into<String>) -> ProviderError {
+        self.code = Some(code.into());
+        self
+    }
+
+    pub fn with_status(mut self, status: u16) -> ProviderError {
+        self.http_status = Some(status);
+        self
+    }
+
+    pub fn with_retry_after(mut self, after: Option<Duration>) -> ProviderError {
+        self.retry_after = after;
+        self
+    }
+}
+
+/// A streamed download.
+pub struct Download {
+    pub content_length: Option<u64>,
+    /// File extension taken from the content type when the adapter knows better than the task.
+    pub ext: Option<String>,
+    pub body: BoxStream<'static, Result<Bytes, ProviderError>>,
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn family(&self) -> Family;
+
+    async fn submit(&self, req: SubmitRequest<'_>) -> Result<SubmitOutcome, ProviderError>;
+
+    async fn poll(
+        &self,
+        provider_task_id: &str,
+        poll_locator: Option<&str>,
+    ) -> Result<PollOutcome, ProviderError>;
+
+    async fn fetch(&self, result: &ResultRef) -> Result<Download, ProviderError>;
+
+    /// After a crash mid-submit of attempt `attempt`: ask the provider whether it already has
+    /// this task (by our id),
+    /// returning its provider task id and locator. `Ok(None)` means "no way to know" or "not
+    /// there"; the caller then resubmits and counts a possible duplicate.
+    async fn reconcile(
+        &self,
+        _task_id: &str,
+        _attempt: u32,
+        _payload: &TaskPayload,
+    ) -> Result<Option<(String, Option<String>)>, ProviderError> {
+        Ok(None)
+    }
+}
+
+/// Build the adapter for an account. `Assembly` has no HTTP adapter (the worker assembles
+/// episodes itself) and returns `None`.
+pub fn build(name: &str, acct: &AccountConfig) -> Result<Option<Arc<dyn Provider>>, ConfigError> {
+    let client = http::client(acct);
+    Ok(match acct.family {
+        Family::OpenaiVideos => Some(Arc::new(openai_videos::OpenaiVideos::new(
+            client,
+            acct,
+            acct.api_key(name)?,
+        ))),
+        Family::Kling => Some(Arc::new(kling::Kling::new(
+            client,
+            acct,
+            acct.api_key(name)?,
+            acct.secret_key(name)?,
+        ))),
+        Family::OpenaiImages => Some(Arc::new(openai_images::OpenaiImages::new(
+            client,
+            acct,
+            acct.api_key(name)?,
+        ))),
+        Family::OpenaiSpeech => Some(Arc::new(openai_speech::OpenaiSpeech::new(
+            client,
+            acct,
+            acct.api_key(name)?,
+        ))),
+        Family::Assembly => None,
+    })
+}

@@ -1,0 +1,20 @@
+//! Duty: due retries. Moves tasks whose retry time has come from the delayed schedule to ready.
+
+use dramaq_common::queue::{Queue, QueueError};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Retries promoted per round and account.
+    pub batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { batch: 500 }
+    }
+}
+
+/// How many tasks were promoted.
+pub async fn run_once(queue: &Queue, account: &str, cfg: &Config) -> Result<usize, QueueError> {
+    queue.promote_due(account, cfg.batch).await
+}

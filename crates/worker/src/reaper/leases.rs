@@ -1,0 +1,80 @@
+//! Duty: expired leases. A holder whose heartbeat stopped loses its tasks.
+//!
+//! Only an expired lease (by the Redis clock) counts as stalled — never idle time alone
+//! (design-notes invariant 4). What happens next depends on how far the holder got, and is
+//! decided inside `reap_lease.lua`; for a task caught mid-submit this duty first asks the
+//! provider whether it already has it (Kling's `external_task_id`), so a render it accepted is
+//! adopted instead of paid for twice.
+
+use crate::providers::Provider;
+use dramaq_common::model::TaskState;
+use dramaq_common::queue::{LeaseAction, Queue, QueueError};
+use tracing::{info, warn};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Expired leases handled per round and account.
+    pub batch: usize,
+    /// Times a task may be taken back before it is dead as `stalled` (worker.max_stalls).
+    pub max_stalls: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            batch: 200,
+            max_stalls: 3,
+        }
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub requeued: usize,
+    pub adopted: usize,
+    pub resubmitted: usize,
+    pub repolled: usize,
+    pub dead: usize,
+}
+
+pub async fn run_once(
+    queue: &Queue,
+    account: &str,
+    provider: Option<&dyn Provider>,
+    cfg: &Config,
+) -> Result<Outcome, QueueError> {
+    let mut out = Outcome::default();
+    for id in queue.expired_leases(account, cfg.batch).await? {
+        let reconciled = match (provider, queue.get_task(account, &id).await?) {
+            (Some(p), Some(rec)) if rec.state == TaskState::Submitting => {
+                match p.reconcile(&rec.id, rec.attempt, &rec.payload).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        warn!(task = %id, error = %e, "reconciliation failed; resubmitting");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let action = queue
+            .reap_lease(
+                account,
+                &id,
+                cfg.max_stalls,
+                reconciled.as_ref().map(|(p, l)| (p.as_str(), l.as_deref())),
+            )
+            .await?;
+        match action {
+            LeaseAction::Requeued => out.requeued += 1,
+            LeaseAction::Adopted => out.adopted += 1,
+            LeaseAction::Resubmit => out.resubmitted += 1,
+            LeaseAction::Repoll => out.repolled += 1,
+            LeaseAction::Dead => out.dead += 1,
+            LeaseAction::NotExpired | LeaseAction::Gone => continue,
+        }
+        info!(%account, task = %id, ?action, "expired lease handled");
+    }
+    Ok(out)
+}

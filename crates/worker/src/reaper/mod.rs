@@ -1,0 +1,81 @@
+//! Maintenance duties that keep every task moving when a process dies or a timer is due.
+//!
+//! One file per duty, each with a documented config, one `run_once` and an explicit outcome (in
+//! the manner of River's maintenance services). Every duty acts through an idempotent, guarded
+//! script, so any number of reapers — the role inside each worker, and `dramaq-worker reaper` —
+//! can run at once without handling anything twice.
+
+pub mod delayed;
+pub mod leases;
+pub mod notify;
+pub mod orphans;
+
+use crate::providers::Provider;
+use dramaq_common::queue::Queue;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// Settings of all duties.
+#[derive(Debug, Clone)]
+pub struct ReaperConfig {
+    /// Pause between rounds over all accounts.
+    pub interval: Duration,
+    pub leases: leases::Config,
+    pub orphans: orphans::Config,
+    pub delayed: delayed::Config,
+    pub notify: notify::Config,
+}
+
+impl ReaperConfig {
+    pub fn from_worker(cfg: &dramaq_common::config::WorkerConfig) -> ReaperConfig {
+        ReaperConfig {
+            interval: Duration::from_millis(500),
+            leases: leases::Config {
+                max_stalls: cfg.max_stalls,
+                ..Default::default()
+            },
+            orphans: orphans::Config::default(),
+            delayed: delayed::Config::default(),
+            notify: notify::Config::default(),
+        }
+    }
+}
+
+/// Run every duty over `accounts` until `stop` fires.
+pub async fn run(
+    queue: Queue,
+    reaper_id: String,
+    accounts: BTreeMap<String, Option<Arc<dyn Provider>>>,
+    cfg: ReaperConfig,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        for (account, provider) in &accounts {
+            if let Err(e) = run_once(&queue, &reaper_id, account, provider.as_deref(), &cfg).await {
+                warn!(%account, error = %e, "maintenance round failed");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.interval) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+}
+
+/// One round of every duty for one account.
+pub async fn run_once(
+    queue: &Queue,
+    reaper_id: &str,
+    account: &str,
+    provider: Option<&dyn Provider>,
+    cfg: &ReaperConfig,
+) -> Result<(), dramaq_common::queue::QueueError> {
+    leases::run_once(queue, account, provider, &cfg.leases).await?;
+    orphans::run_once(queue, account, reaper_id, &cfg.orphans).await?;
+    delayed::run_once(queue, account, &cfg.delayed).await?;
+    notify::run_once(queue, account, &cfg.notify).await?;
+    Ok(())
+}

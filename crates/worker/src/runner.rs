@@ -1,0 +1,152 @@
+//! `dramaq-worker run`: wire the loops together and shut down gracefully.
+//!
+//! Per served account: a fetcher (claims) and a poller (await schedule). Per process: the
+//! heartbeat and the maintenance role. On SIGINT/SIGTERM the process stops claiming and polling,
+//! gives back claimed tasks that were not submitted yet, lets in-flight submits and downloads
+//! finish within `worker.shutdown_grace_ms`, and leaves awaited renders in Redis for the other
+//! workers. Whatever is still held after the grace period is abandoned to lease expiry.
+
+use crate::context::{new_worker_id, Ctx};
+use crate::held::HeldLeases;
+use crate::providers::{self, Provider};
+use crate::storage::LocalDir;
+use crate::{fetch, heartbeat, poll, reaper};
+use anyhow::{bail, Context};
+use dramaq_common::config::Config;
+use dramaq_common::queue::Queue;
+use dramaq_common::redis_conn::RedisHandle;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+pub struct RunOptions {
+    /// Accounts to serve; empty = every configured account.
+    pub providers: Vec<String>,
+    pub concurrency: Option<usize>,
+    /// Run the maintenance role inside this worker.
+    pub reaper: bool,
+}
+
+/// Build the adapters for the accounts to serve.
+pub fn build_accounts(
+    cfg: &Config,
+    only: &[String],
+) -> anyhow::Result<BTreeMap<String, Option<Arc<dyn Provider>>>> {
+    for name in only {
+        if !cfg.accounts.contains_key(name) {
+            let known: Vec<&str> = cfg.accounts.keys().map(|s| s.as_str()).collect();
+            bail!(
+                "--providers names unknown account '{name}' (configured: {})",
+                known.join(", ")
+            );
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (name, acct) in &cfg.accounts {
+        if !only.is_empty() && !only.contains(name) {
+            continue;
+        }
+        let adapter = providers::build(name, acct).with_context(|| format!("account {name}"))?;
+        out.insert(name.clone(), adapter);
+    }
+    Ok(out)
+}
+
+pub async fn connect(cfg: &Config) -> anyhow::Result<Queue> {
+    let redis = RedisHandle::connect(&cfg.redis.url, cfg.redis.pool_size).await?;
+    redis.check_no_eviction(cfg.redis.allow_eviction).await?;
+    Ok(Queue::new(redis))
+}
+
+pub async fn run(
+    mut cfg: Config,
+    opts: RunOptions,
+    signal: CancellationToken,
+) -> anyhow::Result<()> {
+    if let Some(c) = opts.concurrency {
+        if c == 0 {
+            bail!("--concurrency must be at least 1");
+        }
+        cfg.worker.concurrency = c;
+    }
+    let accounts = build_accounts(&cfg, &opts.providers)?;
+    let queue = connect(&cfg).await?;
+    let storage = Arc::new(LocalDir::new(&cfg.storage.dir, cfg.storage.max_bytes));
+    let ctx = Arc::new(Ctx {
+        slots: Arc::new(Semaphore::new(cfg.worker.concurrency)),
+        queue: queue.clone(),
+        worker_id: new_worker_id(),
+        accounts: accounts.clone(),
+        storage,
+        held: HeldLeases::default(),
+        stopping: CancellationToken::new(),
+        abort: CancellationToken::new(),
+        cfg,
+    });
+    info!(worker = %ctx.worker_id, accounts = ?ctx.accounts.keys().collect::<Vec<_>>(), concurrency = ctx.cfg.worker.concurrency, redis = %queue.redis().url_redacted(), "worker started");
+
+    let work = TaskTracker::new();
+    let loops = TaskTracker::new();
+    for account in ctx.accounts.keys() {
+        loops.spawn(fetch::run(ctx.clone(), account.clone(), work.clone()));
+        loops.spawn(poll::run(ctx.clone(), account.clone(), work.clone()));
+    }
+    let beat = tokio::spawn(heartbeat::run(ctx.clone()));
+    if opts.reaper {
+        loops.spawn(reaper::run(
+            queue.clone(),
+            format!("{}-reaper", ctx.worker_id),
+            accounts,
+            reaper::ReaperConfig::from_worker(&ctx.cfg.worker),
+            ctx.stopping.clone(),
+        ));
+    }
+
+    signal.cancelled().await;
+    info!(
+        in_flight = ctx.held.len(),
+        "stopping: no new claims; finishing in-flight work"
+    );
+    ctx.stopping.cancel();
+    loops.close();
+    loops.wait().await;
+    work.close();
+    let grace = Duration::from_millis(ctx.cfg.worker.shutdown_grace_ms);
+    if tokio::time::timeout(grace, work.wait()).await.is_err() {
+        info!(
+            abandoned = ctx.held.len(),
+            "grace period over; leases of unfinished work will expire"
+        );
+    }
+    ctx.abort.cancel();
+    let _ = beat.await;
+    info!("worker stopped");
+    Ok(())
+}
+
+/// A token fired by the first SIGINT or SIGTERM.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    t.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        t.cancel();
+    });
+    token
+}

@@ -1,0 +1,229 @@
+//! Output storage: where rendered bytes end up before a task may be marked done.
+//!
+//! Stored before done (design-notes invariant 7): a result is streamed to a temporary file,
+//! hashed (sha256) and size-capped on the way, then renamed into place atomically; only then does
+//! the worker run `complete.lua`. Locations are `<season>/<group>/<task>.<ext>`, built only from
+//! components that passed [`dramaq_common::ids::is_safe_component`], so no id can escape the
+//! output directory.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use dramaq_common::ids::is_safe_component;
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsafe storage location component {0:?}")]
+    UnsafeLocation(String),
+    #[error("result is larger than storage.max_bytes ({max} bytes)")]
+    TooLarge { max: u64 },
+    #[error("result body: {0}")]
+    Body(String),
+    #[error("storage I/O at {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A stored object's location relative to the storage root, e.g. `moonlit/ep01/vid-3f….mp4`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location(String);
+
+impl Location {
+    pub fn new(season: &str, group: &str, id: &str, ext: &str) -> Result<Location, StoreError> {
+        for part in [season, group, id, ext] {
+            if !is_safe_component(part) {
+                return Err(StoreError::UnsafeLocation(part.to_string()));
+            }
+        }
+        Ok(Location(format!("{season}/{group}/{id}.{ext}")))
+    }
+
+    /// Accept a location read back from a task record, re-checking every component.
+    pub fn parse(s: &str) -> Result<Location, StoreError> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let [season, group, file] = parts.as_slice() else {
+            return Err(StoreError::UnsafeLocation(s.to_string()));
+        };
+        let (id, ext) = file
+            .rsplit_once('.')
+            .ok_or_else(|| StoreError::UnsafeLocation(s.to_string()))?;
+        Location::new(season, group, id, ext)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub location: Location,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+#[async_trait]
+pub trait Storage: Send + Sync {
+    /// Stream `body` into `location`, replacing any earlier object atomically.
+    async fn put(
+        &self,
+        location: &Location,
+        body: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>,
+    ) -> Result<Stored, StoreError>;
+
+    async fn get(&self, location: &Location) -> Result<Bytes, StoreError>;
+
+    /// A local file path for tools that need one (ffmpeg), when the backend has one.
+    fn local_path(&self, location: &Location) -> Option<PathBuf>;
+}
+
+/// A local (or network-mounted) directory.
+pub struct LocalDir {
+    root: PathBuf,
+    max_bytes: u64,
+}
+
+impl LocalDir {
+    pub fn new(root: impl Into<PathBuf>, max_bytes: u64) -> LocalDir {
+        LocalDir {
+            root: root.into(),
+            max_bytes,
+        }
+    }
+
+    fn path(&self, location: &Location) -> PathBuf {
+        self.root.join(location.as_str())
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[async_trait]
+impl Storage for LocalDir {
+    async fn put(
+        &self,
+        location: &Location,
+        mut body: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>,
+    ) -> Result<Stored, StoreError> {
+        let path = self.path(location);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(io_err(&dir))?;
+        // A unique temporary name in the same directory, so the rename is atomic and two writers
+        // of the same task never share a temporary file.
+        let tmp = dir.join(format!(
+            ".{}.{}.{}.part",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let result = async {
+            let mut file = tokio::fs::File::create(&tmp).await.map_err(io_err(&tmp))?;
+            let mut hasher = Sha256::new();
+            let mut total: u64 = 0;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(StoreError::Body)?;
+                total += chunk.len() as u64;
+                if total > self.max_bytes {
+                    return Err(StoreError::TooLarge {
+                        max: self.max_bytes,
+                    });
+                }
+                hasher.update(&chunk);
+                file.write_all(&chunk).await.map_err(io_err(&tmp))?;
+            }
+            file.sync_all().await.map_err(io_err(&tmp))?;
+            Ok((hex::encode(hasher.finalize()), total))
+        }
+        .await;
+        match result {
+            Ok((sha256, bytes)) => {
+                tokio::fs::rename(&tmp, &path)
+                    .await
+                    .map_err(io_err(&path))?;
+                Ok(Stored {
+                    location: location.clone(),
+                    sha256,
+                    bytes,
+                })
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn get(&self, location: &Location) -> Result<Bytes, StoreError> {
+        let path = self.path(location);
+        tokio::fs::read(&path)
+            .await
+            .map(Bytes::from)
+            .map_err(io_err(&path))
+    }
+
+    fn local_path(&self, location: &Location) -> Option<PathBuf> {
+        Some(self.path(location))
+    }
+}
+
+/// Wrap bytes already in memory as a body stream.
+pub fn once(bytes: Bytes) -> std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>> {
+    Box::pin(futures::stream::once(async move { Ok(bytes) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_cannot_escape() {
+        assert!(Location::new("s", "ep01", "vid-1", "mp4").is_ok());
+        assert!(Location::new("..", "ep01", "vid-1", "mp4").is_err());
+        assert!(Location::new("s", "a/b", "vid-1", "mp4").is_err());
+        assert!(Location::parse("s/ep01/vid-1.mp4").is_ok());
+        assert!(Location::parse("../../etc/passwd").is_err());
+        assert!(Location::parse("s/ep01/../x.mp4").is_err());
+    }
+
+    #[tokio::test]
+    async fn put_hashes_caps_and_renames() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::new(dir.path(), 10);
+        let loc = Location::new("s", "ep01", "vid-1", "mp4").unwrap();
+        let stored = store
+            .put(&loc, once(Bytes::from_static(b"hello")))
+            .await
+            .unwrap();
+        assert_eq!(stored.bytes, 5);
+        assert_eq!(
+            stored.sha256,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        assert_eq!(store.get(&loc).await.unwrap(), Bytes::from_static(b"hello"));
+        let too_big = store
+            .put(&loc, once(Bytes::from_static(b"0123456789ab")))
+            .await;
+        assert!(matches!(too_big, Err(StoreError::TooLarge { .. })));
+        // The earlier object is intact and no temporary file is left behind.
+        assert_eq!(store.get(&loc).await.unwrap(), Bytes::from_static(b"hello"));
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("s/ep01"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+}

@@ -1,0 +1,301 @@
+//! Fixtures for dramaq's end-to-end tests: the real binaries as separate processes, a sandbox
+//! provider on a free port, a throwaway redis-server, and a temporary config and output folder.
+//!
+//! Binaries are taken from the Cargo target directory next to the test executable and built with
+//! `cargo build --bins` first when missing, so `cargo test --workspace` alone is enough.
+
+use anyhow::{bail, Context, Result};
+use dramaq_common::testkit::RedisServer;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+pub use dramaq_common::testkit;
+
+pub const SANDBOX_KEY: &str = "sk-sandbox-test";
+pub const KLING_AK: &str = "sandbox-ak";
+pub const KLING_SK: &str = "sandbox-sk";
+
+static BUILD: Once = Once::new();
+
+/// Path of a workspace binary, building the workspace's binaries once if needed.
+pub fn bin(name: &str) -> PathBuf {
+    BUILD.call_once(|| {
+        // Always build, so the binaries match the code under test; Cargo makes this a no-op
+        // when nothing changed.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let profile_dir = testkit::workspace_bin("x");
+        let release = profile_dir
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n == "release")
+            .unwrap_or(false);
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--bins", "--workspace", "--quiet"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(workspace_root())
+            .status()
+            .expect("running cargo build for the dramaq binaries");
+        assert!(status.success(), "cargo build --bins failed");
+    });
+    testkit::workspace_bin(name)
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+pub fn sample_script() -> PathBuf {
+    workspace_root().join("examples/season-sample.yaml")
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Wait for exit up to `timeout`; returns the exit status when it exited.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sandbox settings for a test.
+#[derive(Debug, Clone)]
+pub struct SandboxArgs {
+    pub render_ms: u64,
+    pub render_jitter_ms: u64,
+    pub extra: Vec<String>,
+}
+
+impl Default for SandboxArgs {
+    fn default() -> Self {
+        SandboxArgs {
+            render_ms: 400,
+            render_jitter_ms: 300,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// Everything one end-to-end test needs.
+pub struct Env {
+    pub redis: RedisServer,
+    pub sandbox: Proc,
+    pub sandbox_url: String,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Env {
+    pub fn start(args: SandboxArgs) -> Result<Env> {
+        let redis = RedisServer::start().context("starting redis-server")?;
+        let (sandbox, sandbox_url) = start_sandbox(&args)?;
+        let dir = tempfile::tempdir()?;
+        let out = dir.path().join("out");
+        let config = dir.path().join("dramaq.toml");
+        let text = std::fs::read_to_string(workspace_root().join("examples/dramaq.toml"))?
+            .replace("http://127.0.0.1:8787", &sandbox_url)
+            .replace("redis://127.0.0.1:6379", &redis.url())
+            .replace(
+                "dir = \"out\"",
+                &format!("dir = {:?}", out.display().to_string()),
+            )
+            // Short leases and polls so recovery happens within a test's patience.
+            .replace("lease_ms = 15000", "lease_ms = 3000")
+            .replace("heartbeat_ms = 5000", "heartbeat_ms = 1000")
+            .replace("poll_first_ms = 500", "poll_first_ms = 200")
+            .replace("poll_max_ms = 2000", "poll_max_ms = 500");
+        let text = format!("{text}\n");
+        std::fs::write(&config, text)?;
+        Ok(Env {
+            redis,
+            sandbox,
+            sandbox_url,
+            dir,
+            config,
+            out,
+        })
+    }
+
+    fn command(&self, name: &str) -> Command {
+        let mut cmd = Command::new(bin(name));
+        cmd.env("DRAMAQ_CONFIG", &self.config)
+            .env("DRAMAQ_SANDBOX_KEY", SANDBOX_KEY)
+            .env("DRAMAQ_SANDBOX_KLING_AK", KLING_AK)
+            .env("DRAMAQ_SANDBOX_KLING_SK", KLING_SK)
+            .env_remove("DRAMAQ_REDIS_URL")
+            .env_remove("DRAMAQ_OUT_DIR")
+            .env(
+                "RUST_LOG",
+                std::env::var("DRAMAQ_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            );
+        cmd
+    }
+
+    /// Run `dramaq <args>` to completion.
+    pub fn dramaq(&self, args: &[&str]) -> Result<Output> {
+        Ok(self.command("dramaq").args(args).output()?)
+    }
+
+    /// `dramaq <args> --json`, parsed; fails on a non-zero exit.
+    pub fn dramaq_json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--json");
+        let out = self.dramaq(&all)?;
+        if !out.status.success() {
+            bail!(
+                "dramaq {:?} exited {}: {}",
+                args,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("parsing {}", String::from_utf8_lossy(&out.stdout)))?)
+    }
+
+    /// Start a worker process.
+    pub fn worker(&self, args: &[&str]) -> Result<Proc> {
+        let child = self
+            .command("dramaq-worker")
+            .arg("run")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        Ok(Proc {
+            child,
+            name: "dramaq-worker".into(),
+        })
+    }
+
+    /// Poll `dramaq status --json` until no task of `season` is live, or fail after `timeout`.
+    pub fn wait_done(&self, season: &str, timeout: Duration) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self.dramaq_json(&["status", "--season", season])?;
+            let live: u64 = [
+                "waiting",
+                "ready",
+                "claimed",
+                "submitting",
+                "rendering",
+                "downloading",
+                "delayed",
+            ]
+            .iter()
+            .map(|k| st[*k].as_u64().unwrap_or(0))
+            .sum();
+            if live == 0 && st["total"].as_u64().unwrap_or(0) > 0 {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                bail!("season {season} not finished after {timeout:?}: {st}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The sandbox's submission counters.
+    pub fn sandbox_stats(&self) -> Result<serde_json::Value> {
+        let url = format!("{}/admin/stats", self.sandbox_url);
+        let body = http::blocking_get(&url)?;
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// Every task record of a season (from `dramaq tasks --json`).
+    pub fn tasks(&self, season: &str) -> Result<Vec<serde_json::Value>> {
+        let v = self.dramaq_json(&["tasks", "--season", season])?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+}
+
+/// Minimal blocking GET without pulling in reqwest's blocking feature: a current-thread runtime.
+mod http {
+    pub fn blocking_get(url: &str) -> anyhow::Result<String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            Ok(::reqwest::get(url)
+                .await?
+                .error_for_status()?
+                .text()
+                .await?)
+        })
+    }
+}
+
+fn start_sandbox(args: &SandboxArgs) -> Result<(Proc, String)> {
+    let mut child = Command::new(bin("dramaq-sandbox"))
+        .args(["--addr", "127.0.0.1:0"])
+        .args(["--render-ms", &args.render_ms.to_string()])
+        .args(["--render-jitter-ms", &args.render_jitter_ms.to_string()])
+        .args(&args.extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting dramaq-sandbox")?;
+    let stdout = child.stdout.take().context("sandbox stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+        .map(str::to_string);
+    let proc = Proc {
+        child,
+        name: "dramaq-sandbox".into(),
+    };
+    match url {
+        Some(u) => Ok((proc, u)),
+        None => bail!("dramaq-sandbox printed {line:?} instead of its address"),
+    }
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    Ok(hex::encode(Sha256::digest(std::fs::read(path)?)))
+}
