@@ -188,8 +188,8 @@ impl Env {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("parsing {}", String::from_utf8_lossy(&out.stdout)))?)
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("parsing {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Start a worker process.

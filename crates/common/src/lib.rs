@@ -13,6 +13,7 @@ pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod queue;
 pub mod redis_conn;
 pub mod testkit;

@@ -406,14 +406,51 @@ pub struct TaskRecord {
     pub done_ms: Option<i64>,
 }
 
+/// Fields kept in the record's body: written once at enqueue, never read or changed by a
+/// transition script. Everything else is in the header the scripts decode.
+const BODY_FIELDS: [&str; 8] = [
+    "group", "label", "kind", "chain", "deps", "payload", "ext", "created_ms",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordCodecError {
+    #[error("record too short or header length out of range")]
+    Framing,
+    #[error("record part is not MessagePack: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("record fields do not form a task: {0}")]
+    Fields(#[from] serde_json::Error),
+}
+
 impl TaskRecord {
-    /// The Redis encoding: MessagePack with field names (a map), as `cmsgpack` reads it.
+    /// The Redis encoding: `[u16 header length][header][body]`, both MessagePack maps with
+    /// field names (as `cmsgpack` reads them); see `scripts/prelude.lua`.
     pub fn to_msgpack(&self) -> Vec<u8> {
-        rmp_serde::to_vec_named(self).unwrap_or_default()
+        let serde_json::Value::Object(all) = serde_json::to_value(self).unwrap_or_default() else {
+            return Vec::new();
+        };
+        let (body, header): (serde_json::Map<_, _>, serde_json::Map<_, _>) =
+            all.into_iter().partition(|(k, _)| BODY_FIELDS.contains(&k.as_str()));
+        let header = rmp_serde::to_vec_named(&header).unwrap_or_default();
+        let body = rmp_serde::to_vec_named(&body).unwrap_or_default();
+        let len = u16::try_from(header.len()).unwrap_or(u16::MAX);
+        let mut out = Vec::with_capacity(2 + header.len() + body.len());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&body);
+        out
     }
 
-    pub fn from_msgpack(bytes: &[u8]) -> Result<TaskRecord, rmp_serde::decode::Error> {
-        rmp_serde::from_slice(bytes)
+    pub fn from_msgpack(bytes: &[u8]) -> Result<TaskRecord, RecordCodecError> {
+        let (len, rest) = bytes.split_at_checked(2).ok_or(RecordCodecError::Framing)?;
+        let hlen = u16::from_be_bytes([len[0], len[1]]) as usize;
+        let (header, body) = rest.split_at_checked(hlen).ok_or(RecordCodecError::Framing)?;
+        let mut all: serde_json::Map<String, serde_json::Value> = rmp_serde::from_slice(header)?;
+        if !body.is_empty() {
+            let body: serde_json::Map<String, serde_json::Value> = rmp_serde::from_slice(body)?;
+            all.extend(body);
+        }
+        Ok(serde_json::from_value(serde_json::Value::Object(all))?)
     }
 }
 

@@ -26,7 +26,7 @@ pub enum QueueError {
     Decode {
         key: String,
         #[source]
-        source: rmp_serde::decode::Error,
+        source: crate::model::RecordCodecError,
     },
     /// A batched call failed as a whole (connection lost, script error).
     #[error("batched Redis call failed: {0}")]

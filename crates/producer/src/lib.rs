@@ -2,4 +2,5 @@
 //! content-addressed tasks) and the operator commands ([`commands`]) behind the `dramaq` CLI.
 
 pub mod commands;
+pub mod ops;
 pub mod script;

@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod heartbeat;
 pub mod held;
 pub mod poll;
+pub mod metrics_server;
 pub mod process;
 pub mod providers;
 pub mod reaper;

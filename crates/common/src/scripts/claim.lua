@@ -19,14 +19,19 @@
 local now = now_ms()
 local lease_until = now + tonumber(ARGV[3])
 local paused = redis.call('EXISTS', KEYS[4]) == 1
+local n = #KEYS - 4
+local entries = {}
+for i = 1, n do
+  entries[i] = ARGV[3 + i]
+end
+redis.call('XACK', KEYS[1], ARGV[1], unpack(entries))
+redis.call('XDEL', KEYS[1], unpack(entries))
 local out = {}
-for i = 1, #KEYS - 4 do
+local leases = {}
+for i = 1, n do
   local key = KEYS[4 + i]
-  local entry = ARGV[3 + i]
-  redis.call('XACK', KEYS[1], ARGV[1], entry)
-  redis.call('XDEL', KEYS[1], entry)
   local t = load_task(key)
-  if t == nil or t.state ~= 'ready' or t.entry ~= entry then
+  if t == nil or t.state ~= 'ready' or t.entry ~= entries[i] then
     out[i] = { 'stale', '' }
   elseif paused then
     push_ready(KEYS[1], t, t.ready_ms or now)
@@ -37,10 +42,14 @@ for i = 1, #KEYS - 4 do
     t.holder = ARGV[2]
     t.entry = nil
     set_state(KEYS[3], t, 'claimed', now)
-    redis.call('ZADD', KEYS[2], lease_until, t.id)
-    local packed = cmsgpack.pack(t)
+    leases[#leases + 1] = lease_until
+    leases[#leases + 1] = t.id
+    local packed = encode_record(t)
     redis.call('SET', key, packed)
     out[i] = { 'claimed', packed }
   end
 end
-return out
+if #leases > 0 then
+  redis.call('ZADD', KEYS[2], unpack(leases))
+end
+return finish(out)

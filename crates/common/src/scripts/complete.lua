@@ -14,6 +14,8 @@
 
 local now = now_ms()
 local out = {}
+local released = {}
+local outbox = {}
 local n = (#KEYS - 3) / 2
 for i = 1, n do
   local key = KEYS[2 + 2 * i]
@@ -31,13 +33,20 @@ for i = 1, n do
     t.done_ms = now
     set_state(KEYS[2], t, 'stored', now)
     save_task(key, t)
-    redis.call('ZREM', KEYS[1], t.id)
+    released[#released + 1] = t.id
     if redis.call('EXISTS', rdeps) == 1 then
-      redis.call('ZADD', KEYS[3], now, t.id)
+      outbox[#outbox + 1] = now
+      outbox[#outbox + 1] = t.id
       out[i] = 2
     else
       out[i] = 1
     end
   end
 end
-return out
+if #released > 0 then
+  redis.call('ZREM', KEYS[1], unpack(released))
+end
+if #outbox > 0 then
+  redis.call('ZADD', KEYS[3], unpack(outbox))
+end
+return finish(out)

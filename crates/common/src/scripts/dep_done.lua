@@ -31,4 +31,4 @@ local now = now_ms()
 push_ready(KEYS[3], t, now)
 set_state(KEYS[4], t, 'ready', now)
 save_task(KEYS[1], t)
-return 'ready'
+return finish('ready')

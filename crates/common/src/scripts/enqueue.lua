@@ -31,7 +31,7 @@ for i = 1, n do
     existing = existing + 1
     cursor = cursor + pending
   else
-    local t = cmsgpack.unpack(record)
+    local t = decode_record(record)
     t.state = nil
     t.created_ms = now
     if pending > 0 then
@@ -48,4 +48,4 @@ for i = 1, n do
     created = created + 1
   end
 end
-return { created, existing }
+return finish({ created, existing })

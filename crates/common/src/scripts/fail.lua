@@ -61,4 +61,4 @@ else
   set_state(KEYS[6], t, 'dead', now)
 end
 save_task(KEYS[1], t)
-return t.state
+return finish(t.state)

@@ -27,4 +27,4 @@ set_state(KEYS[4], t, 'rendering', now)
 save_task(KEYS[1], t)
 redis.call('ZREM', KEYS[2], t.id)
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), t.id)
-return 1
+return finish(1)

@@ -24,4 +24,4 @@ for i = 1, #KEYS - 1 do
     out[i] = t.attempt
   end
 end
-return out
+return finish(out)

@@ -20,6 +20,10 @@
 --   downloading  the render exists              -> rendering, due now (poll, then download)
 -- Returns the action: 'not_expired' | 'requeued' | 'adopted' | 'resubmit' | 'repoll' | 'dead' | 'gone'.
 
+local err = ensure_group(KEYS[3], ARGV[1])
+if err then
+  return err
+end
 local t = load_task(KEYS[1])
 local now = now_ms()
 if t == nil then
@@ -59,18 +63,10 @@ elseif t.stalls > tonumber(ARGV[2]) then
 elseif t.state == 'submitting' then
   t.possible_duplicate = true
   redis.call('HINCRBY', KEYS[7], 'possible_duplicates', 1)
-  local err = ensure_group(KEYS[3], ARGV[1])
-  if err then
-    return err
-  end
   push_ready(KEYS[3], t, now)
   set_state(KEYS[6], t, 'ready', now)
   action = 'resubmit'
 elseif t.state == 'claimed' then
-  local err = ensure_group(KEYS[3], ARGV[1])
-  if err then
-    return err
-  end
   push_ready(KEYS[3], t, now)
   set_state(KEYS[6], t, 'ready', now)
   action = 'requeued'
@@ -79,4 +75,4 @@ else
   return 'gone'
 end
 save_task(KEYS[1], t)
-return action
+return finish(action)

@@ -18,4 +18,4 @@ redis.call('ZREM', KEYS[2], t.id)
 push_ready(KEYS[3], t, now)
 set_state(KEYS[4], t, 'ready', now)
 save_task(KEYS[1], t)
-return 1
+return finish(1)

@@ -24,4 +24,4 @@ set_state(KEYS[4], t, 'downloading', now)
 save_task(KEYS[1], t)
 redis.call('ZREM', KEYS[2], t.id)
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), t.id)
-return t.fence
+return finish(t.fence)

@@ -1,0 +1,1 @@
+//! Operator actions on the queue (filled in by the operations work).

@@ -1,0 +1,1 @@
+//! Operator commands: dead-letter queue, pause/resume/drain, worker list.
