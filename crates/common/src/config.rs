@@ -156,6 +156,16 @@ pub enum Family {
     OpenaiImages,
     /// `POST /v1/audio/speech`, synchronous.
     OpenaiSpeech,
+    /// Runway `/v1/image_to_video`, `/v1/text_to_video`, `GET /v1/tasks/{id}` (and relays).
+    Runway,
+    /// Gemini Veo long-running operations (`predictLongRunning`).
+    Veo,
+    /// MiniMax Hailuo `/v1/video_generation` (errors inside HTTP 200).
+    Minimax,
+    /// fal.ai queue (`queue.fal.run`; status and result URLs from submit).
+    Fal,
+    /// Replicate predictions.
+    Replicate,
     /// Local episode assembly (ffmpeg or manifest); no HTTP.
     Assembly,
 }
@@ -167,6 +177,11 @@ impl Family {
             Family::Kling => "kling",
             Family::OpenaiImages => "openai-images",
             Family::OpenaiSpeech => "openai-speech",
+            Family::Runway => "runway",
+            Family::Veo => "veo",
+            Family::Minimax => "minimax",
+            Family::Fal => "fal",
+            Family::Replicate => "replicate",
             Family::Assembly => "assembly",
         }
     }
@@ -174,7 +189,13 @@ impl Family {
     /// The task kinds the family can produce.
     pub fn kinds(self) -> &'static [TaskKind] {
         match self {
-            Family::OpenaiVideos | Family::Kling => &[TaskKind::Video],
+            Family::OpenaiVideos
+            | Family::Kling
+            | Family::Runway
+            | Family::Veo
+            | Family::Minimax
+            | Family::Fal
+            | Family::Replicate => &[TaskKind::Video],
             Family::OpenaiImages => &[TaskKind::Image],
             Family::OpenaiSpeech => &[TaskKind::Voice],
             Family::Assembly => &[TaskKind::Assembly],
@@ -186,13 +207,17 @@ impl Family {
         match self {
             Family::OpenaiVideos => &[4, 8, 12, 16, 20],
             Family::Kling => &[5, 10],
+            Family::Runway => &[5, 10],
+            Family::Veo => &[4, 6, 8],
+            Family::Minimax => &[6, 10],
+            Family::Fal | Family::Replicate => &[5, 10],
             _ => &[],
         }
     }
 
     /// True when the family submits and then renders asynchronously (needs the await schedule).
     pub fn is_async(self) -> bool {
-        matches!(self, Family::OpenaiVideos | Family::Kling)
+        self.kinds() == [TaskKind::Video]
     }
 }
 
@@ -243,6 +268,52 @@ pub struct AccountConfig {
     /// Per-request HTTP timeout.
     #[serde(default = "default_http_timeout_ms")]
     pub http_timeout_ms: u64,
+    /// The account's limits, enforced across every worker process and host.
+    #[serde(default)]
+    pub quota: Quota,
+}
+
+/// A provider account's limits (design-notes invariant 3). Zero means "no limit".
+///
+/// `submit_per_sec` and `burst` drive a GCRA limiter kept in Redis (clock from `TIME`), checked in
+/// the same script that claims a task, so a task never holds a worker while it waits for
+/// capacity; a process-local `governor` limiter in front of it keeps one process from flooding
+/// Redis with claim attempts. `max_concurrent` is a leased semaphore in Redis: a render holds its
+/// slot from claim until it finishes, and a crashed holder's slot returns when its lease
+/// (`render_deadline_ms` + 1 min) ends. `daily_cap` counts submits per UTC day.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Submits (creates) per second across the fleet; fractions allowed (0.5 = one per 2 s).
+    #[serde(default)]
+    pub submit_per_sec: f64,
+    /// Submits allowed back to back before the rate applies (at least 1).
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// Polls per second this process sends (providers that count polls); 0 = unlimited.
+    #[serde(default)]
+    pub poll_per_sec: f64,
+    /// Renders in flight (claimed until finished) across the fleet.
+    #[serde(default)]
+    pub max_concurrent: u32,
+    /// Submits per UTC day across the fleet.
+    #[serde(default)]
+    pub daily_cap: u64,
+}
+
+impl Quota {
+    /// GCRA emission interval in microseconds (0 = unlimited).
+    pub fn emission_interval_us(&self) -> u64 {
+        if self.submit_per_sec > 0.0 {
+            (1_000_000.0 / self.submit_per_sec).round().max(1.0) as u64
+        } else {
+            0
+        }
+    }
+}
+
+fn default_burst() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -396,6 +467,22 @@ impl Config {
                     "is required for HTTP provider families".into(),
                 ));
             }
+            let q = &acct.quota;
+            if !q.submit_per_sec.is_finite() || q.submit_per_sec < 0.0 {
+                return Err(bad(
+                    format!("accounts.{name}.quota.submit_per_sec"),
+                    "must be a number ≥ 0 (0 = unlimited)".into(),
+                ));
+            }
+            if !q.poll_per_sec.is_finite() || q.poll_per_sec < 0.0 {
+                return Err(bad(
+                    format!("accounts.{name}.quota.poll_per_sec"),
+                    "must be a number ≥ 0 (0 = unlimited)".into(),
+                ));
+            }
+            if q.burst == 0 {
+                return Err(bad(format!("accounts.{name}.quota.burst"), "must be at least 1".into()));
+            }
             if acct.family == Family::Kling && acct.jwt && acct.secret_key_env.is_none() {
                 return Err(bad(
                     format!("accounts.{name}.secret_key_env"),
@@ -450,6 +537,7 @@ impl AccountConfig {
             poll_first_ms: default_poll_first_ms(),
             poll_max_ms: default_poll_max_ms(),
             http_timeout_ms: default_http_timeout_ms(),
+            quota: Quota::default(),
         }
     }
 }

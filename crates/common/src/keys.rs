@@ -86,9 +86,31 @@ impl AccountKeys {
         format!("{}:stats", self.tag)
     }
 
-    /// STRING: present while the account is paused (claims stop; renders still complete).
+    /// STRING (JSON reason): present while the account is paused (claims stop; renders still
+    /// complete). Set by an operator, or by a worker when the provider says the account is out of
+    /// credits or over its spend cap.
     pub fn paused(&self) -> String {
         format!("{}:paused", self.tag)
+    }
+
+    /// STRING with a TTL: present while the whole account cools down after a 429.
+    pub fn cooldown(&self) -> String {
+        format!("{}:cooldown", self.tag)
+    }
+
+    /// STRING: the GCRA limiter's theoretical arrival time (µs, Redis clock) for submits.
+    pub fn gcra(&self) -> String {
+        format!("{}:gcra", self.tag)
+    }
+
+    /// ZSET task id → slot lease expiry (ms): the renders holding a concurrency slot.
+    pub fn slots(&self) -> String {
+        format!("{}:slots", self.tag)
+    }
+
+    /// HASH UTC day number → submits that day (daily cap).
+    pub fn daily(&self) -> String {
+        format!("{}:daily", self.tag)
     }
 }
 
@@ -171,6 +193,10 @@ mod tests {
             k.counts(),
             k.stats(),
             k.paused(),
+            k.cooldown(),
+            k.gcra(),
+            k.slots(),
+            k.daily(),
         ] {
             assert!(key.starts_with("dq:{kling-main}:"), "{key}");
         }

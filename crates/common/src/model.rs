@@ -169,6 +169,9 @@ pub enum RetryPolicy {
     WaitWithoutAttempt,
     /// Exponential backoff with jitter, counted against the attempt limit.
     Backoff,
+    /// The account itself cannot work (out of credits, over a spend cap): pause the account with
+    /// the reason and put the task back to wait; retrying would only fail again.
+    PauseAccount,
 }
 
 impl FailureClass {
@@ -217,9 +220,10 @@ impl FailureClass {
             FailureClass::ContentPolicy
             | FailureClass::InvalidRequest
             | FailureClass::Auth
-            | FailureClass::InsufficientCredits
-            | FailureClass::QuotaExceeded
             | FailureClass::ModelRetired => RetryPolicy::Never,
+            FailureClass::InsufficientCredits | FailureClass::QuotaExceeded => {
+                RetryPolicy::PauseAccount
+            }
             FailureClass::RateLimited | FailureClass::ConcurrencyLimited => {
                 RetryPolicy::WaitWithoutAttempt
             }

@@ -67,6 +67,7 @@ pub struct Scripts {
     pub dep_done: Script,
     pub reap_lease: Script,
     pub redeliver: Script,
+    pub quota_peek: Script,
 }
 
 pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -85,6 +86,7 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dep_done: lua!("dep_done"),
     reap_lease: lua!("reap_lease"),
     redeliver: lua!("redeliver"),
+    quota_peek: lua!("quota_peek"),
 });
 
 /// Tasks per enqueue script call: large enough to amortise the round trip, small enough to keep
@@ -106,6 +108,51 @@ pub enum Claim {
     Stale,
     /// The account is paused; the entry went back to the stream.
     Paused,
+    /// The account's quota has no room now; the entry went back to the stream. Try again after
+    /// `wait_ms`.
+    Throttled { wait_ms: u64, reason: String },
+}
+
+/// An account's quota as the scripts take it (0 = unlimited), from
+/// [`crate::config::Quota`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaArgs {
+    pub interval_us: u64,
+    pub tolerance_us: u64,
+    pub max_concurrent: u32,
+    /// How long a render slot is leased: past this a crashed holder's slot returns.
+    pub slot_ms: u64,
+    pub daily_cap: u64,
+}
+
+impl QuotaArgs {
+    pub fn from_account(acct: &crate::config::AccountConfig) -> QuotaArgs {
+        let q = &acct.quota;
+        let interval_us = q.emission_interval_us();
+        QuotaArgs {
+            interval_us,
+            tolerance_us: interval_us.saturating_mul(u64::from(q.burst.max(1)) - 1),
+            max_concurrent: q.max_concurrent,
+            slot_ms: acct.render_deadline_ms + 60_000,
+            daily_cap: q.daily_cap,
+        }
+    }
+
+    fn push(&self, inv: &mut redis::ScriptInvocation<'_>) {
+        inv.arg(self.interval_us)
+            .arg(self.tolerance_us)
+            .arg(self.max_concurrent)
+            .arg(self.slot_ms)
+            .arg(self.daily_cap);
+    }
+}
+
+/// What [`Queue::quota_peek`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaPeek {
+    Go,
+    Paused,
+    Wait { ms: u64, reason: String },
 }
 
 /// Who may apply a failure: the lease holder (by fencing token) or a poller (by provider id).
@@ -122,6 +169,9 @@ pub enum FailDecision {
     Retry { delay_ms: u64, refund_attempt: bool },
     /// Keep the provider's render and poll again after `delay_ms` (e.g. to refresh a URL).
     Repoll { delay_ms: u64 },
+    /// The account cannot work (out of credits, spend cap): pause it and put the task back
+    /// to wait, not dead.
+    Pause,
     /// Dead-letter it.
     Dead,
 }
@@ -132,6 +182,8 @@ pub struct FailInfo<'a> {
     pub class: FailureClass,
     pub code: Option<&'a str>,
     pub message: &'a str,
+    /// Start (or extend) the account's shared cool-down, so one 429 slows every worker.
+    pub cooldown_ms: u64,
 }
 
 /// What the reaper did with one expired lease.
@@ -379,12 +431,14 @@ impl Queue {
         Ok(out)
     }
 
-    /// Claim delivered stream entries `(entry id, task id)` under a lease.
+    /// Claim delivered stream entries `(entry id, task id)` under a lease, within the account's
+    /// quota.
     pub async fn claim(
         &self,
         account: &str,
         worker: &str,
         lease_ms: u64,
+        quota: &QuotaArgs,
         deliveries: &[(String, String)],
     ) -> Result<Vec<Claim>> {
         if deliveries.is_empty() {
@@ -395,8 +449,13 @@ impl Queue {
         inv.key(k.ready())
             .key(k.leases())
             .key(k.counts())
-            .key(k.paused());
+            .key(k.paused())
+            .key(k.cooldown())
+            .key(k.gcra())
+            .key(k.slots())
+            .key(k.daily());
         inv.arg(GROUP).arg(worker).arg(lease_ms);
+        quota.push(&mut inv);
         for (entry, id) in deliveries {
             inv.key(k.task(id));
             inv.arg(entry);
@@ -408,14 +467,41 @@ impl Queue {
             .map(|(status, packed)| match status.as_str() {
                 "claimed" => TaskRecord::from_msgpack(&packed)
                     .map(|r| Claim::Claimed(Box::new(r)))
-                    .map_err(|source| QueueError::Decode {
-                        key: k.ready(),
-                        source,
-                    }),
+                    .map_err(|source| QueueError::Decode { key: k.ready(), source }),
                 "paused" => Ok(Claim::Paused),
+                "throttled" => {
+                    let text = String::from_utf8_lossy(&packed);
+                    let (ms, reason) = text.split_once(':').unwrap_or((&text, ""));
+                    Ok(Claim::Throttled {
+                        wait_ms: ms.parse().unwrap_or(1_000),
+                        reason: reason.to_string(),
+                    })
+                }
                 _ => Ok(Claim::Stale),
             })
             .collect()
+    }
+
+    /// How long until the account may take another submit (fetchers ask before reading).
+    pub async fn quota_peek(&self, account: &str, quota: &QuotaArgs) -> Result<QuotaPeek> {
+        let k = AccountKeys::new(account);
+        let mut inv = SCRIPTS.quota_peek.prepare_invoke();
+        inv.key(k.paused())
+            .key(k.cooldown())
+            .key(k.gcra())
+            .key(k.slots())
+            .key(k.daily());
+        quota.push(&mut inv);
+        let mut conn = self.redis.conn().await?;
+        let (ms, reason): (i64, String) = inv.invoke_async(&mut conn).await?;
+        Ok(match ms {
+            m if m < 0 => QuotaPeek::Paused,
+            0 => QuotaPeek::Go,
+            m => QuotaPeek::Wait {
+                ms: m as u64,
+                reason,
+            },
+        })
     }
 
     /// Extend the leases `(task id, fence)` still held; returns which ones are still ours.
@@ -565,6 +651,7 @@ impl Queue {
             .key(k.awaiting())
             .key(k.leases())
             .key(k.counts())
+            .key(k.slots())
             .arg(provider_task_id)
             .arg(result_json)
             .arg(worker)
@@ -598,7 +685,10 @@ impl Queue {
                             let k = k.clone();
                             async move {
                                 let mut inv = SCRIPTS.complete.prepare_invoke();
-                                inv.key(k.leases()).key(k.counts()).key(k.notify());
+                                inv.key(k.leases())
+                                    .key(k.counts())
+                                    .key(k.notify())
+                                    .key(k.slots());
                                 for r in &reqs {
                                     inv.key(k.task(&r.id)).key(k.dependents(&r.id));
                                     inv.arg(r.fence).arg(&r.output).arg(&r.sha256).arg(r.bytes);
@@ -648,7 +738,11 @@ impl Queue {
             .key(k.awaiting())
             .key(k.delayed())
             .key(k.dead())
-            .key(k.counts());
+            .key(k.counts())
+            .key(k.slots())
+            .key(k.cooldown())
+            .key(k.paused())
+            .key(k.ready());
         match guard {
             FailGuard::Held { fence } => inv.arg("held").arg(*fence),
             FailGuard::Render { provider_task_id } => inv.arg("render").arg(provider_task_id),
@@ -662,11 +756,14 @@ impl Queue {
                 .arg(delay_ms)
                 .arg(if refund_attempt { "1" } else { "0" }),
             FailDecision::Repoll { delay_ms } => inv.arg("repoll").arg(delay_ms).arg("0"),
+            FailDecision::Pause => inv.arg("pause").arg(0).arg("1"),
             FailDecision::Dead => inv.arg("dead").arg(0).arg("0"),
         };
         inv.arg(info.class.as_str())
             .arg(info.code.unwrap_or(""))
-            .arg(info.message);
+            .arg(info.message)
+            .arg(info.cooldown_ms)
+            .arg(GROUP);
         let mut conn = self.redis.conn().await?;
         let state: String = inv
             .invoke_async(&mut conn)
@@ -688,6 +785,7 @@ impl Queue {
             .key(k.leases())
             .key(k.ready())
             .key(k.counts())
+            .key(k.slots())
             .arg(fence)
             .invoke_async::<i64>(&mut conn)
             .await
@@ -805,6 +903,7 @@ impl Queue {
             .key(k.dead())
             .key(k.counts())
             .key(k.stats())
+            .key(k.slots())
             .arg(GROUP)
             .arg(max_stalls)
             .arg(ptid)

@@ -5,7 +5,7 @@
 use dramaq_common::keys::AccountKeys;
 use dramaq_common::model::{DepRef, FailureClass, NewTask, TaskPayload, TaskState};
 use dramaq_common::queue::{
-    read_ready, Claim, FailDecision, FailGuard, FailInfo, LeaseAction, Queue, QueueError,
+    read_ready, Claim, FailDecision, FailGuard, FailInfo, LeaseAction, Queue, QueueError, QuotaArgs,
 };
 use dramaq_common::redis_conn::RedisHandle;
 use dramaq_common::testkit::{RedisCluster, RedisServer};
@@ -77,7 +77,7 @@ async fn claim_one(
         return None;
     }
     match q
-        .claim(account, worker, lease_ms, &got)
+        .claim(account, worker, lease_ms, &QuotaArgs::default(), &got)
         .await
         .unwrap()
         .pop()
@@ -208,6 +208,7 @@ async fn failures_and_leases(q: &Queue) {
         class: FailureClass::RateLimited,
         code: Some("429"),
         message: "slow down",
+        cooldown_ms: 0,
     };
     let st = q
         .fail(
@@ -242,6 +243,7 @@ async fn failures_and_leases(q: &Queue) {
         class: FailureClass::ContentPolicy,
         code: None,
         message: "blocked",
+        cooldown_ms: 0,
     };
     assert!(q
         .fail(

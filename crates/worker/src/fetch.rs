@@ -8,7 +8,9 @@
 
 use crate::context::Ctx;
 use crate::process;
-use dramaq_common::queue::{read_ready, Claim};
+use dramaq_common::config::AccountConfig;
+use dramaq_common::queue::{read_ready, Claim, QuotaArgs, QuotaPeek};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
@@ -25,8 +27,31 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
         warn!(%account, error = %e, "cannot create the consumer group; fetcher not started");
         return;
     }
+    let Some(acct) = ctx.account(&account) else { return };
+    let quota = QuotaArgs::from_account(acct);
+    let local = local_limiter(acct);
     let mut conn = None;
     while !ctx.stopping.is_cancelled() {
+        // Ask the fleet-wide quota first: a throttled account costs one cheap call per wait.
+        if quota != QuotaArgs::default() {
+            match ctx.queue.quota_peek(&account, &quota).await {
+                Ok(QuotaPeek::Go) => {}
+                Ok(QuotaPeek::Paused) => {
+                    pause(&ctx, Duration::from_secs(1)).await;
+                    continue;
+                }
+                Ok(QuotaPeek::Wait { ms, reason }) => {
+                    debug!(%account, ms, %reason, "waiting for quota");
+                    pause(&ctx, Duration::from_millis(ms.clamp(5, 1_000))).await;
+                    continue;
+                }
+                Err(e) => {
+                    warn!(%account, error = %e, "quota check failed");
+                    pause(&ctx, Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+        }
         if conn.is_none() {
             match ctx.queue.redis().blocking_conn(BLOCK).await {
                 Ok(c) => conn = Some(c),
@@ -44,8 +69,16 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
             p = ctx.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = ctx.stopping.cancelled() => return,
         };
+        // The process-local limiter caps how many this process may try to claim now, so it never
+        // floods Redis with claim attempts the fleet-wide limiter would refuse.
+        if let Some(limiter) = &local {
+            limiter.until_ready().await;
+        }
         let mut permits = vec![first];
         while permits.len() < MAX_BATCH {
+            if local.as_ref().is_some_and(|l| l.check().is_err()) {
+                break;
+            }
             match ctx.slots.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),
                 Err(_) => break,
@@ -77,7 +110,7 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
         }
         let claims = match ctx
             .queue
-            .claim(&account, &ctx.worker_id, ctx.lease_ms(), &deliveries)
+            .claim(&account, &ctx.worker_id, ctx.lease_ms(), &quota, &deliveries)
             .await
         {
             Ok(c) => c,
@@ -88,23 +121,44 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
                 continue;
             }
         };
-        let mut paused = false;
+        let mut wait = Duration::ZERO;
         for claim in claims {
             match claim {
                 Claim::Claimed(rec) => {
                     let Some(permit) = permits.pop() else { break };
                     tracker.spawn(process::run_claimed(ctx.clone(), *rec, permit));
                 }
-                Claim::Paused => paused = true,
+                // Claims stop while the account is paused; entries went back to the stream.
+                Claim::Paused => wait = wait.max(Duration::from_secs(1)),
+                Claim::Throttled { wait_ms, reason } => {
+                    debug!(%account, wait_ms, %reason, "quota full; delivery put back");
+                    wait = wait.max(Duration::from_millis(wait_ms.clamp(5, 1_000)));
+                }
                 Claim::Stale => debug!(%account, "dropped a stale delivery"),
             }
         }
-        if paused {
-            // Claims stop while the account is paused; entries went back to the stream.
+        if !wait.is_zero() {
             drop(permits);
-            pause(&ctx, Duration::from_secs(1)).await;
+            pause(&ctx, wait).await;
         }
     }
+}
+
+type Limiter = governor::RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    governor::clock::DefaultClock,
+>;
+
+/// The account's submit rate as a process-local `governor` limiter (None when unlimited).
+fn local_limiter(acct: &AccountConfig) -> Option<Limiter> {
+    let interval = acct.quota.emission_interval_us();
+    if interval == 0 {
+        return None;
+    }
+    let burst = NonZeroU32::new(acct.quota.burst.max(1))?;
+    let quota = governor::Quota::with_period(Duration::from_micros(interval))?.allow_burst(burst);
+    Some(governor::RateLimiter::direct(quota))
 }
 
 async fn pause(ctx: &Ctx, d: Duration) {

@@ -291,6 +291,7 @@ pub async fn record_failure(
         class: err.class,
         code: err.code.as_deref(),
         message: &err.message,
+        cooldown_ms: retry::account_cooldown_ms(err.class, err.retry_after, ctx.backoff()),
     };
     let state = ctx
         .queue

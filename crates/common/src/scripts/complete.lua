@@ -3,8 +3,9 @@
 -- KEYS[1]      leases zset
 -- KEYS[2]      counts hash
 -- KEYS[3]      notify zset (outbox of stored tasks whose dependents must be told)
--- KEYS[2+2i]   task record of task i            (i = 1..n; all of one account)
--- KEYS[3+2i]   dependents set of task i
+-- KEYS[4]      render slots zset (a synchronous task's slot is released here)
+-- KEYS[3+2i]   task record of task i            (i = 1..n; all of one account)
+-- KEYS[4+2i]   dependents set of task i
 -- ARGV[4i-3..4i]  for task i: fencing token, output location, sha256 hex, size in bytes
 --
 -- Stored before done (invariant 7): the caller has already renamed each file into place. A task
@@ -16,10 +17,10 @@ local now = now_ms()
 local out = {}
 local released = {}
 local outbox = {}
-local n = (#KEYS - 3) / 2
+local n = (#KEYS - 4) / 2
 for i = 1, n do
-  local key = KEYS[2 + 2 * i]
-  local rdeps = KEYS[3 + 2 * i]
+  local key = KEYS[3 + 2 * i]
+  local rdeps = KEYS[4 + 2 * i]
   local a = 4 * (i - 1)
   local t = load_task(key)
   if t == nil or tostring(t.fence) ~= ARGV[a + 1]
@@ -45,6 +46,7 @@ for i = 1, n do
 end
 if #released > 0 then
   redis.call('ZREM', KEYS[1], unpack(released))
+  redis.call('ZREM', KEYS[4], unpack(released))
 end
 if #outbox > 0 then
   redis.call('ZADD', KEYS[3], unpack(outbox))

@@ -99,3 +99,112 @@ local function append_error(t, class, code, message, now)
   end
   table.insert(t.errors, e)
 end
+
+-- Quota helpers (design-notes invariant 3). `q` is the account's quota as passed by the caller:
+-- { interval_us, tolerance_us, max_concurrent, slot_ms, daily_cap } with 0 = unlimited. Each
+-- returns 0 when a submit may proceed now, else how many ms until it might.
+
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- GCRA: a submit conforms when the theoretical arrival time is at most `tolerance` ahead of now.
+local function gcra_wait_ms(gcra_key, q, now_u)
+  if q.interval_us <= 0 then
+    return 0
+  end
+  local tat = tonumber(redis.call('GET', gcra_key) or '0')
+  if tat < now_u then
+    tat = now_u
+  end
+  local ahead = tat - now_u
+  if ahead > q.tolerance_us then
+    return math.ceil((ahead - q.tolerance_us) / 1000)
+  end
+  return 0
+end
+
+local function gcra_take(gcra_key, q, now_u)
+  if q.interval_us <= 0 then
+    return
+  end
+  local tat = tonumber(redis.call('GET', gcra_key) or '0')
+  if tat < now_u then
+    tat = now_u
+  end
+  local new_tat = tat + q.interval_us
+  -- The key lives as long as it matters: past the new arrival time it equals "now".
+  redis.call('SET', gcra_key, string.format('%d', new_tat), 'PX', math.ceil((new_tat - now_u) / 1000) + 1000)
+end
+
+-- Leased slots: expired leases are dropped first, so a crashed holder's slot comes back.
+local function slots_wait_ms(slots_key, q, now)
+  if q.max_concurrent <= 0 then
+    return 0
+  end
+  redis.call('ZREMRANGEBYSCORE', slots_key, '-inf', now)
+  if redis.call('ZCARD', slots_key) < q.max_concurrent then
+    return 0
+  end
+  local first = redis.call('ZRANGE', slots_key, 0, 0, 'WITHSCORES')
+  local until_expiry = tonumber(first[2]) - now
+  -- A finishing render frees its slot long before its lease: look again soon.
+  return math.max(1, math.min(until_expiry, 500))
+end
+
+local function daily_wait_ms(daily_key, q, now)
+  if q.daily_cap <= 0 then
+    return 0
+  end
+  local day = math.floor(now / 86400000)
+  local used = tonumber(redis.call('HGET', daily_key, tostring(day)) or '0')
+  if used < q.daily_cap then
+    return 0
+  end
+  return (day + 1) * 86400000 - now
+end
+
+local function cooldown_wait_ms(cooldown_key)
+  local ttl = redis.call('PTTL', cooldown_key)
+  if ttl > 0 then
+    return ttl
+  end
+  return 0
+end
+
+-- Everything that stands between a ready task and its submit, in the order it is checked.
+-- keys = { cooldown, gcra, slots, daily }. Returns 0, or ms to wait and the reason.
+local function quota_wait_ms(keys, q, now, now_u)
+  local w = cooldown_wait_ms(keys.cooldown)
+  if w > 0 then return w, 'cooldown' end
+  w = daily_wait_ms(keys.daily, q, now)
+  if w > 0 then return w, 'daily_cap' end
+  w = slots_wait_ms(keys.slots, q, now)
+  if w > 0 then return w, 'concurrency' end
+  w = gcra_wait_ms(keys.gcra, q, now_u)
+  if w > 0 then return w, 'rate' end
+  return 0, nil
+end
+
+local function quota_take(keys, q, now, now_u, id)
+  gcra_take(keys.gcra, q, now_u)
+  if q.max_concurrent > 0 then
+    redis.call('ZADD', keys.slots, now + q.slot_ms, id)
+  end
+  if q.daily_cap > 0 then
+    local day = tostring(math.floor(now / 86400000))
+    redis.call('HINCRBY', keys.daily, day, 1)
+    redis.call('HDEL', keys.daily, tostring(math.floor(now / 86400000) - 2))
+  end
+end
+
+local function parse_quota(argv, at)
+  return {
+    interval_us = tonumber(argv[at]),
+    tolerance_us = tonumber(argv[at + 1]),
+    max_concurrent = tonumber(argv[at + 2]),
+    slot_ms = tonumber(argv[at + 3]),
+    daily_cap = tonumber(argv[at + 4]),
+  }
+end

@@ -7,6 +7,7 @@
 -- KEYS[5]  dead zset
 -- KEYS[6]  counts hash
 -- KEYS[7]  stats hash
+-- KEYS[8]  render slots zset (released unless the render goes on at the provider)
 -- ARGV[1]  consumer group
 -- ARGV[2]  most stalls allowed before the task is dead as `stalled`
 -- ARGV[3]  provider task id found by reconciliation ('' when none), for `submitting` tasks
@@ -53,6 +54,11 @@ elseif t.state == 'submitting' and ARGV[3] ~= '' then
   redis.call('ZADD', KEYS[4], now, t.id)
   set_state(KEYS[6], t, 'rendering', now)
   action = 'adopted'
+else
+  redis.call('ZREM', KEYS[8], t.id)
+end
+if action ~= nil then
+  -- the render goes on at the provider (repoll, adopted): it keeps its slot
 elseif t.stalls > tonumber(ARGV[2]) then
   t.failure = 'stalled'
   t.done_ms = now

@@ -4,6 +4,7 @@
 -- KEYS[2]  leases zset
 -- KEYS[3]  ready stream
 -- KEYS[4]  counts hash
+-- KEYS[5]  render slots zset
 -- ARGV[1]  fencing token
 --
 -- Returns 1, or an error "FENCED".
@@ -15,6 +16,7 @@ end
 local now = now_ms()
 t.holder = nil
 redis.call('ZREM', KEYS[2], t.id)
+redis.call('ZREM', KEYS[5], t.id)
 push_ready(KEYS[3], t, now)
 set_state(KEYS[4], t, 'ready', now)
 save_task(KEYS[1], t)

@@ -4,6 +4,7 @@
 -- KEYS[2]  await zset
 -- KEYS[3]  leases zset
 -- KEYS[4]  counts hash
+-- KEYS[5]  render slots zset (the provider's render is over: its slot is free)
 -- ARGV[1]  provider task id the poll was about
 -- ARGV[2]  result JSON
 -- ARGV[3]  worker id
@@ -23,5 +24,6 @@ t.holder = ARGV[3]
 set_state(KEYS[4], t, 'downloading', now)
 save_task(KEYS[1], t)
 redis.call('ZREM', KEYS[2], t.id)
+redis.call('ZREM', KEYS[5], t.id)
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), t.id)
 return finish(t.fence)

@@ -11,6 +11,8 @@ pub mod kling;
 pub mod openai_images;
 pub mod openai_speech;
 pub mod openai_videos;
+pub mod runway;
+pub mod veo;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -195,6 +197,18 @@ pub fn build(name: &str, acct: &AccountConfig) -> Result<Option<Arc<dyn Provider
             acct,
             acct.api_key(name)?,
         ))),
+        Family::Runway => Some(Arc::new(runway::Runway::new(
+            client,
+            acct,
+            acct.api_key(name)?,
+        ))),
+        Family::Veo => Some(Arc::new(veo::Veo::new(client, acct, acct.api_key(name)?))),
+        Family::Minimax | Family::Fal | Family::Replicate => {
+            return Err(ConfigError::Invalid {
+                path: format!("accounts.{name}.family"),
+                message: format!("family {} has no adapter in this build", acct.family),
+            })
+        }
         Family::Assembly => None,
     })
 }
