@@ -52,7 +52,7 @@ export DRAMAQ_SANDBOX_KEY=sk-sandbox-demo DRAMAQ_SANDBOX_KLING_AK=sandbox-ak DRA
 "$BIN/dramaq" plan examples/season-sample.yaml | tail -n 11
 "$BIN/dramaq" enqueue examples/season-sample.yaml
 for n in 1 2; do
-  "$BIN/dramaq-worker" run --concurrency 8 2>"$WORK/worker-$n.log" &
+  "$BIN/dramaq-worker" run --concurrency 8 --metrics-addr 127.0.0.1:0 2>"$WORK/worker-$n.log" &
   PIDS+=($!)
 done
 echo "two workers running; waiting for the season (renders take 3-5 s each on the sandbox)..."

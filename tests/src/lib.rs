@@ -197,6 +197,7 @@ impl Env {
         let child = self
             .command("dramaq-worker")
             .arg("run")
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -281,7 +281,7 @@ pub struct AccountConfig {
 /// Redis with claim attempts. `max_concurrent` is a leased semaphore in Redis: a render holds its
 /// slot from claim until it finishes, and a crashed holder's slot returns when its lease
 /// (`render_deadline_ms` + 1 min) ends. `daily_cap` counts submits per UTC day.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     /// Submits (creates) per second across the fleet; fractions allowed (0.5 = one per 2 s).
@@ -299,6 +299,18 @@ pub struct Quota {
     /// Submits per UTC day across the fleet.
     #[serde(default)]
     pub daily_cap: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Quota {
+        Quota {
+            submit_per_sec: 0.0,
+            burst: default_burst(),
+            poll_per_sec: 0.0,
+            max_concurrent: 0,
+            daily_cap: 0,
+        }
+    }
 }
 
 impl Quota {
@@ -331,6 +343,19 @@ pub struct Price {
 }
 
 impl AccountConfig {
+    /// What one task costs on this account, from the configured prices (USD).
+    pub fn price_usd(&self, payload: &crate::model::TaskPayload) -> f64 {
+        use crate::model::TaskPayload;
+        match payload {
+            TaskPayload::Video { duration_s, .. } => self.price.per_second * f64::from(*duration_s),
+            TaskPayload::Image { .. } => self.price.per_request,
+            TaskPayload::Voice { text, .. } => {
+                self.price.per_1k_chars * text.chars().count() as f64 / 1000.0
+            }
+            TaskPayload::Assembly { .. } => 0.0,
+        }
+    }
+
     pub fn durations(&self) -> Vec<u32> {
         self.durations
             .clone()
@@ -631,6 +656,9 @@ mod tests {
         assert_eq!(cfg.accounts["vid"].family, Family::OpenaiVideos);
         assert_eq!(cfg.accounts["vid"].durations(), vec![4, 8, 12, 16, 20]);
         assert_eq!(cfg.accounts[ASSEMBLY_ACCOUNT].family, Family::Assembly);
+        // No quota table: unlimited, and a valid burst.
+        assert_eq!(cfg.accounts["vid"].quota, Quota::default());
+        assert_eq!(cfg.accounts["vid"].quota.burst, 1);
     }
 
     #[test]

@@ -412,9 +412,7 @@ pub struct TaskRecord {
 
 /// Fields kept in the record's body: written once at enqueue, never read or changed by a
 /// transition script. Everything else is in the header the scripts decode.
-const BODY_FIELDS: [&str; 8] = [
-    "group", "label", "kind", "chain", "deps", "payload", "ext", "created_ms",
-];
+const BODY_FIELDS: [&str; 7] = ["group", "label", "kind", "chain", "deps", "payload", "ext"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordCodecError {

@@ -298,6 +298,31 @@ impl Queue {
         let mut conn = self.redis.conn().await?;
         let sk = SeasonKeys::new(season);
 
+        // 0. A task the index already places in another account (an operator moved it there
+        //    with `dlq requeue --to-provider`) exists: it is not created again in chain[0].
+        let mut moved: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for chunk in tasks.chunks(1024) {
+            let ids: Vec<&str> = chunk.iter().map(|t| t.id.as_str()).collect();
+            let placed: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(sk.index())
+                .arg(&ids)
+                .query_async(&mut conn)
+                .await?;
+            for (t, at) in chunk.iter().zip(placed) {
+                if at.is_some_and(|a| a != t.account()) {
+                    moved.insert(t.id.as_str());
+                }
+            }
+        }
+        let report_moved = moved.len() as u64;
+        let owned: Vec<NewTask>;
+        let tasks: &[NewTask] = if moved.is_empty() {
+            tasks
+        } else {
+            owned = tasks.iter().filter(|t| !moved.contains(t.id.as_str())).cloned().collect();
+            &owned
+        };
+
         // 1. Registries and the season index, so every later step can find a task by id.
         let mut accounts: Vec<&str> = tasks.iter().map(|t| t.account()).collect();
         accounts.sort_unstable();
@@ -342,7 +367,10 @@ impl Queue {
             .await?;
 
         // 4. Create, one script per account batch.
-        let mut report = EnqueueReport::default();
+        let mut report = EnqueueReport {
+            new: 0,
+            existing: report_moved,
+        };
         let mut by_account: BTreeMap<&str, Vec<&NewTask>> = BTreeMap::new();
         for t in tasks {
             by_account.entry(t.account()).or_default().push(t);

@@ -116,7 +116,7 @@ async fn claim_next(q: &Queue, account: &str) -> Option<TaskRecord> {
 async fn make_dead(q: &Queue, task: NewTask, class: FailureClass) {
     let account = task.account().to_string();
     let season = task.season.clone();
-    q.enqueue(&season, "Season", &[task.clone()], 3, |_| {})
+    q.enqueue(&season, "Season", std::slice::from_ref(&task), 3, |_| {})
         .await
         .unwrap();
     // A first retryable failure, then the fatal one: the history must keep both.

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dramaq_common::config::Config;
 use dramaq_common::logging::{self, LogFormat};
-use dramaq_producer::{commands, script};
+use dramaq_producer::{commands, ops, script};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -60,6 +60,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Dead-letter queue: list, show, requeue and purge dead tasks.
+    Dlq {
+        #[command(subcommand)]
+        cmd: ops::DlqCmd,
+    },
+    /// An account's intake: pause, resume, drain; per-account status.
+    Queue {
+        #[command(subcommand)]
+        cmd: ops::QueueCmd,
+    },
+    /// The worker registry: live workers.
+    Worker {
+        #[command(subcommand)]
+        cmd: ops::WorkerCmd,
+    },
 }
 
 #[tokio::main]
@@ -102,6 +117,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::tasks(&cfg, &season, json).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Dlq { cmd } => ops::run_dlq(&cfg, cmd).await,
+        Cmd::Queue { cmd } => ops::run_queue(&cfg, cmd).await,
+        Cmd::Worker { cmd } => ops::run_worker(&cfg, cmd).await,
     }
 }
 

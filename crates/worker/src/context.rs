@@ -6,6 +6,7 @@ use crate::providers::Provider;
 use crate::retry::Backoff;
 use crate::storage::Storage;
 use dramaq_common::config::{AccountConfig, Config};
+use dramaq_common::metrics::Metrics;
 use dramaq_common::queue::Queue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub struct Ctx {
     /// Fired when the shutdown grace period is over: abandon in-flight work (leases expire and
     /// the reaper moves it on).
     pub abort: CancellationToken,
+    pub metrics: Metrics,
 }
 
 impl Ctx {

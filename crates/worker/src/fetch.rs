@@ -42,7 +42,9 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
                 }
                 Ok(QuotaPeek::Wait { ms, reason }) => {
                     debug!(%account, ms, %reason, "waiting for quota");
-                    pause(&ctx, Duration::from_millis(ms.clamp(5, 1_000))).await;
+                    let waited = Duration::from_millis(ms.clamp(5, 1_000));
+                    ctx.metrics.rate_limiter_wait(&account, waited);
+                    pause(&ctx, waited).await;
                     continue;
                 }
                 Err(e) => {
@@ -126,6 +128,11 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
             match claim {
                 Claim::Claimed(rec) => {
                     let Some(permit) = permits.pop() else { break };
+                    ctx.metrics.task_claimed(&account, rec.kind);
+                    if let Some(ready) = rec.ready_ms {
+                        let waited = (rec.updated_ms - ready).max(0) as u64;
+                        ctx.metrics.queue_wait(&account, rec.kind, Duration::from_millis(waited));
+                    }
                     tracker.spawn(process::run_claimed(ctx.clone(), *rec, permit));
                 }
                 // Claims stop while the account is paused; entries went back to the stream.

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dramaq_common::config::Config;
 use dramaq_common::logging::{self, LogFormat};
-use dramaq_worker::{bench, reaper, runner};
+use dramaq_worker::{bench, metrics_server, reaper, runner};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -37,6 +37,9 @@ enum Cmd {
         /// Do not run the maintenance (reaper) role in this process.
         #[arg(long)]
         no_reaper: bool,
+        /// Serve Prometheus metrics at this address (`off` to disable).
+        #[arg(long, default_value = metrics_server::DEFAULT_WORKER_ADDR)]
+        metrics_addr: String,
     },
     /// Measure enqueue throughput, Redis memory per queued task and no-op lifecycle throughput
     /// against a throwaway local redis-server (or --redis-url, which is flushed).
@@ -57,7 +60,20 @@ enum Cmd {
         /// Only these accounts (comma-separated); default: every configured account.
         #[arg(long, value_delimiter = ',')]
         providers: Vec<String>,
+        /// Serve Prometheus metrics at this address (`off` to disable).
+        #[arg(long, default_value = metrics_server::DEFAULT_REAPER_ADDR)]
+        metrics_addr: String,
     },
+}
+
+/// `off` or a socket address.
+fn metrics_addr(text: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .with_context(|| format!("--metrics-addr {text:?} is neither `off` nor HOST:PORT"))
 }
 
 #[tokio::main]
@@ -113,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             providers,
             no_reaper,
+            metrics_addr: addr,
         } => {
             runner::run(
                 cfg,
@@ -120,20 +137,36 @@ async fn main() -> anyhow::Result<()> {
                     providers,
                     concurrency,
                     reaper: !no_reaper,
+                    metrics_addr: metrics_addr(&addr)?,
                 },
                 signal,
             )
             .await
         }
-        Cmd::Reaper { providers } => {
+        Cmd::Reaper {
+            providers,
+            metrics_addr: addr,
+        } => {
             let accounts = runner::build_accounts(&cfg, &providers)?;
             let queue = runner::connect(&cfg).await?;
+            let metrics = dramaq_common::metrics::Metrics::new();
+            if let Some(addr) = metrics_addr(&addr)? {
+                metrics_server::serve(addr, metrics.clone(), signal.clone()).await?;
+            }
+            dramaq_common::metrics::spawn_queue_gauges(
+                queue.clone(),
+                accounts.keys().cloned().collect(),
+                dramaq_common::metrics::QUEUE_GAUGES_EVERY,
+                metrics.clone(),
+                signal.clone(),
+            );
             let id = format!("{}-reaper", dramaq_worker::context::new_worker_id());
             reaper::run(
                 queue,
                 id,
                 accounts,
                 reaper::ReaperConfig::from_worker(&cfg.worker),
+                metrics,
                 signal,
             )
             .await;

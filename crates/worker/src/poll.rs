@@ -10,6 +10,7 @@ use crate::context::Ctx;
 use crate::process;
 use crate::providers::{PollOutcome, Provider, ProviderError};
 use dramaq_common::config::AccountConfig;
+use dramaq_common::metrics::ProviderOperation;
 use dramaq_common::model::{FailureClass, TaskRecord, TaskState};
 use dramaq_common::queue::{FailDecision, FailGuard, QueueError};
 use rand::Rng;
@@ -65,6 +66,7 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
             let provider = provider.clone();
             let account = account.clone();
             tracker.spawn(async move {
+                let _in_flight = ctx.metrics.track_render(&account);
                 if let Err(e) = poll_one(&ctx, provider.as_ref(), &account, &id).await {
                     match e {
                         QueueError::Fenced(_) => debug!(task = %id, "render moved on meanwhile"),
@@ -118,7 +120,13 @@ async fn poll_one(
             );
             return process::record_failure(ctx, &rec, &guard, FailDecision::Dead, &err).await;
         }
-        match provider.poll(&ptid, rec.poll_locator.as_deref()).await {
+        let polled = provider.poll(&ptid, rec.poll_locator.as_deref()).await;
+        let status = match &polled {
+            Ok(_) => Some(200),
+            Err(e) => e.http_status,
+        };
+        ctx.metrics.provider_request(account, ProviderOperation::Poll, status);
+        match polled {
             Ok(PollOutcome::Pending {
                 sub_status,
                 poll_after,
@@ -131,6 +139,8 @@ async fn poll_one(
                 ctx.queue.poll_again(account, &rec.id, delay).await
             }
             Ok(PollOutcome::Succeeded(result)) => {
+                let rendered = std::time::Duration::from_millis(age_ms.max(0) as u64);
+                ctx.metrics.render_duration(account, rendered);
                 let result_json = serde_json::to_string(&result).unwrap_or_default();
                 let fence = ctx
                     .queue
@@ -166,8 +176,16 @@ async fn download_rendered(
     fence: u64,
     result: &crate::providers::ResultRef,
 ) -> Result<(), QueueError> {
-    match process::download(ctx, provider, rec, result).await {
+    let started = std::time::Instant::now();
+    let downloaded = process::download(ctx, provider, rec, result).await;
+    let status = match &downloaded {
+        Ok(_) => Some(200),
+        Err(e) => e.http_status,
+    };
+    ctx.metrics.provider_request(&rec.account, ProviderOperation::Fetch, status);
+    match downloaded {
         Ok(stored) => {
+            ctx.metrics.download_duration(&rec.account, started.elapsed());
             info!("render downloaded");
             process::complete(ctx, rec, fence, stored).await
         }

@@ -14,6 +14,7 @@ use crate::retry;
 use crate::storage::{self, Location, StoreError};
 use backon::{ExponentialBuilder, Retryable};
 use dramaq_common::config::Family;
+use dramaq_common::metrics::{FailOutcome, ProviderOperation};
 use dramaq_common::model::{FailureClass, TaskPayload, TaskRecord};
 use dramaq_common::queue::{FailDecision, FailGuard, FailInfo, QueueError};
 use futures::StreamExt;
@@ -27,6 +28,7 @@ pub async fn run_claimed(ctx: Arc<Ctx>, rec: TaskRecord, permit: OwnedSemaphoreP
     let span = tracing::info_span!("task", season = %rec.season, label = %rec.label, task = %rec.id, provider = %rec.account);
     async move {
         let _cancel = ctx.held.insert(&rec.id, &rec.account, rec.fence);
+        let _held = ctx.metrics.track_held(&rec.account);
         let outcome = handle(&ctx, &rec).await;
         ctx.held.remove(&rec.id);
         drop(permit);
@@ -89,7 +91,15 @@ async fn handle(ctx: &Ctx, rec: &TaskRecord) -> Result<(), QueueError> {
         payload: &rec.payload,
         first_frame,
     };
-    match provider.submit(req).await {
+    let started = std::time::Instant::now();
+    let submitted = provider.submit(req).await;
+    ctx.metrics.submit_duration(&rec.account, started.elapsed());
+    let status = match &submitted {
+        Ok(_) => Some(200),
+        Err(e) => e.http_status,
+    };
+    ctx.metrics.provider_request(&rec.account, ProviderOperation::Submit, status);
+    match submitted {
         Ok(SubmitOutcome::Accepted {
             provider_task_id,
             poll_locator,
@@ -244,6 +254,10 @@ pub async fn complete(
         bytes = stored.bytes,
         "stored"
     );
+    ctx.metrics.task_stored(&rec.account, rec.kind);
+    if let Some(acct) = ctx.account(&rec.account) {
+        ctx.metrics.spend(&rec.account, acct.price_usd(&rec.payload));
+    }
     if has_dependents {
         if let Err(e) = ctx.queue.notify_dependents(&rec.account, &rec.id).await {
             warn!(error = %e, "telling dependents failed; the outbox will retry");
@@ -297,6 +311,11 @@ pub async fn record_failure(
         .queue
         .fail(&rec.account, &rec.id, guard, decision, &info)
         .await?;
+    ctx.metrics.task_failed(&rec.account, rec.kind, err.class, FailOutcome::from(&decision));
+    if info.cooldown_ms > 0 {
+        ctx.metrics.rate_limited(&rec.account);
+        ctx.metrics.cooldown(&rec.account, std::time::Duration::from_millis(info.cooldown_ms));
+    }
     warn!(class = %err.class, code = err.code.as_deref().unwrap_or(""), message = %err.message, ?decision, %state, "attempt failed");
     Ok(())
 }

@@ -10,7 +10,8 @@ use crate::context::{new_worker_id, Ctx};
 use crate::held::HeldLeases;
 use crate::providers::{self, Provider};
 use crate::storage::LocalDir;
-use crate::{fetch, heartbeat, poll, reaper};
+use crate::{fetch, heartbeat, metrics_server, poll, reaper};
+use dramaq_common::metrics::{spawn_queue_gauges, Metrics, QUEUE_GAUGES_EVERY};
 use anyhow::{bail, Context};
 use dramaq_common::config::Config;
 use dramaq_common::queue::Queue;
@@ -29,6 +30,8 @@ pub struct RunOptions {
     pub concurrency: Option<usize>,
     /// Run the maintenance role inside this worker.
     pub reaper: bool,
+    /// Where to serve `/metrics`; `None` serves nothing.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Build the adapters for the accounts to serve.
@@ -76,7 +79,14 @@ pub async fn run(
     let accounts = build_accounts(&cfg, &opts.providers)?;
     let queue = connect(&cfg).await?;
     let storage = Arc::new(LocalDir::new(&cfg.storage.dir, cfg.storage.max_bytes));
+    let metrics = Metrics::new();
+    for name in accounts.keys() {
+        if let Some(acct) = cfg.accounts.get(name) {
+            metrics.init_account(name, acct.family.kinds());
+        }
+    }
     let ctx = Arc::new(Ctx {
+        metrics: metrics.clone(),
         slots: Arc::new(Semaphore::new(cfg.worker.concurrency)),
         queue: queue.clone(),
         worker_id: new_worker_id(),
@@ -89,6 +99,10 @@ pub async fn run(
     });
     info!(worker = %ctx.worker_id, accounts = ?ctx.accounts.keys().collect::<Vec<_>>(), concurrency = ctx.cfg.worker.concurrency, redis = %queue.redis().url_redacted(), "worker started");
 
+    if let Some(addr) = opts.metrics_addr {
+        let bound = metrics_server::serve(addr, metrics.clone(), ctx.abort.clone()).await?;
+        info!(%bound, "serving /metrics");
+    }
     let work = TaskTracker::new();
     let loops = TaskTracker::new();
     for account in ctx.accounts.keys() {
@@ -100,10 +114,18 @@ pub async fn run(
         loops.spawn(reaper::run(
             queue.clone(),
             format!("{}-reaper", ctx.worker_id),
-            accounts,
+            accounts.clone(),
             reaper::ReaperConfig::from_worker(&ctx.cfg.worker),
+            metrics.clone(),
             ctx.stopping.clone(),
         ));
+        spawn_queue_gauges(
+            queue.clone(),
+            accounts.keys().cloned().collect(),
+            QUEUE_GAUGES_EVERY,
+            metrics.clone(),
+            ctx.stopping.clone(),
+        );
     }
 
     signal.cancelled().await;

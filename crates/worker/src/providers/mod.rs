@@ -6,11 +6,14 @@
 //! [`crate::providers::PollOutcome`] and [`dramaq_common::FailureClass`] (providers.md §14), so a
 //! user switches model or relay in the config, not in code.
 
+pub mod fal;
 pub mod http;
 pub mod kling;
+pub mod minimax;
 pub mod openai_images;
 pub mod openai_speech;
 pub mod openai_videos;
+pub mod replicate;
 pub mod runway;
 pub mod veo;
 
@@ -203,12 +206,17 @@ pub fn build(name: &str, acct: &AccountConfig) -> Result<Option<Arc<dyn Provider
             acct.api_key(name)?,
         ))),
         Family::Veo => Some(Arc::new(veo::Veo::new(client, acct, acct.api_key(name)?))),
-        Family::Minimax | Family::Fal | Family::Replicate => {
-            return Err(ConfigError::Invalid {
-                path: format!("accounts.{name}.family"),
-                message: format!("family {} has no adapter in this build", acct.family),
-            })
-        }
+        Family::Minimax => Some(Arc::new(minimax::Minimax::new(
+            client,
+            acct,
+            acct.api_key(name)?,
+        ))),
+        Family::Fal => Some(Arc::new(fal::Fal::new(client, acct, acct.api_key(name)?))),
+        Family::Replicate => Some(Arc::new(replicate::Replicate::new(
+            client,
+            acct,
+            acct.api_key(name)?,
+        ))),
         Family::Assembly => None,
     })
 }

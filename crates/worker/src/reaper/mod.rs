@@ -11,6 +11,7 @@ pub mod notify;
 pub mod orphans;
 
 use crate::providers::Provider;
+use dramaq_common::metrics::{Metrics, ReaperAction, ReaperDuty};
 use dramaq_common::queue::Queue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,11 +51,13 @@ pub async fn run(
     reaper_id: String,
     accounts: BTreeMap<String, Option<Arc<dyn Provider>>>,
     cfg: ReaperConfig,
+    metrics: Metrics,
     stop: CancellationToken,
 ) {
     while !stop.is_cancelled() {
         for (account, provider) in &accounts {
-            if let Err(e) = run_once(&queue, &reaper_id, account, provider.as_deref(), &cfg).await {
+            let round = run_once(&queue, &reaper_id, account, provider.as_deref(), &cfg, &metrics);
+            if let Err(e) = round.await {
                 warn!(%account, error = %e, "maintenance round failed");
             }
         }
@@ -72,10 +75,34 @@ pub async fn run_once(
     account: &str,
     provider: Option<&dyn Provider>,
     cfg: &ReaperConfig,
+    metrics: &Metrics,
 ) -> Result<(), dramaq_common::queue::QueueError> {
-    leases::run_once(queue, account, provider, &cfg.leases).await?;
-    orphans::run_once(queue, account, reaper_id, &cfg.orphans).await?;
-    delayed::run_once(queue, account, &cfg.delayed).await?;
-    notify::run_once(queue, account, &cfg.notify).await?;
+    let leases = leases::run_once(queue, account, provider, &cfg.leases).await?;
+    for (action, n) in [
+        (ReaperAction::Requeued, leases.requeued),
+        (ReaperAction::Adopted, leases.adopted),
+        (ReaperAction::Resubmitted, leases.resubmitted),
+        (ReaperAction::Repolled, leases.repolled),
+        (ReaperAction::Dead, leases.dead),
+    ] {
+        if n > 0 {
+            metrics.reaper_actions(ReaperDuty::Leases, action, n as u64);
+        }
+    }
+    for _ in 0..leases.resubmitted {
+        metrics.possible_duplicate(account);
+    }
+    let redelivered = orphans::run_once(queue, account, reaper_id, &cfg.orphans).await?;
+    let promoted = delayed::run_once(queue, account, &cfg.delayed).await?;
+    let notified = notify::run_once(queue, account, &cfg.notify).await?;
+    for (duty, action, n) in [
+        (ReaperDuty::Orphans, ReaperAction::Redelivered, redelivered),
+        (ReaperDuty::Delayed, ReaperAction::Promoted, promoted),
+        (ReaperDuty::Notify, ReaperAction::Notified, notified),
+    ] {
+        if n > 0 {
+            metrics.reaper_actions(duty, action, n as u64);
+        }
+    }
     Ok(())
 }
