@@ -64,7 +64,10 @@ fn sample_season_end_to_end_with_two_workers() {
         .dramaq_json(&["enqueue", sample_script().to_str().unwrap()])
         .expect("enqueue");
     let total = first["new"].as_u64().unwrap();
-    assert!(total >= 40, "sample expands to {total} tasks");
+    assert_eq!(
+        total, 36,
+        "the sample expands to 3 images, 12 scenes, 18 lines, 3 episodes"
+    );
     assert_eq!(first["existing"], 0);
     assert_eq!(first["season"], SEASON);
 

@@ -506,7 +506,10 @@ impl Config {
                 ));
             }
             if q.burst == 0 {
-                return Err(bad(format!("accounts.{name}.quota.burst"), "must be at least 1".into()));
+                return Err(bad(
+                    format!("accounts.{name}.quota.burst"),
+                    "must be at least 1".into(),
+                ));
             }
             if acct.family == Family::Kling && acct.jwt && acct.secret_key_env.is_none() {
                 return Err(bad(

@@ -431,8 +431,9 @@ impl TaskRecord {
         let serde_json::Value::Object(all) = serde_json::to_value(self).unwrap_or_default() else {
             return Vec::new();
         };
-        let (body, header): (serde_json::Map<_, _>, serde_json::Map<_, _>) =
-            all.into_iter().partition(|(k, _)| BODY_FIELDS.contains(&k.as_str()));
+        let (body, header): (serde_json::Map<_, _>, serde_json::Map<_, _>) = all
+            .into_iter()
+            .partition(|(k, _)| BODY_FIELDS.contains(&k.as_str()));
         let header = rmp_serde::to_vec_named(&header).unwrap_or_default();
         let body = rmp_serde::to_vec_named(&body).unwrap_or_default();
         let len = u16::try_from(header.len()).unwrap_or(u16::MAX);
@@ -446,7 +447,9 @@ impl TaskRecord {
     pub fn from_msgpack(bytes: &[u8]) -> Result<TaskRecord, RecordCodecError> {
         let (len, rest) = bytes.split_at_checked(2).ok_or(RecordCodecError::Framing)?;
         let hlen = u16::from_be_bytes([len[0], len[1]]) as usize;
-        let (header, body) = rest.split_at_checked(hlen).ok_or(RecordCodecError::Framing)?;
+        let (header, body) = rest
+            .split_at_checked(hlen)
+            .ok_or(RecordCodecError::Framing)?;
         let mut all: serde_json::Map<String, serde_json::Value> = rmp_serde::from_slice(header)?;
         if !body.is_empty() {
             let body: serde_json::Map<String, serde_json::Value> = rmp_serde::from_slice(body)?;

@@ -110,7 +110,10 @@ pub enum Claim {
     Paused,
     /// The account's quota has no room now; the entry went back to the stream. Try again after
     /// `wait_ms`.
-    Throttled { wait_ms: u64, reason: String },
+    Throttled {
+        wait_ms: u64,
+        reason: String,
+    },
 }
 
 /// An account's quota as the scripts take it (0 = unlimited), from
@@ -319,7 +322,11 @@ impl Queue {
         let tasks: &[NewTask] = if moved.is_empty() {
             tasks
         } else {
-            owned = tasks.iter().filter(|t| !moved.contains(t.id.as_str())).cloned().collect();
+            owned = tasks
+                .iter()
+                .filter(|t| !moved.contains(t.id.as_str()))
+                .cloned()
+                .collect();
             &owned
         };
 
@@ -495,7 +502,10 @@ impl Queue {
             .map(|(status, packed)| match status.as_str() {
                 "claimed" => TaskRecord::from_msgpack(&packed)
                     .map(|r| Claim::Claimed(Box::new(r)))
-                    .map_err(|source| QueueError::Decode { key: k.ready(), source }),
+                    .map_err(|source| QueueError::Decode {
+                        key: k.ready(),
+                        source,
+                    }),
                 "paused" => Ok(Claim::Paused),
                 "throttled" => {
                     let text = String::from_utf8_lossy(&packed);
@@ -1146,7 +1156,8 @@ fn parse_xautoclaim(reply: &redis::Value) -> Vec<(String, String)> {
 }
 
 /// Read up to `count` new deliveries for `worker` from an account's ready stream, blocking up to
-/// `block_ms` on `conn` (a dedicated connection from [`RedisHandle::blocking_conn`]).
+/// `block_ms` (0: not at all) on `conn` (a dedicated connection from
+/// [`RedisHandle::blocking_conn`]).
 pub async fn read_ready(
     conn: &mut crate::redis_conn::Conn,
     account: &str,
@@ -1155,10 +1166,13 @@ pub async fn read_ready(
     block_ms: u64,
 ) -> Result<Vec<(String, String)>> {
     let k = AccountKeys::new(account);
-    let opts = redis::streams::StreamReadOptions::default()
+    let mut opts = redis::streams::StreamReadOptions::default()
         .group(GROUP, worker)
-        .count(count)
-        .block(block_ms as usize);
+        .count(count);
+    // `BLOCK 0` means "forever" to Redis: 0 here means "do not block".
+    if block_ms > 0 {
+        opts = opts.block(block_ms as usize);
+    }
     let reply: Option<redis::streams::StreamReadReply> =
         conn.xread_options(&[k.ready()], &[">"], &opts).await?;
     let mut out = Vec::new();

@@ -42,8 +42,16 @@ async fn setup(n: usize) -> (RedisServer, Queue) {
 }
 
 /// Read up to `n` deliveries and claim them; returns (claimed records, throttle reasons).
-async fn claim(q: &Queue, quota: &QuotaArgs, n: usize) -> (Vec<dramaq_common::TaskRecord>, Vec<(u64, String)>) {
-    let mut conn = q.redis().blocking_conn(Duration::from_millis(100)).await.unwrap();
+async fn claim(
+    q: &Queue,
+    quota: &QuotaArgs,
+    n: usize,
+) -> (Vec<dramaq_common::TaskRecord>, Vec<(u64, String)>) {
+    let mut conn = q
+        .redis()
+        .blocking_conn(Duration::from_millis(100))
+        .await
+        .unwrap();
     let got = read_ready(&mut conn, A, "w", n, 0).await.unwrap();
     let mut claimed = Vec::new();
     let mut throttled = Vec::new();
@@ -61,15 +69,27 @@ async fn claim(q: &Queue, quota: &QuotaArgs, n: usize) -> (Vec<dramaq_common::Ta
 async fn rate_allows_the_burst_then_spaces_submits() {
     let (_s, q) = setup(10).await;
     // 10 per second, burst 2.
-    let quota = QuotaArgs { interval_us: 100_000, tolerance_us: 100_000, ..Default::default() };
+    let quota = QuotaArgs {
+        interval_us: 100_000,
+        tolerance_us: 100_000,
+        ..Default::default()
+    };
     let (claimed, throttled) = claim(&q, &quota, 10).await;
     assert_eq!(claimed.len(), 2, "burst of 2");
     assert_eq!(throttled.len(), 8);
-    assert!(throttled.iter().all(|(w, r)| r == "rate" && *w > 0 && *w <= 200), "{throttled:?}");
+    assert!(
+        throttled
+            .iter()
+            .all(|(w, r)| r == "rate" && *w > 0 && *w <= 200),
+        "{throttled:?}"
+    );
     // Throttled deliveries went back to the stream: nothing is lost.
     let counts = q.season_counts("s").await.unwrap();
     assert_eq!(counts[&TaskState::Ready], 8);
-    assert!(matches!(q.quota_peek(A, &quota).await.unwrap(), QuotaPeek::Wait { .. }));
+    assert!(matches!(
+        q.quota_peek(A, &quota).await.unwrap(),
+        QuotaPeek::Wait { .. }
+    ));
     tokio::time::sleep(Duration::from_millis(120)).await;
     let (claimed, _) = claim(&q, &quota, 10).await;
     assert_eq!(claimed.len(), 1, "one interval later, one more");
@@ -78,14 +98,20 @@ async fn rate_allows_the_burst_then_spaces_submits() {
 #[tokio::test]
 async fn render_slots_bound_concurrency_and_come_back() {
     let (_s, q) = setup(6).await;
-    let quota = QuotaArgs { max_concurrent: 2, slot_ms: 400, ..Default::default() };
+    let quota = QuotaArgs {
+        max_concurrent: 2,
+        slot_ms: 400,
+        ..Default::default()
+    };
     let (claimed, throttled) = claim(&q, &quota, 6).await;
     assert_eq!(claimed.len(), 2);
     assert!(throttled.iter().all(|(_, r)| r == "concurrency"));
     // Completing one frees its slot at once.
     let r = &claimed[0];
     q.mark_submitting(A, &r.id, r.fence).await.unwrap();
-    q.complete(A, &r.id, r.fence, "s/ep01/x.wav", "00", 1).await.unwrap();
+    q.complete(A, &r.id, r.fence, "s/ep01/x.wav", "00", 1)
+        .await
+        .unwrap();
     let (more, _) = claim(&q, &quota, 6).await;
     assert_eq!(more.len(), 1);
     // A holder that never finishes: its slot returns when the slot lease ends.
@@ -109,9 +135,18 @@ async fn a_429_cools_down_the_whole_account_without_using_an_attempt() {
         message: "rate limited",
         cooldown_ms: 300,
     };
-    q.fail(A, &r.id, &FailGuard::Held { fence: r.fence }, FailDecision::Retry { delay_ms: 0, refund_attempt: true }, &info)
-        .await
-        .unwrap();
+    q.fail(
+        A,
+        &r.id,
+        &FailGuard::Held { fence: r.fence },
+        FailDecision::Retry {
+            delay_ms: 0,
+            refund_attempt: true,
+        },
+        &info,
+    )
+    .await
+    .unwrap();
     assert_eq!(q.get_task(A, &r.id).await.unwrap().unwrap().attempt, 0);
     match q.quota_peek(A, &quota).await.unwrap() {
         QuotaPeek::Wait { ms, reason } => {
@@ -129,7 +164,10 @@ async fn a_429_cools_down_the_whole_account_without_using_an_attempt() {
 #[tokio::test]
 async fn the_daily_cap_stops_claims() {
     let (_s, q) = setup(5).await;
-    let quota = QuotaArgs { daily_cap: 3, ..Default::default() };
+    let quota = QuotaArgs {
+        daily_cap: 3,
+        ..Default::default()
+    };
     let (claimed, throttled) = claim(&q, &quota, 5).await;
     assert_eq!(claimed.len(), 3);
     assert!(throttled.iter().all(|(w, r)| r == "daily_cap" && *w > 0));
@@ -149,7 +187,13 @@ async fn out_of_credits_pauses_the_account_and_the_task_waits() {
         cooldown_ms: 0,
     };
     let state = q
-        .fail(A, &r.id, &FailGuard::Held { fence: r.fence }, FailDecision::Pause, &info)
+        .fail(
+            A,
+            &r.id,
+            &FailGuard::Held { fence: r.fence },
+            FailDecision::Pause,
+            &info,
+        )
         .await
         .unwrap();
     assert_eq!(state, TaskState::Ready, "the task waits, it is not dead");
@@ -163,7 +207,11 @@ async fn out_of_credits_pauses_the_account_and_the_task_waits() {
     assert_eq!(v["reason"], "insufficient_credits");
     assert_eq!(v["message"], "resource pack depleted");
     // Paused: deliveries go back instead of being claimed.
-    let mut bconn = q.redis().blocking_conn(Duration::from_millis(100)).await.unwrap();
+    let mut bconn = q
+        .redis()
+        .blocking_conn(Duration::from_millis(100))
+        .await
+        .unwrap();
     let got = read_ready(&mut bconn, A, "w", 2, 0).await.unwrap();
     let claims = q.claim(A, "w", 1_000, &quota, &got).await.unwrap();
     assert!(claims.iter().all(|c| matches!(c, Claim::Paused)));

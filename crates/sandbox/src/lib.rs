@@ -1,54 +1,114 @@
-//! tmp
-pub mod media;
+//! dramaq-sandbox: a local stand-in for the provider APIs dramaq drives, faithful to their wire
+//! shapes (providers.md), so the whole system runs and is tested offline.
+//!
+//! One server, path-routed per family: `/openai/v1/videos*` (Sora shape, multipart and JSON),
+//! `/openai/v1/images/generations`, `/openai/v1/audio/speech`, `/kling/v1/videos/*` (JWT). Render
+//! time, failure rate and per-key rate and concurrency limits are options; per-job scenarios
+//! (`[sandbox:<name>]` in a prompt, or the `X-Sandbox-Scenario` header) reproduce moderation,
+//! 429s, out-of-credits, success without output, expired URLs, transient not-found and 5xx.
+//! Results are real files (MP4 with an H.264 track, PNG, WAV, MP3), unique per job. `/admin/stats`
+//! counts paid submissions per idempotency key, so tests can prove nothing was paid for twice.
 
-#[cfg(test)]
-mod dump {
-    #[test]
-    fn dump_media() {
-        use crate::media::*;
-        let dir = std::path::Path::new("/tmp/sbx");
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(
-            dir.join("a.mp4"),
-            mp4_video(&VideoSpec {
-                width: 720,
-                height: 1280,
-                seconds: 4,
-                tag: "video_abc",
-            }),
+pub mod kling;
+pub mod limits;
+pub mod media;
+pub mod openai;
+pub mod scenario;
+pub mod state;
+
+pub use state::{SandboxOptions, Stats};
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use state::{lock, Shared};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// The HTTP routes over shared state.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(
+            "/openai/v1/videos",
+            post(openai::create_video).get(openai::list_videos),
         )
-        .unwrap();
-        std::fs::write(
-            dir.join("b.mp4"),
-            mp4_video(&VideoSpec {
-                width: 1920,
-                height: 1080,
-                seconds: 20,
-                tag: "video_xyz",
-            }),
+        .route("/openai/v1/videos/{id}", get(openai::get_video))
+        .route("/openai/v1/videos/{id}/content", get(openai::video_content))
+        .route(
+            "/openai/v1/images/generations",
+            post(openai::generate_image),
         )
-        .unwrap();
-        std::fs::write(
-            dir.join("a.png"),
-            png_solid(1024, 1536, [200, 30, 90], "img_1"),
+        .route("/openai/files/{file}", get(openai::image_file))
+        .route("/openai/v1/audio/speech", post(openai::speech))
+        .route(
+            "/kling/v1/videos/{action}",
+            post(kling::create).get(kling::list),
         )
-        .unwrap();
-        std::fs::write(dir.join("s.png"), png_solid(3, 2, [200, 30, 90], "img_1")).unwrap();
-        std::fs::write(
-            dir.join("a.wav"),
-            wav_tone(&AudioSpec {
-                duration_ms: 1500,
-                tag: "sp",
-            }),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("a.mp3"),
-            mp3_silence(&AudioSpec {
-                duration_ms: 1500,
-                tag: "sp",
-            }),
-        )
-        .unwrap();
+        .route("/kling/v1/videos/{action}/{id}", get(kling::get))
+        .route("/kling/files/{file}", get(kling::file))
+        .route("/admin/stats", get(stats))
+        .route("/admin/reset", post(reset))
+        .layer(DefaultBodyLimit::max(openai::MAX_BODY))
+        .with_state(shared)
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(lock(&shared.stats).clone())
+}
+
+async fn reset(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    *lock(&shared.stats) = Stats::default();
+    lock(&shared.jobs).clear();
+    lock(&shared.external).clear();
+    lock(&shared.first_submit).clear();
+    Json(serde_json::json!({"reset": true}))
+}
+
+/// A running sandbox.
+pub struct Sandbox {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sandbox {
+    /// Bind `addr` (port 0 picks a free one) and serve in the background.
+    pub async fn start(addr: SocketAddr, opts: SandboxOptions) -> anyhow::Result<Sandbox> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(opts));
+        let app = router(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Sandbox {
+            addr,
+            shared,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stats(&self) -> Stats {
+        lock(&self.shared.stats).clone()
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
     }
 }

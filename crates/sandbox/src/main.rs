@@ -1,1 +1,96 @@
-fn main() {}
+//! `dramaq-sandbox`: serve the provider stand-in until SIGINT/SIGTERM.
+
+use clap::Parser;
+use dramaq_sandbox::{Sandbox, SandboxOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+
+#[derive(Parser)]
+#[command(
+    name = "dramaq-sandbox",
+    version,
+    about = "Local stand-in for the video, image and speech provider APIs"
+)]
+struct Cli {
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, env = "DRAMAQ_SANDBOX_ADDR", default_value = "127.0.0.1:8787")]
+    addr: SocketAddr,
+    /// Render time of a video job.
+    #[arg(long, env = "DRAMAQ_SANDBOX_RENDER_MS", default_value_t = 2_000)]
+    render_ms: u64,
+    /// Extra render time, uniform in [0, N], fixed per job.
+    #[arg(long, env = "DRAMAQ_SANDBOX_RENDER_JITTER_MS", default_value_t = 0)]
+    render_jitter_ms: u64,
+    /// Probability that a render fails (deterministic per job from --seed).
+    #[arg(long, env = "DRAMAQ_SANDBOX_FAILURE_RATE", default_value_t = 0.0)]
+    failure_rate: f64,
+    /// Create requests per second allowed per API key (429 beyond).
+    #[arg(long, env = "DRAMAQ_SANDBOX_RATE_PER_SEC")]
+    rate_per_sec: Option<f64>,
+    /// Create requests allowed back to back per key.
+    #[arg(long, env = "DRAMAQ_SANDBOX_BURST", default_value_t = 1)]
+    burst: u32,
+    /// Unfinished renders allowed per key (Kling 1303 / 429 beyond).
+    #[arg(long, env = "DRAMAQ_SANDBOX_MAX_CONCURRENT")]
+    max_concurrent: Option<u32>,
+    /// Result URLs expire this long after the render finished.
+    #[arg(long, env = "DRAMAQ_SANDBOX_URL_TTL_MS")]
+    url_ttl_ms: Option<u64>,
+    /// Kling access key (the JWT's `iss`).
+    #[arg(long, env = "DRAMAQ_SANDBOX_KLING_AK", default_value = "sandbox-ak")]
+    kling_access_key: String,
+    /// Kling secret key (signs the JWT).
+    #[arg(
+        long,
+        env = "DRAMAQ_SANDBOX_KLING_SK",
+        default_value = "sandbox-sk",
+        hide_env_values = true
+    )]
+    kling_secret_key: String,
+    /// Seed for the failure draw, jitter and ids.
+    #[arg(long, env = "DRAMAQ_SANDBOX_SEED", default_value_t = 0)]
+    seed: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if !(0.0..=1.0).contains(&cli.failure_rate) {
+        anyhow::bail!("--failure-rate must be between 0 and 1");
+    }
+    if cli
+        .rate_per_sec
+        .is_some_and(|r| !(r > 0.0 && r.is_finite()))
+    {
+        anyhow::bail!("--rate-per-sec must be a positive number");
+    }
+    let opts = SandboxOptions {
+        render_ms: cli.render_ms,
+        render_jitter_ms: cli.render_jitter_ms,
+        failure_rate: cli.failure_rate,
+        rate_per_sec: cli.rate_per_sec,
+        burst: cli.burst.max(1),
+        max_concurrent: cli.max_concurrent,
+        url_ttl_ms: cli.url_ttl_ms,
+        kling_access_key: cli.kling_access_key,
+        kling_secret_key: cli.kling_secret_key,
+        api_keys: Vec::new(),
+        seed: cli.seed,
+    };
+    let sandbox = Sandbox::start(cli.addr, opts).await?;
+    println!("dramaq-sandbox listening on {}", sandbox.base_url());
+    std::io::stdout().flush()?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    sandbox.shutdown().await;
+    Ok(())
+}

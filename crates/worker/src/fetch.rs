@@ -27,7 +27,9 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
         warn!(%account, error = %e, "cannot create the consumer group; fetcher not started");
         return;
     }
-    let Some(acct) = ctx.account(&account) else { return };
+    let Some(acct) = ctx.account(&account) else {
+        return;
+    };
     let quota = QuotaArgs::from_account(acct);
     let local = local_limiter(acct);
     let mut conn = None;
@@ -112,7 +114,13 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
         }
         let claims = match ctx
             .queue
-            .claim(&account, &ctx.worker_id, ctx.lease_ms(), &quota, &deliveries)
+            .claim(
+                &account,
+                &ctx.worker_id,
+                ctx.lease_ms(),
+                &quota,
+                &deliveries,
+            )
             .await
         {
             Ok(c) => c,
@@ -131,7 +139,8 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
                     ctx.metrics.task_claimed(&account, rec.kind);
                     if let Some(ready) = rec.ready_ms {
                         let waited = (rec.updated_ms - ready).max(0) as u64;
-                        ctx.metrics.queue_wait(&account, rec.kind, Duration::from_millis(waited));
+                        ctx.metrics
+                            .queue_wait(&account, rec.kind, Duration::from_millis(waited));
                     }
                     tracker.spawn(process::run_claimed(ctx.clone(), *rec, permit));
                 }

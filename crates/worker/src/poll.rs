@@ -125,7 +125,8 @@ async fn poll_one(
             Ok(_) => Some(200),
             Err(e) => e.http_status,
         };
-        ctx.metrics.provider_request(account, ProviderOperation::Poll, status);
+        ctx.metrics
+            .provider_request(account, ProviderOperation::Poll, status);
         match polled {
             Ok(PollOutcome::Pending {
                 sub_status,
@@ -182,10 +183,12 @@ async fn download_rendered(
         Ok(_) => Some(200),
         Err(e) => e.http_status,
     };
-    ctx.metrics.provider_request(&rec.account, ProviderOperation::Fetch, status);
+    ctx.metrics
+        .provider_request(&rec.account, ProviderOperation::Fetch, status);
     match downloaded {
         Ok(stored) => {
-            ctx.metrics.download_duration(&rec.account, started.elapsed());
+            ctx.metrics
+                .download_duration(&rec.account, started.elapsed());
             info!("render downloaded");
             process::complete(ctx, rec, fence, stored).await
         }
@@ -221,7 +224,7 @@ async fn poll_error(
     age_ms: i64,
     err: ProviderError,
 ) -> Result<(), QueueError> {
-    let not_found = err.code.as_deref() == Some("not_found") || err.http_status == Some(404);
+    let not_found = err.code.as_deref() == Some("not_found");
     let transient = matches!(
         err.class,
         FailureClass::Network

@@ -98,7 +98,8 @@ async fn handle(ctx: &Ctx, rec: &TaskRecord) -> Result<(), QueueError> {
         Ok(_) => Some(200),
         Err(e) => e.http_status,
     };
-    ctx.metrics.provider_request(&rec.account, ProviderOperation::Submit, status);
+    ctx.metrics
+        .provider_request(&rec.account, ProviderOperation::Submit, status);
     match submitted {
         Ok(SubmitOutcome::Accepted {
             provider_task_id,
@@ -256,7 +257,8 @@ pub async fn complete(
     );
     ctx.metrics.task_stored(&rec.account, rec.kind);
     if let Some(acct) = ctx.account(&rec.account) {
-        ctx.metrics.spend(&rec.account, acct.price_usd(&rec.payload));
+        ctx.metrics
+            .spend(&rec.account, acct.price_usd(&rec.payload));
     }
     if has_dependents {
         if let Err(e) = ctx.queue.notify_dependents(&rec.account, &rec.id).await {
@@ -311,10 +313,18 @@ pub async fn record_failure(
         .queue
         .fail(&rec.account, &rec.id, guard, decision, &info)
         .await?;
-    ctx.metrics.task_failed(&rec.account, rec.kind, err.class, FailOutcome::from(&decision));
+    ctx.metrics.task_failed(
+        &rec.account,
+        rec.kind,
+        err.class,
+        FailOutcome::from(&decision),
+    );
     if info.cooldown_ms > 0 {
         ctx.metrics.rate_limited(&rec.account);
-        ctx.metrics.cooldown(&rec.account, std::time::Duration::from_millis(info.cooldown_ms));
+        ctx.metrics.cooldown(
+            &rec.account,
+            std::time::Duration::from_millis(info.cooldown_ms),
+        );
     }
     warn!(class = %err.class, code = err.code.as_deref().unwrap_or(""), message = %err.message, ?decision, %state, "attempt failed");
     Ok(())

@@ -70,7 +70,11 @@ pub fn decide(
 /// How long the whole account cools down after this failure (0 = not at all). A 429 or a
 /// concurrency refusal is about the account, not the task: every worker of the account waits
 /// for the provider's hint (or one base delay when it gives none).
-pub fn account_cooldown_ms(class: FailureClass, retry_after: Option<Duration>, backoff: Backoff) -> u64 {
+pub fn account_cooldown_ms(
+    class: FailureClass,
+    retry_after: Option<Duration>,
+    backoff: Backoff,
+) -> u64 {
     match class.retry_policy() {
         RetryPolicy::WaitWithoutAttempt => retry_after
             .map(|d| d.as_millis() as u64)
@@ -102,7 +106,10 @@ mod tests {
 
     #[test]
     fn out_of_credits_pauses_the_account_instead() {
-        for class in [FailureClass::InsufficientCredits, FailureClass::QuotaExceeded] {
+        for class in [
+            FailureClass::InsufficientCredits,
+            FailureClass::QuotaExceeded,
+        ] {
             assert_eq!(decide(class, None, 1, 5, B), FailDecision::Pause, "{class}");
             assert_eq!(account_cooldown_ms(class, None, B), 0);
         }
@@ -111,8 +118,14 @@ mod tests {
     #[test]
     fn a_429_cools_the_whole_account_down_for_the_hint() {
         let hint = Some(Duration::from_millis(2_500));
-        assert_eq!(account_cooldown_ms(FailureClass::RateLimited, hint, B), 2_500);
-        assert_eq!(account_cooldown_ms(FailureClass::ConcurrencyLimited, None, B), 500);
+        assert_eq!(
+            account_cooldown_ms(FailureClass::RateLimited, hint, B),
+            2_500
+        );
+        assert_eq!(
+            account_cooldown_ms(FailureClass::ConcurrencyLimited, None, B),
+            500
+        );
         assert_eq!(account_cooldown_ms(FailureClass::ProviderError, hint, B), 0);
     }
 

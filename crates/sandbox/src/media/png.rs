@@ -15,13 +15,13 @@ pub fn png_solid(width: u32, height: u32, rgb: [u8; 3], tag: &str) -> Vec<u8> {
     let width = width.max(1);
     let height = height.max(1);
     let row_len = 1 + 3 * width as usize;
-    let mut raw = Vec::with_capacity(row_len * height as usize);
-    for _ in 0..height {
-        raw.push(0); // filter type None
-        for _ in 0..width {
-            raw.extend_from_slice(&rgb);
-        }
+    // Each row: filter type None (0), then the pixels.
+    let mut row = Vec::with_capacity(row_len);
+    row.push(0);
+    for _ in 0..width {
+        row.extend_from_slice(&rgb);
     }
+    let raw = row.repeat(height as usize);
     let idat = zlib_compress(&raw, &[3, row_len]);
 
     let mut ihdr = Vec::with_capacity(13);

@@ -56,7 +56,14 @@ pub async fn run(
 ) {
     while !stop.is_cancelled() {
         for (account, provider) in &accounts {
-            let round = run_once(&queue, &reaper_id, account, provider.as_deref(), &cfg, &metrics);
+            let round = run_once(
+                &queue,
+                &reaper_id,
+                account,
+                provider.as_deref(),
+                &cfg,
+                &metrics,
+            );
             if let Err(e) = round.await {
                 warn!(%account, error = %e, "maintenance round failed");
             }
