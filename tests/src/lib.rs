@@ -155,6 +155,23 @@ impl Env {
         })
     }
 
+    /// Append TOML to the config (e.g. `[accounts.sandbox-sora.quota]` tables).
+    pub fn add_config(&self, toml: &str) -> Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config)?;
+        writeln!(f, "\n{toml}")?;
+        Ok(())
+    }
+
+    /// Write a season script into the test folder and return its path.
+    pub fn write_script(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
     fn command(&self, name: &str) -> Command {
         let mut cmd = Command::new(bin(name));
         cmd.env("DRAMAQ_CONFIG", &self.config)
@@ -165,7 +182,7 @@ impl Env {
             .env_remove("DRAMAQ_OUT_DIR")
             .env(
                 "RUST_LOG",
-                std::env::var("DRAMAQ_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("DRAMAQ_TEST_LOG").unwrap_or_else(|_| "error".into()),
             );
         cmd
     }

@@ -48,10 +48,19 @@ pub fn decide(
         RetryPolicy::Never => FailDecision::Dead,
         RetryPolicy::PauseAccount => FailDecision::Pause,
         RetryPolicy::WaitWithoutAttempt => {
-            let hinted = retry_after.map(|d| d.as_millis() as u64).unwrap_or(0);
-            let jitter = backoff.delay_ms(attempt.saturating_sub(1).min(4));
+            // The provider's hint when it gives one (plus up to a quarter of it, so a fleet does
+            // not return in lockstep); otherwise a short backoff.
+            let delay_ms = match retry_after {
+                Some(hint) => {
+                    let hint = hint.as_millis() as u64;
+                    hint + rand::rng().random_range(0..=hint / 4)
+                }
+                None => backoff
+                    .delay_ms(attempt.saturating_sub(1).min(4))
+                    .max(backoff.base_ms / 4),
+            };
             FailDecision::Retry {
-                delay_ms: hinted.max(backoff.base_ms / 2) + jitter / 4,
+                delay_ms,
                 refund_attempt: true,
             }
         }
@@ -144,7 +153,7 @@ mod tests {
                 refund_attempt,
             } => {
                 assert!(refund_attempt);
-                assert!(delay_ms >= 7_000, "{delay_ms}");
+                assert!((7_000..=8_750).contains(&delay_ms), "{delay_ms}");
             }
             other => panic!("{other:?}"),
         }
