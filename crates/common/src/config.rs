@@ -299,6 +299,11 @@ pub struct Quota {
     /// Submits per UTC day across the fleet.
     #[serde(default)]
     pub daily_cap: u64,
+    /// Enforce `submit_per_sec` across the fleet in Redis (default). `false` leaves only each
+    /// process's own limiter — N processes then send up to N× the rate; kept for comparison
+    /// (`scripts/bench-quota.sh --no-fleet`).
+    #[serde(default = "default_true")]
+    pub fleet_wide: bool,
 }
 
 impl Default for Quota {
@@ -309,6 +314,7 @@ impl Default for Quota {
             poll_per_sec: 0.0,
             max_concurrent: 0,
             daily_cap: 0,
+            fleet_wide: true,
         }
     }
 }

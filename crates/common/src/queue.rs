@@ -131,7 +131,11 @@ pub struct QuotaArgs {
 impl QuotaArgs {
     pub fn from_account(acct: &crate::config::AccountConfig) -> QuotaArgs {
         let q = &acct.quota;
-        let interval_us = q.emission_interval_us();
+        let interval_us = if q.fleet_wide {
+            q.emission_interval_us()
+        } else {
+            0
+        };
         QuotaArgs {
             interval_us,
             tolerance_us: interval_us.saturating_mul(u64::from(q.burst.max(1)) - 1),

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Quota utilisation across a fleet: 4 worker processes x concurrency 16 for 60 s against a
+# sandbox that enforces RATE submits/s (burst BURST) per key. Reports the share of the quota
+# used and the share of submit requests answered 429.
+#
+#   scripts/bench-quota.sh             # fleet-wide limiter (Redis GCRA) + per-process governor
+#   scripts/bench-quota.sh --no-fleet  # per-process governor only, for comparison
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FLEET=true
+[ "${1:-}" = "--no-fleet" ] && FLEET=false
+RATE=${RATE:-5}; BURST=${BURST:-5}; WORKERS=${WORKERS:-4}; CONC=${CONC:-16}; SECS=${SECS:-60}
+SCENES=$(( RATE * (SECS + 30) ))
+
+cargo build --release --bins --quiet
+BIN=target/release
+WORK=$(mktemp -d -t dramaq-bench-quota.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+RPORT=$(port)
+redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+"$BIN/dramaq-sandbox" --addr 127.0.0.1:0 --render-ms 1000 --rate-per-sec "$RATE" --burst "$BURST" >"$WORK/sandbox.out" 2>/dev/null &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$WORK/sandbox.out" ] && break; sleep 0.05; done
+SANDBOX=$(awk '{print $NF; exit}' "$WORK/sandbox.out")
+
+sed "s#http://127.0.0.1:8787#$SANDBOX#g" examples/dramaq.toml >"$WORK/dramaq.toml"
+cat >>"$WORK/dramaq.toml" <<TOML
+
+[accounts.sandbox-sora.quota]
+submit_per_sec = $RATE
+burst = $BURST
+fleet_wide = $FLEET
+TOML
+python3 - "$SCENES" >"$WORK/season.yaml" <<'PY'
+import sys
+n = int(sys.argv[1])
+print('id: bench-quota\ntitle: "Quota benchmark"\ndefaults:\n  aspect_ratio: "9:16"\n  resolution: "720p"\n  duration: 4\n  providers:\n    video: [sandbox-sora]\nepisodes:\n  - id: ep01\n    scenes:')
+for i in range(1, n + 1):
+    print(f'      - id: sc{i:04d}\n        description: "Shot {i}: the harbour at dusk."')
+PY
+export DRAMAQ_CONFIG="$WORK/dramaq.toml" DRAMAQ_REDIS_URL="redis://127.0.0.1:$RPORT" DRAMAQ_OUT_DIR="$WORK/out"
+export DRAMAQ_SANDBOX_KEY=sk-bench DRAMAQ_SANDBOX_KLING_AK=sandbox-ak DRAMAQ_SANDBOX_KLING_SK=sandbox-sk RUST_LOG=error
+"$BIN/dramaq" enqueue "$WORK/season.yaml" --json >/dev/null
+for _ in $(seq "$WORKERS"); do
+  "$BIN/dramaq-worker" run --concurrency "$CONC" --providers sandbox-sora --metrics-addr off 2>/dev/null &
+  PIDS+=($!)
+done
+sleep $(( SECS + 5 ))
+curl -s "$SANDBOX/admin/stats" >"$WORK/stats.json" 2>/dev/null || python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('$SANDBOX/admin/stats').read().decode())" >"$WORK/stats.json"
+python3 - "$WORK/stats.json" "$RATE" "$BURST" "$SECS" "$FLEET" "$WORKERS" "$CONC" <<'PY'
+import json, sys
+stats = json.load(open(sys.argv[1]))
+rate, burst, secs = float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+times = sorted(stats["submit_times_ms"])
+t0 = times[0]
+window = [t for t in times if t0 <= t < t0 + secs * 1000]
+accepted = len(window)
+quota = rate * secs + burst
+limited = stats["rate_limited_total"]
+print(f"fleet_wide={sys.argv[5]} workers={sys.argv[6]}x{sys.argv[7]} quota={rate:g}/s burst {burst} window={secs}s")
+print(f"  accepted submits   {accepted}  (quota allows {quota:g})")
+print(f"  quota used         {100.0 * accepted / quota:.1f} %")
+print(f"  answered 429       {limited} of {limited + stats['submissions_total']} submit requests ({100.0 * limited / max(1, limited + stats['submissions_total']):.2f} %)")
+PY
