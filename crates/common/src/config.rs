@@ -320,6 +320,20 @@ impl Default for Quota {
 }
 
 impl Quota {
+    /// Poll-rate GCRA `(interval µs, tolerance µs)`; `None` when polls are unlimited. Polls
+    /// allow a burst as large as the submit burst.
+    pub fn poll_gcra_us(&self) -> Option<(u64, u64)> {
+        if self.poll_per_sec > 0.0 {
+            let interval = (1_000_000.0 / self.poll_per_sec).round().max(1.0) as u64;
+            Some((
+                interval,
+                interval.saturating_mul(u64::from(self.burst.max(1)) - 1),
+            ))
+        } else {
+            None
+        }
+    }
+
     /// GCRA emission interval in microseconds (0 = unlimited).
     pub fn emission_interval_us(&self) -> u64 {
         if self.submit_per_sec > 0.0 {

@@ -103,6 +103,11 @@ impl AccountKeys {
         format!("{}:gcra", self.tag)
     }
 
+    /// STRING: the GCRA state (µs) of the account's poll-rate limiter.
+    pub fn gcra_poll(&self) -> String {
+        format!("{}:gcra_poll", self.tag)
+    }
+
     /// ZSET task id → slot lease expiry (ms): the renders holding a concurrency slot.
     pub fn slots(&self) -> String {
         format!("{}:slots", self.tag)
@@ -195,6 +200,7 @@ mod tests {
             k.paused(),
             k.cooldown(),
             k.gcra(),
+            k.gcra_poll(),
             k.slots(),
             k.daily(),
         ] {

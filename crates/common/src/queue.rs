@@ -68,6 +68,7 @@ pub struct Scripts {
     pub reap_lease: Script,
     pub redeliver: Script,
     pub quota_peek: Script,
+    pub quota_take: Script,
 }
 
 pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -87,6 +88,7 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     reap_lease: lua!("reap_lease"),
     redeliver: lua!("redeliver"),
     quota_peek: lua!("quota_peek"),
+    quota_take: lua!("quota_take"),
 });
 
 /// Tasks per enqueue script call: large enough to amortise the round trip, small enough to keep
@@ -522,6 +524,28 @@ impl Queue {
                 _ => Ok(Claim::Stale),
             })
             .collect()
+    }
+
+    /// Take up to `wanted` poll tokens from the account's fleet-wide poll limiter. Returns
+    /// `(granted, ms until the next token)`.
+    pub async fn take_poll_tokens(
+        &self,
+        account: &str,
+        interval_us: u64,
+        tolerance_us: u64,
+        wanted: usize,
+    ) -> Result<(usize, u64)> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        let (granted, wait): (usize, u64) = SCRIPTS
+            .quota_take
+            .key(k.gcra_poll())
+            .arg(interval_us)
+            .arg(tolerance_us)
+            .arg(wanted)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((granted, wait))
     }
 
     /// How long until the account may take another submit (fetchers ask before reading).

@@ -217,3 +217,18 @@ async fn out_of_credits_pauses_the_account_and_the_task_waits() {
     assert!(claims.iter().all(|c| matches!(c, Claim::Paused)));
     assert_eq!(q.season_counts("s").await.unwrap()[&TaskState::Ready], 2);
 }
+
+#[tokio::test]
+async fn the_poll_rate_is_shared_by_every_poller() {
+    let (_s, q) = setup(0).await;
+    // 10 polls per second, burst 3.
+    let (granted, wait) = q.take_poll_tokens(A, 100_000, 200_000, 10).await.unwrap();
+    assert_eq!(granted, 3, "the burst");
+    assert!(wait > 0 && wait <= 100, "{wait}");
+    // Another poller (another process) gets nothing until the rate allows it.
+    let (none, _) = q.take_poll_tokens(A, 100_000, 200_000, 5).await.unwrap();
+    assert_eq!(none, 0);
+    tokio::time::sleep(Duration::from_millis(210)).await;
+    let (later, _) = q.take_poll_tokens(A, 100_000, 200_000, 5).await.unwrap();
+    assert_eq!(later, 2, "two intervals later, two more");
+}

@@ -36,6 +36,7 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
     }
     let permits = Arc::new(Semaphore::new(ctx.cfg.worker.poll_concurrency.max(1)));
     let idle = Duration::from_millis(200);
+    let poll_rate = ctx.account(&account).and_then(|a| a.quota.poll_gcra_us());
     while !ctx.stopping.is_cancelled() {
         let free = permits.available_permits();
         if free == 0 {
@@ -46,7 +47,7 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
             .queue
             .poll_take(&account, free.min(TAKE_BATCH), ctx.cfg.worker.poll_lease_ms)
             .await;
-        let ids = match due {
+        let mut ids = match due {
             Ok(ids) => ids,
             Err(e) => {
                 warn!(%account, error = %e, "taking due renders failed");
@@ -57,6 +58,29 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
         if ids.is_empty() {
             sleep_or_stop(&ctx, idle).await;
             continue;
+        }
+        // Providers that count polls: the fleet shares one poll rate per account. Tokens are
+        // taken only for renders actually due; the rest are rescheduled for when one frees up.
+        if let Some((interval, tolerance)) = poll_rate {
+            match ctx
+                .queue
+                .take_poll_tokens(&account, interval, tolerance, ids.len())
+                .await
+            {
+                Ok((granted, wait)) if granted < ids.len() => {
+                    for id in ids.split_off(granted) {
+                        let _ = ctx.queue.poll_again(&account, &id, wait.max(5)).await;
+                    }
+                    ctx.metrics
+                        .rate_limiter_wait(&account, Duration::from_millis(wait));
+                    if ids.is_empty() {
+                        sleep_or_stop(&ctx, Duration::from_millis(wait.clamp(5, 1_000))).await;
+                        continue;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(%account, error = %e, "poll rate check failed; polling anyway"),
+            }
         }
         for id in ids {
             let Ok(permit) = permits.clone().acquire_owned().await else {
