@@ -232,3 +232,34 @@ async fn the_poll_rate_is_shared_by_every_poller() {
     let (later, _) = q.take_poll_tokens(A, 100_000, 200_000, 5).await.unwrap();
     assert_eq!(later, 2, "two intervals later, two more");
 }
+
+#[tokio::test]
+async fn a_dead_holders_slot_returns_when_the_reaper_takes_its_claim_back() {
+    let (_s, q) = setup(2).await;
+    let quota = QuotaArgs {
+        max_concurrent: 1,
+        slot_ms: 600_000,
+        ..Default::default()
+    };
+    // A worker claims with a 50 ms lease and dies (no heartbeat, no submit).
+    let mut conn = q
+        .redis()
+        .blocking_conn(Duration::from_millis(100))
+        .await
+        .unwrap();
+    let got = read_ready(&mut conn, A, "dying", 1, 0).await.unwrap();
+    let claims = q.claim(A, "dying", 50, &quota, &got).await.unwrap();
+    assert!(matches!(claims[0], Claim::Claimed(_)));
+    let (none, throttled) = claim(&q, &quota, 1).await;
+    assert!(
+        none.is_empty() && throttled[0].1 == "concurrency",
+        "the slot is held"
+    );
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    for id in q.expired_leases(A, 10).await.unwrap() {
+        q.reap_lease(A, &id, 3, None).await.unwrap();
+    }
+    // The slot lease is 10 minutes, but the reaper released it with the claim.
+    let (claimed, _) = claim(&q, &quota, 2).await;
+    assert_eq!(claimed.len(), 1, "the dead holder's slot came back");
+}
