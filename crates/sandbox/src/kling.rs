@@ -38,6 +38,7 @@ struct Claims {
 }
 
 /// Verify the per-request JWT; returns the access key (the account) or the 401 to answer.
+#[allow(clippy::result_large_err)]
 fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<String, Response> {
     let token = headers
         .get(header::AUTHORIZATION)

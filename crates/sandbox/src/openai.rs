@@ -40,7 +40,9 @@ fn rate_limited(wait_ms: u64) -> Response {
     r
 }
 
-/// The bearer key, or the 401 to answer.
+/// The bearer key, or the 401 to answer. (A handler helper's natural error is the response it
+/// should send; it is built once per bad request, so its size does not matter.)
+#[allow(clippy::result_large_err)]
 pub fn bearer(shared: &Shared, headers: &HeaderMap) -> Result<String, Response> {
     let key = headers
         .get(header::AUTHORIZATION)
@@ -169,7 +171,9 @@ async fn read_create(req: Request) -> Result<VideoCreate, Response> {
         )));
     }
     let pro = out.model.starts_with("sora-2-pro");
-    if !SIZES.contains(&out.size.as_str()) && !(pro && PRO_SIZES.contains(&out.size.as_str())) {
+    let size_ok =
+        SIZES.contains(&out.size.as_str()) || (pro && PRO_SIZES.contains(&out.size.as_str()));
+    if !size_ok {
         return Err(bad(&format!("Invalid 'size': {:?}", out.size)));
     }
     Ok(out)
@@ -367,7 +371,7 @@ pub async fn list_videos(State(shared): State<Arc<Shared>>, headers: HeaderMap) 
         .filter(|j| j.api == Api::OpenaiVideo && j.key == key)
         .map(|j| (j.created_unix_ms, video_json(&shared, j, now)))
         .collect();
-    data.sort_by(|a, b| b.0.cmp(&a.0));
+    data.sort_by_key(|d| std::cmp::Reverse(d.0));
     let data: Vec<Value> = data.into_iter().map(|(_, v)| v).collect();
     Json(json!({"object": "list", "data": data, "has_more": false})).into_response()
 }
