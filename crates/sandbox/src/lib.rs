@@ -2,19 +2,29 @@
 //! shapes (providers.md), so the whole system runs and is tested offline.
 //!
 //! One server, path-routed per family: `/openai/v1/videos*` (Sora shape, multipart and JSON),
-//! `/openai/v1/images/generations`, `/openai/v1/audio/speech`, `/kling/v1/videos/*` (JWT). Render
+//! `/openai/v1/images/generations`, `/openai/v1/audio/speech`, `/kling/v1/videos/*` (JWT),
+//! `/runway/v1/{image_to_video,text_to_video,tasks/{id}}` and its CometAPI passthrough
+//! `/comet/runwayml/v1/*` (wrapped envelope), `/gemini/v1beta/models/{model}:predictLongRunning`
+//! with its operations and file downloads (Veo), `/minimax/v1/{video_generation,
+//! query/video_generation,files/retrieve}`, the fal queue `/fal/{model_id...}` and
+//! `/replicate/v1/{models/{owner}/{name}/predictions,predictions/{id}[/cancel]}`. Render
 //! time, failure rate and per-key rate and concurrency limits are options; per-job scenarios
 //! (`[sandbox:<name>]` in a prompt, or the `X-Sandbox-Scenario` header) reproduce moderation,
 //! 429s, out-of-credits, success without output, expired URLs, transient not-found and 5xx.
 //! Results are real files (MP4 with an H.264 track, PNG, WAV, MP3), unique per job. `/admin/stats`
 //! counts paid submissions per idempotency key, so tests can prove nothing was paid for twice.
 
+pub mod fal;
 pub mod kling;
 pub mod limits;
 pub mod media;
+pub mod minimax;
 pub mod openai;
+pub mod replicate;
+pub mod runway;
 pub mod scenario;
 pub mod state;
+pub mod veo;
 
 pub use state::{SandboxOptions, Stats};
 
@@ -48,6 +58,47 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/kling/v1/videos/{action}/{id}", get(kling::get))
         .route("/kling/files/{file}", get(kling::file))
+        .route("/runway/v1/{action}", post(runway::create))
+        .route(
+            "/runway/v1/tasks/{id}",
+            get(runway::get_task).delete(runway::delete_task),
+        )
+        .route("/runway/files/{file}", get(runway::file))
+        .route("/comet/runwayml/v1/{action}", post(runway::relay_create))
+        .route(
+            "/comet/runwayml/v1/tasks/{id}",
+            get(runway::relay_get_task).delete(runway::relay_delete_task),
+        )
+        .route("/gemini/v1beta/models/{model}", post(veo::predict))
+        .route(
+            "/gemini/v1beta/models/{model}/operations/{id}",
+            get(veo::operation),
+        )
+        .route("/gemini/v1beta/files/{file}", get(veo::download))
+        .route("/gemini-cdn/{file}", get(veo::cdn))
+        .route("/minimax/v1/video_generation", post(minimax::create))
+        .route("/minimax/v1/query/video_generation", get(minimax::query))
+        .route("/minimax/v1/files/retrieve", get(minimax::retrieve))
+        .route("/minimax/files/{file}", get(minimax::file))
+        .route(
+            "/fal/{*path}",
+            post(fal::submit).get(fal::get).put(fal::cancel),
+        )
+        .route("/fal-media/{id}/{name}", get(fal::media))
+        .route(
+            "/replicate/v1/models/{owner}/{name}/predictions",
+            post(replicate::create_for_model),
+        )
+        .route(
+            "/replicate/v1/predictions",
+            post(replicate::create_for_version),
+        )
+        .route("/replicate/v1/predictions/{id}", get(replicate::get))
+        .route(
+            "/replicate/v1/predictions/{id}/cancel",
+            post(replicate::cancel),
+        )
+        .route("/replicate/delivery/{id}/{name}", get(replicate::delivery))
         .route("/admin/stats", get(stats))
         .route("/admin/reset", post(reset))
         .layer(DefaultBodyLimit::max(openai::MAX_BODY))

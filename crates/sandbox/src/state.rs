@@ -48,7 +48,37 @@ impl Default for SandboxOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Api {
     OpenaiVideo,
-    Kling { action: String },
+    Kling {
+        action: String,
+    },
+    /// Runway `image_to_video` / `text_to_video`; `relay` for the CometAPI passthrough.
+    Runway {
+        action: String,
+        relay: bool,
+    },
+    Veo,
+    Minimax,
+    /// fal queue; `app` is `owner/name`, the model id without its subpath.
+    Fal {
+        app: String,
+    },
+    Replicate,
+}
+
+/// Per-job state of the families that need more than [`Job`] holds (kept beside the job so
+/// the shared `Job` shape stays as the OpenAI and Kling routes build it).
+#[derive(Debug, Default, Clone)]
+pub struct JobExtra {
+    /// Cancelled (Runway DELETE, fal PUT cancel, Replicate cancel) at this Unix time (ms).
+    pub cancelled_ms: Option<i64>,
+    /// Runway: a DELETE of a finished task removes it; later GETs answer 404.
+    pub deleted: bool,
+    /// Result URLs handed out so far (Runway signs a fresh one on every task GET).
+    pub urls_issued: u32,
+    /// Replicate `Cancel-After`: past this instant an unfinished prediction is stopped.
+    pub deadline: Option<Instant>,
+    /// The request's input as sent (Replicate echoes it; fal validates it at the result GET).
+    pub input: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +131,34 @@ impl Job {
             Phase::Queued
         } else {
             Phase::Running(((elapsed.as_secs_f64() / render.as_secs_f64()) * 100.0) as u8)
+        }
+    }
+
+    /// [`Job::phase`] for families that moderate the input after accepting the job (Runway,
+    /// Veo, fal, Replicate): a `moderation_input` job fails as soon as it leaves the queue.
+    pub fn phase_after_input_check(&self, now: Instant) -> Phase {
+        match self.phase(now) {
+            Phase::Queued => Phase::Queued,
+            _ if self.scenario == Scenario::ModerationInput => Phase::Failed,
+            p => p,
+        }
+    }
+
+    /// When the job leaves the queue (starts rendering).
+    pub fn started_at(&self) -> Instant {
+        match self.render {
+            Some(r) => self.created + r / 5,
+            None => self.created + Duration::from_millis(200),
+        }
+    }
+
+    /// When the job stops holding a render slot: a `moderation_input` job that fails when it
+    /// leaves the queue ([`Job::phase_after_input_check`]) ends then, any other at its finish.
+    pub fn ends_at(&self) -> Option<Instant> {
+        if self.scenario == Scenario::ModerationInput {
+            Some(self.started_at())
+        } else {
+            self.finished_at()
         }
     }
 
@@ -158,6 +216,10 @@ pub struct Shared {
     pub next_id: Mutex<u64>,
     /// Generated images served by URL (dall-e style `response_format: url`).
     pub files: Mutex<HashMap<String, Vec<u8>>>,
+    /// Per-job extras of the Runway, Veo, MiniMax, fal and Replicate routes.
+    pub extras: Mutex<HashMap<String, JobExtra>>,
+    /// Secondary ids (MiniMax `file_id`) → job id.
+    pub aliases: Mutex<HashMap<String, String>>,
 }
 
 impl Shared {
@@ -172,7 +234,103 @@ impl Shared {
             first_submit: Mutex::default(),
             next_id: Mutex::new(0),
             files: Mutex::default(),
+            extras: Mutex::default(),
+            aliases: Mutex::default(),
         }
+    }
+
+    /// A UUID-shaped (version 4 layout) id, unique per sandbox (Runway tasks, fal requests).
+    pub fn new_uuid(&self) -> String {
+        let base = self.new_id("");
+        let a = media::mix(self.opts.seed, &[base.as_bytes(), b"uuid-a"]);
+        let b = media::mix(self.opts.seed, &[base.as_bytes(), b"uuid-b"]);
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0x0fff,
+            0x8000 | ((b >> 48) & 0x3fff),
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    /// A 15-digit decimal id (MiniMax task and file ids are int64s), not yet used as a job
+    /// id or alias.
+    pub fn new_numeric_id(&self) -> String {
+        loop {
+            let base = self.new_id("");
+            let n = media::mix(self.opts.seed, &[base.as_bytes(), b"numeric"]);
+            let id = (100_000_000_000_000 + n % 900_000_000_000_000).to_string();
+            let taken = lock(&self.jobs).contains_key(&id) || lock(&self.aliases).contains_key(&id);
+            if !taken {
+                return id;
+            }
+        }
+    }
+
+    /// A keyed signature for result URLs the sandbox hands out (so an edited URL is refused).
+    pub fn sign(&self, parts: &[&[u8]]) -> String {
+        format!("{:016x}", media::mix(self.opts.seed ^ 0x5a5a_5a5a, parts))
+    }
+
+    /// Run `f` on the extras of job `id` (created on first use).
+    pub fn with_extra<R>(&self, id: &str, f: impl FnOnce(&mut JobExtra) -> R) -> R {
+        f(lock(&self.extras).entry(id.to_string()).or_default())
+    }
+
+    /// A copy of the extras of job `id` (defaults when it has none).
+    pub fn extra(&self, id: &str) -> JobExtra {
+        lock(&self.extras).get(id).cloned().unwrap_or_default()
+    }
+
+    /// Families that queue instead of refusing when over the concurrency limit (Runway
+    /// `THROTTLED`, fal `IN_QUEUE`, Replicate `starting`): when the new job of `key` can start.
+    /// `now` when fewer than `max_concurrent` of the key's jobs that `same` selects are still
+    /// unfinished (running or waiting); otherwise the moment enough of them have finished, so
+    /// at most `max_concurrent` render at once. Jobs that never finish hold their slot forever.
+    pub fn queued_start(&self, key: &str, now: Instant, same: impl Fn(&Job) -> bool) -> Instant {
+        let Some(max) = self.opts.max_concurrent else {
+            return now;
+        };
+        let far = now
+            .checked_add(Duration::from_secs(100 * 365 * 86_400))
+            .unwrap_or(now);
+        let mut ends: Vec<Instant> = lock(&self.jobs)
+            .values()
+            .filter(|j| j.key == key && same(j))
+            .filter_map(|j| match j.ends_at() {
+                None => Some(far),
+                Some(end) if end > now => Some(end),
+                Some(_) => None,
+            })
+            .collect();
+        let max = max as usize;
+        if ends.len() < max {
+            return now;
+        }
+        if max == 0 {
+            return far;
+        }
+        ends.sort();
+        ends[ends.len() - max]
+    }
+
+    /// Stop a job's clock now (a cancelled job no longer renders nor holds a slot) and record
+    /// the cancellation. Returns false when the job does not exist.
+    pub fn stop_job(&self, id: &str, now: Instant) -> bool {
+        let mut jobs = lock(&self.jobs);
+        let Some(job) = jobs.get_mut(id) else {
+            return false;
+        };
+        if job.created > now {
+            job.created = now;
+        }
+        job.render = Some(now.saturating_duration_since(job.created));
+        drop(jobs);
+        self.with_extra(id, |x| {
+            x.cancelled_ms.get_or_insert(unix_ms());
+        });
+        true
     }
 
     pub fn new_id(&self, prefix: &str) -> String {
@@ -208,7 +366,12 @@ impl Shared {
         lock(&self.jobs)
             .values()
             .filter(|j| key.is_none_or(|k| j.key == k))
-            .filter(|j| matches!(j.phase(now), Phase::Queued | Phase::Running(_)))
+            .filter(|j| {
+                matches!(
+                    j.phase_after_input_check(now),
+                    Phase::Queued | Phase::Running(_)
+                )
+            })
             .count() as u64
     }
 
@@ -272,6 +435,104 @@ impl Shared {
 /// Poisoning cannot leave these maps half-updated (single inserts), so a poisoned lock is usable.
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// RFC 3339 UTC time with milliseconds (`2024-06-01T00:00:00.000Z`) of a Unix time in ms.
+pub fn iso8601(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let ms = unix_ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `http://host` of the request (result URLs the sandbox hands out point back at it).
+pub fn origin(headers: &axum::http::HeaderMap) -> String {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                })
+        })
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+/// The `X-Sandbox-Scenario` header.
+pub fn scenario_header(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get("x-sandbox-scenario")
+        .and_then(|v| v.to_str().ok())
+}
+
+/// The `Idempotency-Key` header, else `fallback` (the new job's id).
+pub fn idempotency_key(headers: &axum::http::HeaderMap, fallback: &str) -> String {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| fallback.to_string())
+}
+
+/// A query-string value (`?name=value`), percent-decoded.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn unix_ms() -> i64 {

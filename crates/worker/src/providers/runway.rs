@@ -142,8 +142,14 @@ pub fn error_from_response(
     scrub: &Scrubber,
 ) -> ProviderError {
     let err = openai::parse_error_body(body);
+    let text = err.message.as_deref().unwrap_or("").to_ascii_lowercase();
+    let out_of_credits = text.contains("enough credits") || text.contains("insufficient credit");
     let class = match (status, openai::classify(status, &err)) {
+        _ if out_of_credits => FailureClass::InsufficientCredits,
         (429, FailureClass::InsufficientCredits) => FailureClass::InsufficientCredits,
+        // A relay's own per-minute limit (OpenAI envelope) is retryable; Runway's native 429
+        // (`{"error": "..."}`) is the daily generation cap.
+        (429, _) if err.code.as_deref() == Some("rate_limit_exceeded") => FailureClass::RateLimited,
         (429, _) => FailureClass::QuotaExceeded,
         (_, class) => class,
     };

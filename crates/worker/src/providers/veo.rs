@@ -170,19 +170,35 @@ fn mentions_billing(text: &str) -> bool {
         .any(|w| t.contains(w))
 }
 
-/// Daily or spend caps, as opposed to a per-minute limit.
+/// `RetryInfo.retryDelay` ("30s", "1.5s") as a duration.
+fn parse_retry_delay(text: &str) -> Option<std::time::Duration> {
+    let secs: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| std::time::Duration::from_secs_f64(secs.min(86_400.0)))
+}
+
+/// Daily or spend caps, as opposed to a per-minute limit. Gemini's per-minute 429 text also
+/// talks about "quota" and "billing", so those words alone decide nothing; the `QuotaFailure`
+/// detail's `quotaId` (`…PerDay…` vs `…PerMinute…`) does, when present.
 fn mentions_hard_cap(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    ["daily", "per day", "quota", "spend", "billing"]
+    ["daily", "per day", "per_day", "perday", "spend cap", "spending cap"]
         .iter()
         .any(|w| t.contains(w))
 }
 
+/// Prepaid credit used up: the account cannot work until someone pays.
+fn mentions_credits_gone(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    ["credits depleted", "credit balance", "prepayment", "insufficient credit"]
+        .iter()
+        .any(|w| t.contains(w))
+}
+
+/// Only explicit retirement wording: operation names contain `models/…`, so a generic
+/// "not found" that echoes one must stay a (grace-windowed) not-found, not kill a live render.
 fn mentions_gone_model(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    t.contains("no longer available")
-        || t.contains("not found for api version")
-        || openai::mentions_model_retired(&t)
+    t.contains("no longer available") || t.contains("not found for api version")
 }
 
 /// Class of a finished operation's `error` from its `google.rpc.Code` and message.
@@ -212,6 +228,8 @@ struct GoogleError {
     status: Option<String>,
     /// `details[].reason` (`API_KEY_INVALID`, …).
     reasons: Vec<String>,
+    quota_ids: Vec<String>,
+    retry_delay: Option<std::time::Duration>,
 }
 
 fn google_error(body: &[u8]) -> GoogleError {
@@ -238,13 +256,30 @@ fn google_error(body: &[u8]) -> GoogleError {
                         .collect()
                 })
                 .unwrap_or_default(),
+            quota_ids: e
+                .get("details")
+                .and_then(Value::as_array)
+                .map(|d| {
+                    d.iter()
+                        .filter_map(|x| x.get("violations").and_then(Value::as_array))
+                        .flatten()
+                        .filter_map(|v| v.get("quotaId").and_then(Value::as_str))
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            retry_delay: e
+                .get("details")
+                .and_then(Value::as_array)
+                .and_then(|d| d.iter().find_map(|x| x.get("retryDelay").and_then(Value::as_str)))
+                .and_then(parse_retry_delay),
         },
         _ => {
             let api = openai::error_object(&v);
             GoogleError {
                 message: api.message,
                 status: api.code,
-                reasons: Vec::new(),
+                ..GoogleError::default()
             }
         }
     }
@@ -263,16 +298,22 @@ pub fn error_from_response(
         message,
         status: word,
         reasons,
+        quota_ids,
+        retry_delay,
     } = google_error(body);
     let text = message.as_deref().unwrap_or("");
     let word = word.unwrap_or_default();
     let bad_key = reasons.iter().any(|r| r.contains("API_KEY"))
         || text.to_ascii_lowercase().contains("api key not valid");
     let exhausted = status == 429 || word == "RESOURCE_EXHAUSTED";
+    let per_day = quota_ids.iter().any(|q| q.contains("PerDay"));
+    let per_minute = quota_ids.iter().any(|q| q.contains("PerMinute"));
     let class = if bad_key {
         FailureClass::Auth
     } else if exhausted {
-        if mentions_hard_cap(text) {
+        if mentions_credits_gone(text) {
+            FailureClass::InsufficientCredits
+        } else if per_day || (!per_minute && mentions_hard_cap(text)) {
             FailureClass::QuotaExceeded
         } else {
             FailureClass::RateLimited
@@ -304,7 +345,9 @@ pub fn error_from_response(
         status.to_string()
     };
     let hint = match class {
-        FailureClass::RateLimited | FailureClass::ProviderError => http::retry_after(headers),
+        FailureClass::RateLimited | FailureClass::ProviderError => {
+            http::retry_after(headers).or(retry_delay)
+        }
         _ => None,
     };
     let message = match &message {
