@@ -504,13 +504,40 @@ impl Metrics {
             let labels = by_provider_kind(provider, *kind);
             let _ = f.tasks_claimed.get_or_create(&labels);
             let _ = f.tasks_stored.get_or_create(&labels);
+            // Dead-letter counts per class start at zero, so "DLQ by class" and the growing-DLQ
+            // alert see the series before the first failure (14 series per kind).
+            for class in FailureClass::ALL {
+                let _ = f.tasks_failed.get_or_create(&FailedLabels {
+                    provider: provider.to_string(),
+                    kind: *kind,
+                    class,
+                    outcome: FailOutcome::Dead,
+                });
+            }
         }
         let labels = by_provider(provider);
         let _ = f.provider_rate_limited.get_or_create(&labels);
+        let _ = f.provider_cooldown.get_or_create(&labels);
         let _ = f.renders_in_flight.get_or_create(&labels);
         let _ = f.tasks_held.get_or_create(&labels);
+        let _ = f.queue_gauge_refresh_failures.get_or_create(&labels);
         let _ = f.possible_duplicates.get_or_create(&labels);
         let _ = f.spend.get_or_create(&labels);
+        let _ = f.rate_limiter_wait.get_or_create(&labels);
+        for (duty, action) in [
+            (ReaperDuty::Leases, ReaperAction::Requeued),
+            (ReaperDuty::Leases, ReaperAction::Adopted),
+            (ReaperDuty::Leases, ReaperAction::Resubmitted),
+            (ReaperDuty::Leases, ReaperAction::Repolled),
+            (ReaperDuty::Leases, ReaperAction::Dead),
+            (ReaperDuty::Orphans, ReaperAction::Redelivered),
+            (ReaperDuty::Delayed, ReaperAction::Promoted),
+            (ReaperDuty::Notify, ReaperAction::Notified),
+        ] {
+            let _ = f
+                .reaper_actions
+                .get_or_create(&ReaperLabels { duty, action });
+        }
     }
 
     // --- task lifecycle (fetch, process, poll, storage) ---

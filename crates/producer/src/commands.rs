@@ -1,4 +1,5 @@
-//! The operator commands behind `dramaq plan | enqueue | status | tasks`.
+//! The operator commands behind `dramaq plan | enqueue | tasks` (`status` is
+//! [`crate::status_view`]).
 //!
 //! Each prints a human table by default and a stable JSON document with `--json`, so scripts and
 //! tests read the same facts an operator sees.
@@ -6,14 +7,12 @@
 use crate::script::Expanded;
 use anyhow::Context;
 use dramaq_common::config::Config;
-use dramaq_common::model::{TaskKind, TaskState};
+use dramaq_common::model::TaskKind;
 use dramaq_common::queue::Queue;
 use dramaq_common::redis_conn::RedisHandle;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 pub fn plan(expanded: &Expanded, as_json: bool) -> anyhow::Result<()> {
     let mut by_kind: BTreeMap<&str, (u64, f64)> = BTreeMap::new();
@@ -126,91 +125,6 @@ pub async fn enqueue(cfg: &Config, expanded: &Expanded, as_json: bool) -> anyhow
             "season {}: {} new tasks enqueued, {} already present",
             expanded.season, report.new, report.existing
         );
-    }
-    Ok(())
-}
-
-fn counts_json(season: &str, counts: &BTreeMap<TaskState, u64>) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    m.insert("season".into(), json!(season));
-    m.insert("total".into(), json!(counts.values().sum::<u64>()));
-    for (s, n) in counts {
-        m.insert(s.as_str().into(), json!(n));
-    }
-    serde_json::Value::Object(m)
-}
-
-fn live(counts: &BTreeMap<TaskState, u64>) -> u64 {
-    counts
-        .iter()
-        .filter(|(s, _)| !s.is_terminal())
-        .map(|(_, n)| n)
-        .sum()
-}
-
-pub async fn status(
-    cfg: &Config,
-    season: Option<&str>,
-    as_json: bool,
-    wait: bool,
-    timeout_secs: u64,
-) -> anyhow::Result<ExitCode> {
-    let queue = connect(cfg).await?;
-    let seasons = match season {
-        Some(s) => vec![s.to_string()],
-        None => queue.seasons().await?,
-    };
-    if wait {
-        let deadline = Instant::now() + Duration::from_secs(timeout_secs);
-        loop {
-            let mut pending = 0;
-            for s in &seasons {
-                pending += live(&queue.season_counts(s).await?);
-            }
-            if pending == 0 {
-                break;
-            }
-            if Instant::now() > deadline {
-                eprintln!("timed out after {timeout_secs} s with {pending} tasks still live");
-                print_status(&queue, &seasons, as_json).await?;
-                return Ok(ExitCode::from(3));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-    print_status(&queue, &seasons, as_json).await?;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn print_status(queue: &Queue, seasons: &[String], as_json: bool) -> anyhow::Result<()> {
-    let mut docs = Vec::new();
-    for s in seasons {
-        let counts = queue.season_counts(s).await?;
-        if as_json {
-            docs.push(counts_json(s, &counts));
-        } else {
-            let total: u64 = counts.values().sum();
-            let parts: Vec<String> = counts
-                .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(st, n)| format!("{st} {n}"))
-                .collect();
-            println!(
-                "{s}: {total} tasks — {}",
-                if parts.is_empty() {
-                    "empty".into()
-                } else {
-                    parts.join(", ")
-                }
-            );
-        }
-    }
-    if as_json {
-        if docs.len() == 1 {
-            println!("{}", docs[0]);
-        } else {
-            println!("{}", serde_json::Value::Array(docs));
-        }
     }
     Ok(())
 }

@@ -4,3 +4,4 @@
 pub mod commands;
 pub mod ops;
 pub mod script;
+pub mod status_view;

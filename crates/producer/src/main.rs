@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dramaq_common::config::Config;
 use dramaq_common::logging::{self, LogFormat};
-use dramaq_producer::{commands, ops, script};
+use dramaq_producer::{commands, ops, script, status_view};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,12 +40,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Task counts per state, for one season or all of them.
+    /// A season's progress: per episode stored/total, states and failures, spend so far and
+    /// remaining, ETA. Every season without --season.
     Status {
         #[arg(long)]
         season: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Redraw every second until no task is live, then exit 0 (with --json: one document
+        /// per line, printed when it changes).
+        #[arg(long)]
+        watch: bool,
         /// Wait until the season has no live task (every task stored or dead), then print.
         #[arg(long)]
         wait: bool,
@@ -110,9 +115,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Status {
             season,
             json,
+            watch,
             wait,
             timeout_secs,
-        } => commands::status(&cfg, season.as_deref(), json, wait, timeout_secs).await,
+        } => {
+            status_view::run_status(&cfg, season.as_deref(), json, watch, wait, timeout_secs).await
+        }
         Cmd::Tasks { season, json } => {
             commands::tasks(&cfg, &season, json).await?;
             Ok(ExitCode::SUCCESS)

@@ -83,6 +83,9 @@ pub async fn run(
     for name in accounts.keys() {
         if let Some(acct) = cfg.accounts.get(name) {
             metrics.init_account(name, acct.family.kinds());
+            // The effective submit rate (per second; 0 = unlimited). The adaptive mode that
+            // would lower it after repeated 429s is not built yet, so it is the configured rate.
+            metrics.set_adaptive_rate(name, acct.quota.submit_per_sec);
         }
     }
     let ctx = Arc::new(Ctx {

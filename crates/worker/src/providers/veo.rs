@@ -173,7 +173,8 @@ fn mentions_billing(text: &str) -> bool {
 /// `RetryInfo.retryDelay` ("30s", "1.5s") as a duration.
 fn parse_retry_delay(text: &str) -> Option<std::time::Duration> {
     let secs: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| std::time::Duration::from_secs_f64(secs.min(86_400.0)))
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| std::time::Duration::from_secs_f64(secs.min(86_400.0)))
 }
 
 /// Daily or spend caps, as opposed to a per-minute limit. Gemini's per-minute 429 text also
@@ -181,17 +182,29 @@ fn parse_retry_delay(text: &str) -> Option<std::time::Duration> {
 /// detail's `quotaId` (`…PerDay…` vs `…PerMinute…`) does, when present.
 fn mentions_hard_cap(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    ["daily", "per day", "per_day", "perday", "spend cap", "spending cap"]
-        .iter()
-        .any(|w| t.contains(w))
+    [
+        "daily",
+        "per day",
+        "per_day",
+        "perday",
+        "spend cap",
+        "spending cap",
+    ]
+    .iter()
+    .any(|w| t.contains(w))
 }
 
 /// Prepaid credit used up: the account cannot work until someone pays.
 fn mentions_credits_gone(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    ["credits depleted", "credit balance", "prepayment", "insufficient credit"]
-        .iter()
-        .any(|w| t.contains(w))
+    [
+        "credits depleted",
+        "credit balance",
+        "prepayment",
+        "insufficient credit",
+    ]
+    .iter()
+    .any(|w| t.contains(w))
 }
 
 /// Only explicit retirement wording: operation names contain `models/…`, so a generic
@@ -271,7 +284,10 @@ fn google_error(body: &[u8]) -> GoogleError {
             retry_delay: e
                 .get("details")
                 .and_then(Value::as_array)
-                .and_then(|d| d.iter().find_map(|x| x.get("retryDelay").and_then(Value::as_str)))
+                .and_then(|d| {
+                    d.iter()
+                        .find_map(|x| x.get("retryDelay").and_then(Value::as_str))
+                })
                 .and_then(parse_retry_delay),
         },
         _ => {
