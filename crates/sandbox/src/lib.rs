@@ -18,6 +18,7 @@ pub mod fal;
 pub mod kling;
 pub mod limits;
 pub mod media;
+pub mod metrics;
 pub mod minimax;
 pub mod openai;
 pub mod replicate;
@@ -100,9 +101,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/replicate/delivery/{id}/{name}", get(replicate::delivery))
         .route("/admin/stats", get(stats))
+        .route("/metrics", get(serve_metrics))
         .route("/admin/reset", post(reset))
         .layer(DefaultBodyLimit::max(openai::MAX_BODY))
         .with_state(shared)
+}
+
+async fn serve_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::encode_metrics(&shared),
+    )
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
@@ -152,6 +161,19 @@ impl Sandbox {
         format!("http://{}", self.addr)
     }
 
+    /// Also serve `/metrics` on a separate address (the deploy layout's scrape port).
+    pub async fn serve_metrics(&self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let app = Router::new()
+            .route("/metrics", get(serve_metrics))
+            .with_state(self.shared.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(bound)
+    }
+
     pub fn stats(&self) -> Stats {
         lock(&self.shared.stats).clone()
     }
@@ -161,5 +183,37 @@ impl Sandbox {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn metrics_are_served_on_both_addresses() {
+        let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default())
+            .await
+            .unwrap();
+        let extra = sandbox
+            .serve_metrics("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        for url in [
+            format!("{}/metrics", sandbox.base_url()),
+            format!("http://{extra}/metrics"),
+        ] {
+            let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            for name in [
+                "dramaq_sandbox_requests_total",
+                "dramaq_sandbox_submissions_total",
+                "dramaq_sandbox_rate_limited_total",
+                "dramaq_sandbox_renders_in_flight",
+                "dramaq_sandbox_renders_in_flight_max",
+            ] {
+                assert!(text.contains(name), "{url} lacks {name}:\n{text}");
+            }
+        }
+        sandbox.shutdown().await;
     }
 }

@@ -47,6 +47,9 @@ struct Cli {
         hide_env_values = true
     )]
     kling_secret_key: String,
+    /// Also serve /metrics on this address (it is always on the main address too).
+    #[arg(long, env = "DRAMAQ_SANDBOX_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// Seed for the failure draw, jitter and ids.
     #[arg(long, env = "DRAMAQ_SANDBOX_SEED", default_value_t = 0)]
     seed: u64,
@@ -70,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
     {
         anyhow::bail!("--rate-per-sec must be a positive number");
     }
+    let metrics_addr = cli.metrics_addr;
     let opts = SandboxOptions {
         render_ms: cli.render_ms,
         render_jitter_ms: cli.render_jitter_ms,
@@ -84,6 +88,10 @@ async fn main() -> anyhow::Result<()> {
         seed: cli.seed,
     };
     let sandbox = Sandbox::start(cli.addr, opts).await?;
+    if let Some(addr) = metrics_addr {
+        let bound = sandbox.serve_metrics(addr).await?;
+        tracing::info!(%bound, "serving /metrics");
+    }
     println!("dramaq-sandbox listening on {}", sandbox.base_url());
     std::io::stdout().flush()?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
