@@ -225,13 +225,15 @@ impl Env {
         })
     }
 
-    /// Poll `dramaq status --json` until no task of `season` is live, or fail after `timeout`.
+    /// Poll `dramaq status --json` until no task of `season` can move any more, or fail after
+    /// `timeout`.
     pub fn wait_done(&self, season: &str, timeout: Duration) -> Result<serde_json::Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let st = self.dramaq_json(&["status", "--season", season])?;
+            // Waiting tasks move only when something else does; with nothing else live they are
+            // blocked by a dead dependency, and the season is finished as far as it can go.
             let live: u64 = [
-                "waiting",
                 "ready",
                 "claimed",
                 "submitting",

@@ -117,12 +117,20 @@ fn all_states() -> BTreeMap<TaskState, u64> {
     TaskState::ALL.into_iter().map(|s| (s, 0)).collect()
 }
 
+/// Tasks that can still move. A `waiting` task moves only when one of its dependencies is
+/// stored, so when nothing else is in flight the waiting ones are blocked by a dead dependency:
+/// they wait for an operator (`dlq requeue`), and the season is finished as far as it can go.
 fn live_in(states: &BTreeMap<TaskState, u64>) -> u64 {
-    states
+    let moving: u64 = states
         .iter()
-        .filter(|(s, _)| !s.is_terminal())
+        .filter(|(s, _)| !s.is_terminal() && **s != TaskState::Waiting)
         .map(|(_, n)| *n)
-        .sum()
+        .sum();
+    if moving == 0 {
+        0
+    } else {
+        moving + states.get(&TaskState::Waiting).copied().unwrap_or(0)
+    }
 }
 
 /// Round money to a millionth of a dollar, so sums print without binary noise.
@@ -170,7 +178,7 @@ impl SeasonView {
         live_in(&self.states)
     }
 
-    /// Nothing left to do: every task is stored or dead.
+    /// Nothing left to do: every task is stored or dead, or waits on a dead dependency.
     pub fn is_done(&self) -> bool {
         self.live() == 0
     }

@@ -9,6 +9,7 @@
 pub mod assemble;
 pub mod bench;
 pub mod context;
+pub mod fallback;
 pub mod fetch;
 pub mod heartbeat;
 pub mod held;

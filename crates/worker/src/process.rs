@@ -15,7 +15,7 @@ use crate::storage::{self, Location, StoreError};
 use backon::{ExponentialBuilder, Retryable};
 use dramaq_common::config::Family;
 use dramaq_common::metrics::{FailOutcome, ProviderOperation};
-use dramaq_common::model::{FailureClass, TaskPayload, TaskRecord};
+use dramaq_common::model::{FailureClass, TaskPayload, TaskRecord, TaskState};
 use dramaq_common::queue::{FailDecision, FailGuard, FailInfo, QueueError};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -313,6 +313,9 @@ pub async fn record_failure(
         .queue
         .fail(&rec.account, &rec.id, guard, decision, &info)
         .await?;
+    if state == TaskState::Dead {
+        crate::fallback::after_dead(&ctx.queue, rec, err.class).await;
+    }
     ctx.metrics.task_failed(
         &rec.account,
         rec.kind,

@@ -23,8 +23,8 @@
 
 use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
 use super::{
-    Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome,
-    SubmitRequest,
+    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef,
+    SubmitOutcome, SubmitRequest,
 };
 use async_trait::async_trait;
 use base64::Engine;
@@ -144,36 +144,16 @@ pub fn submit_body(
     payload: &TaskPayload,
     image: Option<&InputImage>,
 ) -> Result<Value, ProviderError> {
-    let TaskPayload::Video {
-        prompt,
-        negative_prompt,
-        duration_s,
-        aspect_ratio,
-        first_frame,
-        ..
-    } = payload
-    else {
-        return Err(ProviderError::new(
-            FailureClass::InvalidRequest,
-            "fal renders video tasks only",
-        ));
-    };
-    if first_frame.is_some() && image.is_none() {
-        return Err(ProviderError::new(
-            FailureClass::InvalidRequest,
-            "image-to-video task submitted without its first-frame image",
-        )
-        .with_code("missing_first_frame"));
-    }
+    let v = video_args("fal", payload, image)?;
     let mut body = json!({
-        "prompt": prompt,
-        "duration": duration_s.to_string(),
-        "aspect_ratio": aspect_ratio,
+        "prompt": v.prompt,
+        "duration": v.duration_s.to_string(),
+        "aspect_ratio": v.aspect_ratio,
     });
-    if let Some(neg) = negative_prompt.as_deref().filter(|n| !n.trim().is_empty()) {
+    if let Some(neg) = v.negative_prompt {
         body["negative_prompt"] = json!(neg);
     }
-    if let Some(img) = image {
+    if let Some(img) = v.image {
         body["image_url"] = json!(format!(
             "data:{};base64,{}",
             img.mime,
@@ -601,13 +581,8 @@ impl Provider for Fal {
 
     /// fal media URLs are public CDN links: fetched without credentials.
     async fn fetch(&self, result: &ResultRef) -> Result<Download, ProviderError> {
-        match result {
-            ResultRef::Url { url } => http::fetch(&self.client, url, None, &self.scrub).await,
-            ResultRef::AuthedUrl { url } => {
-                http::check_authed_url(url, &self.base_url)?;
-                http::fetch(&self.client, url, self.auth()?, &self.scrub).await
-            }
-        }
+        let auth = || self.auth();
+        http::fetch_result(&self.client, result, &self.base_url, auth, &self.scrub).await
     }
 }
 

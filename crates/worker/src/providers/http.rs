@@ -12,7 +12,7 @@
 
 pub mod openai;
 
-use super::{Download, ProviderError};
+use super::{Download, ProviderError, ResultRef};
 use bytes::{Bytes, BytesMut};
 use dramaq_common::config::{AccountConfig, Secret};
 use dramaq_common::FailureClass;
@@ -558,6 +558,25 @@ pub fn check_authed_url(url: &str, base_url: &str) -> Result<(), ProviderError> 
         .with_code("foreign_result_url"));
     }
     Ok(())
+}
+
+/// Download a result the usual way. A plain URL (often a signed URL on someone else's CDN) gets
+/// no credentials; an authenticated one must be under `base_url` and gets `auth()`, which is
+/// only asked for then.
+pub async fn fetch_result(
+    client: &reqwest::Client,
+    result: &ResultRef,
+    base_url: &str,
+    auth: impl FnOnce() -> Result<Option<HeaderValue>, ProviderError>,
+    scrub: &Scrubber,
+) -> Result<Download, ProviderError> {
+    match result {
+        ResultRef::Url { url } => fetch(client, url, None, scrub).await,
+        ResultRef::AuthedUrl { url } => {
+            check_authed_url(url, base_url)?;
+            fetch(client, url, auth()?, scrub).await
+        }
+    }
 }
 
 #[cfg(test)]

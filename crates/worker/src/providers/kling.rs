@@ -16,7 +16,9 @@
 //!   querying: that is how [`Kling::reconcile`] finds a task whose submit answer was lost.
 
 use super::http::{self, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
-use super::{PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome, SubmitRequest};
+use super::{
+    video_args, PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome, SubmitRequest,
+};
 use async_trait::async_trait;
 use base64::Engine;
 use dramaq_common::config::{AccountConfig, Family, Secret};
@@ -365,44 +367,27 @@ impl Kling {
         open_envelope(status, &headers, &body, &self.scrub)
     }
 
-    fn submit_body(&self, req: &SubmitRequest<'_>, action: Action) -> Result<Value, ProviderError> {
-        let TaskPayload::Video {
-            prompt,
-            negative_prompt,
-            duration_s,
-            aspect_ratio,
-            ..
-        } = req.payload
-        else {
-            return Err(ProviderError::new(
-                FailureClass::InvalidRequest,
-                "kling renders video tasks only",
-            ));
-        };
+    /// The create body. After [`video_args`] an image is in hand exactly when the action is
+    /// [`Action::Image2video`].
+    fn submit_body(&self, req: &SubmitRequest<'_>) -> Result<Value, ProviderError> {
+        let v = video_args("kling", req.payload, req.first_frame.as_ref())?;
         let mut body = json!({
-            "prompt": prompt,
-            "duration": duration_s.to_string(),
+            "prompt": v.prompt,
+            "duration": v.duration_s.to_string(),
             "external_task_id": external_id(req.task_id, req.attempt),
         });
         if !self.model.is_empty() {
             body["model_name"] = json!(self.model);
         }
-        if let Some(neg) = negative_prompt.as_deref().filter(|n| !n.trim().is_empty()) {
+        if let Some(neg) = v.negative_prompt {
             body["negative_prompt"] = json!(neg);
         }
-        match (action, &req.first_frame) {
-            (Action::Image2video, Some(img)) => {
-                // Kling rejects data URLs: raw base64 only.
-                body["image"] = json!(base64::engine::general_purpose::STANDARD.encode(&img.bytes));
+        match v.image {
+            // Kling rejects data URLs: raw base64 only.
+            Some(img) => {
+                body["image"] = json!(base64::engine::general_purpose::STANDARD.encode(&img.bytes))
             }
-            (Action::Image2video, None) => {
-                return Err(ProviderError::new(
-                    FailureClass::InvalidRequest,
-                    "image-to-video task submitted without its first-frame image",
-                )
-                .with_code("missing_first_frame"))
-            }
-            (Action::Text2video, _) => body["aspect_ratio"] = json!(aspect_ratio),
+            None => body["aspect_ratio"] = json!(v.aspect_ratio),
         }
         Ok(body)
     }
@@ -457,7 +442,7 @@ impl Provider for Kling {
         } else {
             Action::for_payload(req.payload)
         };
-        let body = self.submit_body(&req, action)?;
+        let body = self.submit_body(&req)?;
         let url = http::join_url(&self.base_url, &format!("/v1/videos/{}", action.as_str()));
         let mut rb = self
             .client
@@ -535,13 +520,8 @@ impl Provider for Kling {
     }
 
     async fn fetch(&self, result: &ResultRef) -> Result<super::Download, ProviderError> {
-        match result {
-            ResultRef::Url { url } => http::fetch(&self.client, url, None, &self.scrub).await,
-            ResultRef::AuthedUrl { url } => {
-                http::check_authed_url(url, &self.base_url)?;
-                http::fetch(&self.client, url, self.auth()?, &self.scrub).await
-            }
-        }
+        let auth = || self.auth();
+        http::fetch_result(&self.client, result, &self.base_url, auth, &self.scrub).await
     }
 
     async fn reconcile(

@@ -18,8 +18,8 @@
 
 use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
 use super::{
-    Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome,
-    SubmitRequest,
+    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef,
+    SubmitOutcome, SubmitRequest,
 };
 use async_trait::async_trait;
 use base64::Engine;
@@ -56,26 +56,8 @@ pub fn submit_body(
     payload: &TaskPayload,
     image: Option<&InputImage>,
 ) -> Result<Value, ProviderError> {
-    let TaskPayload::Video {
-        prompt,
-        duration_s,
-        resolution,
-        first_frame,
-        ..
-    } = payload
-    else {
-        return Err(ProviderError::new(
-            FailureClass::InvalidRequest,
-            "minimax renders video tasks only",
-        ));
-    };
-    if first_frame.is_some() && image.is_none() {
-        return Err(ProviderError::new(
-            FailureClass::InvalidRequest,
-            "image-to-video task submitted without its first-frame image",
-        )
-        .with_code("missing_first_frame"));
-    }
+    let v = video_args("minimax", payload, image)?;
+    let duration_s = v.duration_s;
     if !matches!(duration_s, 6 | 10) {
         return Err(ProviderError::new(
             FailureClass::InvalidRequest,
@@ -84,15 +66,15 @@ pub fn submit_body(
         .with_code("unsupported_duration"));
     }
     let mut body = json!({
-        "prompt": prompt,
+        "prompt": v.prompt,
         "duration": duration_s,
-        "resolution": resolution_for(resolution)?,
+        "resolution": resolution_for(v.resolution)?,
         "prompt_optimizer": true,
     });
     if !model.is_empty() {
         body["model"] = json!(model);
     }
-    if let Some(img) = image {
+    if let Some(img) = v.image {
         body["first_frame_image"] = json!(format!(
             "data:{};base64,{}",
             img.mime,
@@ -406,13 +388,8 @@ impl Provider for Minimax {
     /// `download_url` is a temporary signed URL: fetched without credentials; 403/404/410 is
     /// `result_expired` (the re-poll then retrieves the file again).
     async fn fetch(&self, result: &ResultRef) -> Result<Download, ProviderError> {
-        match result {
-            ResultRef::Url { url } => http::fetch(&self.client, url, None, &self.scrub).await,
-            ResultRef::AuthedUrl { url } => {
-                http::check_authed_url(url, &self.base_url)?;
-                http::fetch(&self.client, url, self.auth()?, &self.scrub).await
-            }
-        }
+        let auth = || self.auth();
+        http::fetch_result(&self.client, result, &self.base_url, auth, &self.scrub).await
     }
 }
 

@@ -138,6 +138,69 @@ impl ProviderError {
     }
 }
 
+/// A video payload's fields, checked once for every video family: the payload must be a video,
+/// and an image-to-video task must come with its first-frame image.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoArgs<'a> {
+    pub prompt: &'a str,
+    /// The negative prompt, `None` when absent or blank.
+    pub negative_prompt: Option<&'a str>,
+    pub duration_s: u32,
+    pub aspect_ratio: &'a str,
+    pub resolution: &'a str,
+    pub seed: Option<u32>,
+    /// The first-frame image the worker supplied, if any.
+    pub image: Option<&'a InputImage>,
+}
+
+/// Unpack a video payload for `family` (its name in the "renders video tasks only" error), with
+/// the first-frame image read from storage.
+pub fn video_args<'a>(
+    family: &str,
+    payload: &'a TaskPayload,
+    image: Option<&'a InputImage>,
+) -> Result<VideoArgs<'a>, ProviderError> {
+    let TaskPayload::Video {
+        prompt,
+        negative_prompt,
+        duration_s,
+        aspect_ratio,
+        resolution,
+        first_frame,
+        seed,
+    } = payload
+    else {
+        return Err(ProviderError::new(
+            FailureClass::InvalidRequest,
+            format!("{family} renders video tasks only"),
+        ));
+    };
+    if first_frame.is_some() && image.is_none() {
+        return Err(ProviderError::new(
+            FailureClass::InvalidRequest,
+            "image-to-video task submitted without its first-frame image",
+        )
+        .with_code("missing_first_frame"));
+    }
+    Ok(VideoArgs {
+        prompt,
+        negative_prompt: negative_prompt.as_deref().filter(|n| !n.trim().is_empty()),
+        duration_s: *duration_s,
+        aspect_ratio,
+        resolution,
+        seed: *seed,
+        image,
+    })
+}
+
+/// The answer of a synchronous family (the result came with the submit) to a poll.
+pub fn nothing_to_poll() -> ProviderError {
+    ProviderError::new(
+        FailureClass::InvalidRequest,
+        "synchronous family has nothing to poll",
+    )
+}
+
 /// A streamed download.
 pub struct Download {
     pub content_length: Option<u64>,

@@ -11,7 +11,8 @@
 
 use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY};
 use super::{
-    PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome, SubmitRequest, SyncResult,
+    nothing_to_poll, PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome, SubmitRequest,
+    SyncResult,
 };
 use async_trait::async_trait;
 use base64::Engine;
@@ -201,20 +202,12 @@ impl Provider for OpenaiImages {
         _provider_task_id: &str,
         _poll_locator: Option<&str>,
     ) -> Result<PollOutcome, ProviderError> {
-        Err(ProviderError::new(
-            FailureClass::InvalidRequest,
-            "synchronous family has nothing to poll",
-        ))
+        Err(nothing_to_poll())
     }
 
     async fn fetch(&self, result: &ResultRef) -> Result<super::Download, ProviderError> {
-        match result {
-            ResultRef::Url { url } => http::fetch(&self.client, url, None, &self.scrub).await,
-            ResultRef::AuthedUrl { url } => {
-                http::check_authed_url(url, &self.base_url)?;
-                http::fetch(&self.client, url, self.auth()?, &self.scrub).await
-            }
-        }
+        let auth = || self.auth();
+        http::fetch_result(&self.client, result, &self.base_url, auth, &self.scrub).await
     }
 }
 

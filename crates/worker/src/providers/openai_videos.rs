@@ -15,12 +15,13 @@
 
 use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
 use super::{
-    InputImage, PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome, SubmitRequest,
+    video_args, InputImage, PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome,
+    SubmitRequest,
 };
 use async_trait::async_trait;
 use base64::Engine;
 use dramaq_common::config::{AccountConfig, Family, Secret};
-use dramaq_common::{FailureClass, TaskPayload};
+use dramaq_common::FailureClass;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -252,14 +253,6 @@ pub fn poll_outcome(
     })
 }
 
-fn first_frame_mismatch() -> ProviderError {
-    ProviderError::new(
-        FailureClass::InvalidRequest,
-        "image-to-video task submitted without its first-frame image",
-    )
-    .with_code("missing_first_frame")
-}
-
 #[async_trait]
 impl Provider for OpenaiVideos {
     fn family(&self) -> Family {
@@ -267,30 +260,9 @@ impl Provider for OpenaiVideos {
     }
 
     async fn submit(&self, req: SubmitRequest<'_>) -> Result<SubmitOutcome, ProviderError> {
-        let TaskPayload::Video {
-            prompt,
-            duration_s,
-            aspect_ratio,
-            resolution,
-            first_frame,
-            ..
-        } = req.payload
-        else {
-            return Err(ProviderError::new(
-                FailureClass::InvalidRequest,
-                "openai-videos renders video tasks only",
-            ));
-        };
-        if first_frame.is_some() && req.first_frame.is_none() {
-            return Err(first_frame_mismatch());
-        }
-        let size = video_size(&self.model, aspect_ratio, resolution)?;
-        let body = self.request_body(
-            prompt,
-            duration_s.to_string(),
-            size,
-            req.first_frame.as_ref(),
-        )?;
+        let v = video_args("openai-videos", req.payload, req.first_frame.as_ref())?;
+        let size = video_size(&self.model, v.aspect_ratio, v.resolution)?;
+        let body = self.request_body(v.prompt, v.duration_s.to_string(), size, v.image)?;
         let rb = self
             .client
             .post(self.url("/v1/videos"))
@@ -370,14 +342,8 @@ impl Provider for OpenaiVideos {
     }
 
     async fn fetch(&self, result: &ResultRef) -> Result<super::Download, ProviderError> {
-        match result {
-            // Signed URLs on someone else's CDN: never send our key there.
-            ResultRef::Url { url } => http::fetch(&self.client, url, None, &self.scrub).await,
-            ResultRef::AuthedUrl { url } => {
-                http::check_authed_url(url, &self.base_url)?;
-                http::fetch(&self.client, url, self.auth()?, &self.scrub).await
-            }
-        }
+        let auth = || self.auth();
+        http::fetch_result(&self.client, result, &self.base_url, auth, &self.scrub).await
     }
 }
 
@@ -386,6 +352,7 @@ mod tests {
     use super::*;
     use crate::providers::http::testing::{self, account, json, reply};
     use bytes::Bytes;
+    use dramaq_common::TaskPayload;
 
     fn scrub() -> Scrubber {
         Scrubber::default()

@@ -22,8 +22,8 @@
 use super::fal::same_origin;
 use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
 use super::{
-    Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome,
-    SubmitRequest,
+    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef,
+    SubmitOutcome, SubmitRequest,
 };
 use async_trait::async_trait;
 use base64::Engine;
@@ -113,40 +113,19 @@ pub fn target(model: &str) -> Result<Target, ProviderError> {
 
 /// The prediction input for one video payload.
 pub fn input(payload: &TaskPayload, image: Option<&InputImage>) -> Result<Value, ProviderError> {
-    let TaskPayload::Video {
-        prompt,
-        negative_prompt,
-        duration_s,
-        aspect_ratio,
-        first_frame,
-        seed,
-        ..
-    } = payload
-    else {
-        return Err(ProviderError::new(
-            FailureClass::InvalidRequest,
-            "replicate renders video tasks only",
-        ));
-    };
-    if first_frame.is_some() && image.is_none() {
-        return Err(ProviderError::new(
-            FailureClass::InvalidRequest,
-            "image-to-video task submitted without its first-frame image",
-        )
-        .with_code("missing_first_frame"));
-    }
+    let v = video_args("replicate", payload, image)?;
     let mut input = json!({
-        "prompt": prompt,
-        "duration": duration_s,
-        "aspect_ratio": aspect_ratio,
+        "prompt": v.prompt,
+        "duration": v.duration_s,
+        "aspect_ratio": v.aspect_ratio,
     });
-    if let Some(neg) = negative_prompt.as_deref().filter(|n| !n.trim().is_empty()) {
+    if let Some(neg) = v.negative_prompt {
         input["negative_prompt"] = json!(neg);
     }
-    if let Some(seed) = seed {
+    if let Some(seed) = v.seed {
         input["seed"] = json!(seed);
     }
-    if let Some(img) = image {
+    if let Some(img) = v.image {
         input["image"] = json!(format!(
             "data:{};base64,{}",
             img.mime,
@@ -495,13 +474,8 @@ impl Provider for Replicate {
 
     /// Output files live on Replicate's public delivery CDN: fetched without credentials.
     async fn fetch(&self, result: &ResultRef) -> Result<Download, ProviderError> {
-        match result {
-            ResultRef::Url { url } => http::fetch(&self.client, url, None, &self.scrub).await,
-            ResultRef::AuthedUrl { url } => {
-                http::check_authed_url(url, &self.base_url)?;
-                http::fetch(&self.client, url, self.auth()?, &self.scrub).await
-            }
-        }
+        let auth = || self.auth();
+        http::fetch_result(&self.client, result, &self.base_url, auth, &self.scrub).await
     }
 }
 

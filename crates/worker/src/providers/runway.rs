@@ -22,8 +22,8 @@
 
 use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
 use super::{
-    Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome,
-    SubmitRequest,
+    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef,
+    SubmitOutcome, SubmitRequest,
 };
 use async_trait::async_trait;
 use base64::Engine;
@@ -73,46 +73,25 @@ pub fn submit_body(
     payload: &TaskPayload,
     image: Option<&InputImage>,
 ) -> Result<(&'static str, Value), ProviderError> {
-    let TaskPayload::Video {
-        prompt,
-        negative_prompt,
-        duration_s,
-        aspect_ratio,
-        first_frame,
-        seed,
-        ..
-    } = payload
-    else {
-        return Err(ProviderError::new(
-            FailureClass::InvalidRequest,
-            "runway renders video tasks only",
-        ));
-    };
-    if first_frame.is_some() && image.is_none() {
-        return Err(ProviderError::new(
-            FailureClass::InvalidRequest,
-            "image-to-video task submitted without its first-frame image",
-        )
-        .with_code("missing_first_frame"));
-    }
+    let v = video_args("runway", payload, image)?;
     let mut body = json!({
-        "promptText": prompt,
-        "ratio": ratio_for(aspect_ratio)?,
-        "duration": duration_s,
+        "promptText": v.prompt,
+        "ratio": ratio_for(v.aspect_ratio)?,
+        "duration": v.duration_s,
     });
     if !model.is_empty() {
         body["model"] = json!(model);
     }
-    if let Some(seed) = seed {
+    if let Some(seed) = v.seed {
         body["seed"] = json!(seed);
     }
     // Only the Veo models behind Runway take a negative prompt; Gen-4 refuses unknown fields.
     if model.to_ascii_lowercase().starts_with("veo") {
-        if let Some(neg) = negative_prompt.as_deref().filter(|n| !n.trim().is_empty()) {
+        if let Some(neg) = v.negative_prompt {
             body["negativePrompt"] = json!(neg);
         }
     }
-    Ok(match image {
+    Ok(match v.image {
         Some(img) => {
             body["promptImage"] = json!(data_uri(img));
             ("/v1/image_to_video", body)

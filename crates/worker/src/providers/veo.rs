@@ -24,8 +24,8 @@
 
 use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
 use super::{
-    Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome,
-    SubmitRequest,
+    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef,
+    SubmitOutcome, SubmitRequest,
 };
 use async_trait::async_trait;
 use base64::Engine;
@@ -116,43 +116,22 @@ pub fn submit_body(
     payload: &TaskPayload,
     image: Option<&InputImage>,
 ) -> Result<Value, ProviderError> {
-    let TaskPayload::Video {
-        prompt,
-        negative_prompt,
-        duration_s,
-        aspect_ratio,
-        resolution,
-        first_frame,
-        ..
-    } = payload
-    else {
-        return Err(ProviderError::new(
-            FailureClass::InvalidRequest,
-            "veo renders video tasks only",
-        ));
-    };
-    if first_frame.is_some() && image.is_none() {
-        return Err(ProviderError::new(
-            FailureClass::InvalidRequest,
-            "image-to-video task submitted without its first-frame image",
-        )
-        .with_code("missing_first_frame"));
-    }
-    let mut instance = json!({ "prompt": prompt });
-    if let Some(img) = image {
+    let v = video_args("veo", payload, image)?;
+    let mut instance = json!({ "prompt": v.prompt });
+    if let Some(img) = v.image {
         instance["image"] = json!({
             "bytesBase64Encoded": base64::engine::general_purpose::STANDARD.encode(&img.bytes),
             "mimeType": img.mime,
         });
     }
     let mut parameters = json!({
-        "aspectRatio": aspect_for(aspect_ratio)?,
-        "resolution": resolution_for(resolution)?,
-        "durationSeconds": duration_s,
+        "aspectRatio": aspect_for(v.aspect_ratio)?,
+        "resolution": resolution_for(v.resolution)?,
+        "durationSeconds": v.duration_s,
         "sampleCount": 1,
-        "personGeneration": if image.is_some() { "allow_adult" } else { "allow_all" },
+        "personGeneration": if v.image.is_some() { "allow_adult" } else { "allow_all" },
     });
-    if let Some(neg) = negative_prompt.as_deref().filter(|n| !n.trim().is_empty()) {
+    if let Some(neg) = v.negative_prompt {
         parameters["negativePrompt"] = json!(neg);
     }
     Ok(json!({ "instances": [instance], "parameters": parameters }))

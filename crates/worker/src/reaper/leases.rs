@@ -7,7 +7,7 @@
 //! adopted instead of paid for twice.
 
 use crate::providers::Provider;
-use dramaq_common::model::TaskState;
+use dramaq_common::model::{FailureClass, TaskState};
 use dramaq_common::queue::{LeaseAction, Queue, QueueError};
 use tracing::{info, warn};
 
@@ -71,7 +71,12 @@ pub async fn run_once(
             LeaseAction::Adopted => out.adopted += 1,
             LeaseAction::Resubmit => out.resubmitted += 1,
             LeaseAction::Repoll => out.repolled += 1,
-            LeaseAction::Dead => out.dead += 1,
+            LeaseAction::Dead => {
+                out.dead += 1;
+                if let Some(rec) = queue.get_task(account, &id).await? {
+                    crate::fallback::after_dead(queue, &rec, FailureClass::Stalled).await;
+                }
+            }
             LeaseAction::NotExpired | LeaseAction::Gone => continue,
         }
         info!(%account, task = %id, ?action, "expired lease handled");
