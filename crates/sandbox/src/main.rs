@@ -47,6 +47,9 @@ struct Cli {
         hide_env_values = true
     )]
     kling_secret_key: String,
+    /// Extra time before a video create answers (holds clients mid-submit).
+    #[arg(long, env = "DRAMAQ_SANDBOX_SUBMIT_DELAY_MS", default_value_t = 0)]
+    submit_delay_ms: u64,
     /// Also serve /metrics on this address (it is always on the main address too).
     #[arg(long, env = "DRAMAQ_SANDBOX_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -86,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         kling_secret_key: cli.kling_secret_key,
         api_keys: Vec::new(),
         seed: cli.seed,
+        submit_delay_ms: cli.submit_delay_ms,
     };
     let sandbox = Sandbox::start(cli.addr, opts).await?;
     if let Some(addr) = metrics_addr {

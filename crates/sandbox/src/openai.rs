@@ -181,6 +181,12 @@ async fn read_create(req: Request) -> Result<VideoCreate, Response> {
 
 pub async fn create_video(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     shared.count_request();
+    if shared.opts.submit_delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(
+            shared.opts.submit_delay_ms,
+        ))
+        .await;
+    }
     let headers = req.headers().clone();
     let key = match bearer(&shared, &headers) {
         Ok(k) => k,

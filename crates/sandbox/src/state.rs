@@ -24,6 +24,8 @@ pub struct SandboxOptions {
     /// Accepted bearer keys; empty accepts any non-empty key.
     pub api_keys: Vec<String>,
     pub seed: u64,
+    /// Extra time before a video create answers (a slow provider; holds callers mid-submit).
+    pub submit_delay_ms: u64,
 }
 
 impl Default for SandboxOptions {
@@ -40,6 +42,7 @@ impl Default for SandboxOptions {
             kling_secret_key: "sandbox-sk".into(),
             api_keys: Vec::new(),
             seed: 0,
+            submit_delay_ms: 0,
         }
     }
 }
