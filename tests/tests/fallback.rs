@@ -91,3 +91,60 @@ fn without_a_fallback_the_task_is_dead_as_timeout() {
     // The episode assembly waits for its scenes: it is neither stored nor lost.
     assert_eq!(done["waiting"], 1, "{done}");
 }
+
+#[test]
+fn a_render_stuck_in_the_provider_queue_is_cancelled_and_moves_on() {
+    // Runway renders of 10 s spend their first 2 s queued (PENDING); `runway-hasty` tolerates
+    // 1 s in the queue, then cancels (Runway can) and falls back to `runway-backup`.
+    let env = Env::start(SandboxArgs {
+        render_ms: 10_000,
+        render_jitter_ms: 0,
+        extra: Vec::new(),
+    })
+    .expect("env");
+    let accounts = r#"
+[accounts.runway-hasty]
+family = "runway"
+base_url = "{sandbox}/runway"
+model = "gen4.5"
+api_key_env = "DRAMAQ_SANDBOX_KEY"
+max_queued_ms = 1000
+poll_first_ms = 200
+poll_max_ms = 300
+
+[accounts.runway-backup]
+family = "runway"
+base_url = "{sandbox}/runway"
+model = "gen4.5"
+api_key_env = "DRAMAQ_SANDBOX_KEY"
+poll_first_ms = 500
+poll_max_ms = 1000
+"#;
+    env.add_config(&accounts.replace("{sandbox}", &env.sandbox_url))
+        .unwrap();
+    let script = season("runway-hasty, runway-backup").replace("duration: 4", "duration: 5");
+    let script = env.write_script("s.yaml", &script).unwrap();
+    env.dramaq_json(&["enqueue", script.to_str().unwrap()])
+        .unwrap();
+    let _w = env.worker(&["--concurrency", "4"]).unwrap();
+    let done = env.wait_done(SEASON, Duration::from_secs(90)).unwrap();
+    assert_eq!(done["stored"], 3, "{done}");
+    for t in env
+        .tasks(SEASON)
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "video")
+    {
+        assert_eq!(t["account"], "runway-backup", "{}", t["label"]);
+        let errors = t["errors"].as_array().cloned().unwrap_or_default();
+        let stuck = errors
+            .iter()
+            .find(|e| e["code"] == "queued_too_long")
+            .unwrap_or_else(|| panic!("no queued_too_long error: {errors:?}"));
+        assert_eq!(stuck["account"], "runway-hasty");
+        assert!(
+            stuck["message"].as_str().unwrap().contains("cancelled"),
+            "{stuck}"
+        );
+    }
+}

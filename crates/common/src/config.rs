@@ -121,6 +121,11 @@ pub struct WorkerConfig {
     /// Grace period after SIGTERM for in-flight submits and downloads.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// Days a dead task stays in the dead-letter set before the reaper purges it; 0 keeps dead
+    /// tasks until an operator purges them (the default: nothing is dropped silently, and there
+    /// is no size cap).
+    #[serde(default)]
+    pub dead_retention_days: u64,
     /// `ffmpeg` binary for episode assembly; when absent the episode gets a JSON manifest.
     #[serde(default = "default_ffmpeg")]
     pub ffmpeg: String,
@@ -139,6 +144,7 @@ impl Default for WorkerConfig {
             retry_max_ms: default_retry_max_ms(),
             max_stalls: default_max_stalls(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
+            dead_retention_days: 0,
             ffmpeg: default_ffmpeg(),
         }
     }
@@ -265,6 +271,11 @@ pub struct AccountConfig {
     pub poll_first_ms: u64,
     #[serde(default = "default_poll_max_ms")]
     pub poll_max_ms: u64,
+    /// Give up on a render still queued at the provider after this long: cancel it where the
+    /// family can and fall back to the next account of the task's chain (seed advice: a render
+    /// queued over 10 minutes is better tried on another model). None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued_ms: Option<u64>,
     /// Per-request HTTP timeout.
     #[serde(default = "default_http_timeout_ms")]
     pub http_timeout_ms: u64,
@@ -585,6 +596,7 @@ impl AccountConfig {
             poll_first_ms: default_poll_first_ms(),
             poll_max_ms: default_poll_max_ms(),
             http_timeout_ms: default_http_timeout_ms(),
+            max_queued_ms: None,
             quota: Quota::default(),
         }
     }

@@ -314,6 +314,8 @@ pub struct DepRef {
 /// One failed attempt, kept for the dead-letter queue and `dlq show`. Never holds secrets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptError {
+    /// 0 when the task failed before its first submit.
+    #[serde(default)]
     pub attempt: u32,
     pub class: FailureClass,
     #[serde(default, skip_serializing_if = "Option::is_none")]

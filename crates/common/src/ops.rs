@@ -172,6 +172,9 @@ pub struct DeadFilter {
     /// The account whose dead-letter set holds the task.
     pub account: Option<String>,
     pub class: Option<FailureClass>,
+    /// Only tasks that died before this time (ms; the retention duty's cut-off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub died_before_ms: Option<i64>,
 }
 
 impl DeadFilter {
@@ -180,6 +183,9 @@ impl DeadFilter {
             && self.episode.as_ref().is_none_or(|e| &r.group == e)
             && self.account.as_ref().is_none_or(|a| &r.account == a)
             && self.class.is_none_or(|c| r.failure == Some(c))
+            && self
+                .died_before_ms
+                .is_none_or(|cut| r.done_ms.unwrap_or(r.updated_ms) < cut)
     }
 }
 

@@ -261,6 +261,7 @@ fn filter(
         episode: episode.map(Into::into),
         account: account.map(Into::into),
         class,
+        died_before_ms: None,
     }
 }
 

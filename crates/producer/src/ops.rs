@@ -299,6 +299,7 @@ pub async fn dead_filter(ops: &Ops, cfg: &Config, f: &FilterArgs) -> anyhow::Res
         episode: f.episode.clone(),
         account: f.provider.clone(),
         class,
+        died_before_ms: None,
     })
 }
 

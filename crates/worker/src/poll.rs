@@ -157,6 +157,13 @@ async fn poll_one(
                 poll_after,
                 ..
             }) => {
+                let stuck = acct
+                    .max_queued_ms
+                    .is_some_and(|max| is_queued(&sub_status) && age_ms > max as i64);
+                if stuck {
+                    return give_up_queued(ctx, provider, &rec, &guard, &ptid, &sub_status, age_ms)
+                        .await;
+                }
                 let delay = poll_after
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or_else(|| next_poll_ms(acct, age_ms));
@@ -191,6 +198,55 @@ async fn poll_one(
     }
     .instrument(span)
     .await
+}
+
+/// True when a provider's pending word means "waiting in its queue", not "rendering".
+pub fn is_queued(sub_status: &str) -> bool {
+    matches!(
+        sub_status.to_ascii_lowercase().as_str(),
+        "queued"
+            | "submitted"
+            | "pending"
+            | "in_queue"
+            | "preparing"
+            | "queueing"
+            | "starting"
+            | "throttled"
+    )
+}
+
+/// A render still queued past the account's `max_queued_ms`: cancel it where the family can,
+/// and fail it as `timeout`, which moves it to the next provider of its chain.
+async fn give_up_queued(
+    ctx: &Ctx,
+    provider: &dyn Provider,
+    rec: &TaskRecord,
+    guard: &FailGuard,
+    ptid: &str,
+    sub_status: &str,
+    age_ms: i64,
+) -> Result<(), QueueError> {
+    let cancelled = match provider.cancel(ptid, rec.poll_locator.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cancelling the queued render failed");
+            false
+        }
+    };
+    let err = ProviderError::new(
+        FailureClass::Timeout,
+        format!(
+            "still {sub_status} at the provider after {} s (max_queued_ms); {}",
+            age_ms / 1000,
+            if cancelled {
+                "cancelled"
+            } else {
+                "the family cannot cancel: it may still run"
+            }
+        ),
+    )
+    .with_code("queued_too_long");
+    process::record_failure(ctx, rec, guard, FailDecision::Dead, &err).await
 }
 
 /// The render succeeded: download under the lease `render_done` gave us, then complete.

@@ -93,7 +93,7 @@ local function append_error(t, class, code, message, now)
   if t.errors == nil or next(t.errors) == nil then
     t.errors = {}
   end
-  local e = { attempt = t.attempt, class = class, message = message, at_ms = now, account = t.account }
+  local e = { attempt = t.attempt or 0, class = class, message = message, at_ms = now, account = t.account }
   if code ~= nil and code ~= '' then
     e.code = code
   end

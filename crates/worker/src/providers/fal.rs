@@ -524,6 +524,16 @@ impl Provider for Fal {
         Family::Fal
     }
 
+    async fn cancel(
+        &self,
+        provider_task_id: &str,
+        poll_locator: Option<&str>,
+    ) -> Result<bool, ProviderError> {
+        Fal::cancel(self, provider_task_id, poll_locator)
+            .await
+            .map(|_| true)
+    }
+
     async fn submit(&self, req: SubmitRequest<'_>) -> Result<SubmitOutcome, ProviderError> {
         let segments = model_path(&self.model)?;
         let body = submit_body(req.payload, req.first_frame.as_ref())?;

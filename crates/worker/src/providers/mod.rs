@@ -223,6 +223,17 @@ pub trait Provider: Send + Sync {
 
     async fn fetch(&self, result: &ResultRef) -> Result<Download, ProviderError>;
 
+    /// Cancel a render that is no longer wanted (stuck in the provider's queue). `Ok(true)`
+    /// when the family could cancel it, `Ok(false)` when it has no way to (Veo, Kling, MiniMax,
+    /// OpenAI: the render may still finish and be billed).
+    async fn cancel(
+        &self,
+        _provider_task_id: &str,
+        _poll_locator: Option<&str>,
+    ) -> Result<bool, ProviderError> {
+        Ok(false)
+    }
+
     /// After a crash mid-submit of attempt `attempt`: ask the provider whether it already has
     /// this task (by our id),
     /// returning its provider task id and locator. `Ok(None)` means "no way to know" or "not

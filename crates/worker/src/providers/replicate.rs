@@ -419,6 +419,16 @@ impl Provider for Replicate {
         Family::Replicate
     }
 
+    async fn cancel(
+        &self,
+        provider_task_id: &str,
+        poll_locator: Option<&str>,
+    ) -> Result<bool, ProviderError> {
+        Replicate::cancel(self, provider_task_id, poll_locator)
+            .await
+            .map(|_| true)
+    }
+
     async fn submit(&self, req: SubmitRequest<'_>) -> Result<SubmitOutcome, ProviderError> {
         let target = target(&self.model)?;
         let input = input(req.payload, req.first_frame.as_ref())?;

@@ -430,6 +430,14 @@ impl Provider for Runway {
         Family::Runway
     }
 
+    async fn cancel(
+        &self,
+        provider_task_id: &str,
+        _poll_locator: Option<&str>,
+    ) -> Result<bool, ProviderError> {
+        Runway::cancel(self, provider_task_id).await.map(|_| true)
+    }
+
     async fn submit(&self, req: SubmitRequest<'_>) -> Result<SubmitOutcome, ProviderError> {
         let (path, body) = submit_body(&self.model, req.payload, req.first_frame.as_ref())?;
         let rb = self

@@ -9,6 +9,7 @@ pub mod delayed;
 pub mod leases;
 pub mod notify;
 pub mod orphans;
+pub mod retention;
 
 use crate::providers::Provider;
 use dramaq_common::metrics::{Metrics, ReaperAction, ReaperDuty};
@@ -28,6 +29,7 @@ pub struct ReaperConfig {
     pub orphans: orphans::Config,
     pub delayed: delayed::Config,
     pub notify: notify::Config,
+    pub retention: retention::Config,
 }
 
 impl ReaperConfig {
@@ -41,6 +43,11 @@ impl ReaperConfig {
             orphans: orphans::Config::default(),
             delayed: delayed::Config::default(),
             notify: notify::Config::default(),
+            retention: retention::Config {
+                max_age: (cfg.dead_retention_days > 0)
+                    .then(|| Duration::from_secs(cfg.dead_retention_days * 86_400)),
+                ..Default::default()
+            },
         }
     }
 }
@@ -54,8 +61,16 @@ pub async fn run(
     metrics: Metrics,
     stop: CancellationToken,
 ) {
+    let mut retention_state: std::collections::HashMap<String, retention::State> =
+        Default::default();
     while !stop.is_cancelled() {
         for (account, provider) in &accounts {
+            let state = retention_state.entry(account.clone()).or_default();
+            match retention::run_once(&queue, account, &cfg.retention, state).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(%account, purged = n, "dead-letter retention"),
+                Err(e) => warn!(%account, error = %e, "dead-letter retention failed"),
+            }
             let round = run_once(
                 &queue,
                 &reaper_id,
