@@ -79,7 +79,12 @@ async fn handle(ctx: &Ctx, rec: &TaskRecord) -> Result<(), QueueError> {
     };
     let first_frame = match load_first_frame(ctx, rec).await {
         Ok(img) => img,
-        Err(e) => return fail_held(ctx, rec, rec.fence, rec.attempt + 1, e).await,
+        // Nothing reached the provider, so no attempt was recorded; count the task's failures
+        // instead, so an image that never becomes readable ends in the DLQ, not in a loop.
+        Err(e) => {
+            let tries = rec.attempt.max(rec.errors.len() as u32) + 1;
+            return fail_held(ctx, rec, rec.fence, tries, e).await;
+        }
     };
     let attempt = ctx
         .queue
