@@ -231,9 +231,9 @@ impl Env {
         let deadline = Instant::now() + timeout;
         loop {
             let st = self.dramaq_json(&["status", "--season", season])?;
-            // Waiting tasks move only when something else does; with nothing else live they are
-            // blocked by a dead dependency, and the season is finished as far as it can go.
-            let live: u64 = [
+            // Waiting tasks move only when something else does; with nothing else live and a dead
+            // task they are blocked by it, and the season is finished as far as it can go.
+            let moving: u64 = [
                 "ready",
                 "claimed",
                 "submitting",
@@ -244,6 +244,9 @@ impl Env {
             .iter()
             .map(|k| st[*k].as_u64().unwrap_or(0))
             .sum();
+            let waiting = st["waiting"].as_u64().unwrap_or(0);
+            let blocked = moving == 0 && st["dead"].as_u64().unwrap_or(0) > 0;
+            let live = if blocked { 0 } else { moving + waiting };
             if live == 0 && st["total"].as_u64().unwrap_or(0) > 0 {
                 return Ok(st);
             }

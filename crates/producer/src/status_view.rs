@@ -118,18 +118,22 @@ fn all_states() -> BTreeMap<TaskState, u64> {
 }
 
 /// Tasks that can still move. A `waiting` task moves only when one of its dependencies is
-/// stored, so when nothing else is in flight the waiting ones are blocked by a dead dependency:
-/// they wait for an operator (`dlq requeue`), and the season is finished as far as it can go.
+/// stored. When nothing else is in flight and some task is dead, the waiting ones are blocked by
+/// a dead dependency: they wait for an operator (`dlq requeue`), and the season is finished as
+/// far as it can go. With no dead task they are only between their last dependency's `complete`
+/// and the notification that readies them, so they still count as live.
 fn live_in(states: &BTreeMap<TaskState, u64>) -> u64 {
     let moving: u64 = states
         .iter()
         .filter(|(s, _)| !s.is_terminal() && **s != TaskState::Waiting)
         .map(|(_, n)| *n)
         .sum();
-    if moving == 0 {
+    let waiting = states.get(&TaskState::Waiting).copied().unwrap_or(0);
+    let dead = states.get(&TaskState::Dead).copied().unwrap_or(0);
+    if moving == 0 && dead > 0 {
         0
     } else {
-        moving + states.get(&TaskState::Waiting).copied().unwrap_or(0)
+        moving + waiting
     }
 }
 
