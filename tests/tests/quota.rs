@@ -97,9 +97,11 @@ fn three_workers_stay_within_the_account_rate_and_concurrency() {
         "{window} submits in one 10 s window (quota 5/s + burst 2)"
     );
     let limited = s["rate_limited_total"].as_u64().unwrap();
+    // Arrival jitter between the claim and the HTTP request can cost a stray 429; without the
+    // fleet-wide limiter about two thirds of the submits are refused (scripts/bench-quota.sh).
     assert!(
-        limited <= 2,
-        "the fleet-wide limiter should keep 429s near zero, got {limited}"
+        limited <= 4,
+        "the fleet-wide limiter should keep 429s near zero, got {limited} of 40"
     );
 }
 
