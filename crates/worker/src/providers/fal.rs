@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use dramaq_common::config::{AccountConfig, Family, Secret};
 use dramaq_common::{FailureClass, TaskPayload};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -406,27 +406,7 @@ impl Fal {
     }
 
     fn auth(&self) -> Result<Option<HeaderValue>, ProviderError> {
-        let Some(k) = &self.api_key else {
-            return Ok(None);
-        };
-        let mut v = HeaderValue::from_str(&format!("Key {}", k.expose())).map_err(|_| {
-            ProviderError::new(
-                FailureClass::Auth,
-                "credential contains characters not allowed in an HTTP header",
-            )
-        })?;
-        v.set_sensitive(true);
-        Ok(Some(v))
-    }
-
-    fn with_auth(
-        &self,
-        rb: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        Ok(match self.auth()? {
-            Some(a) => rb.header(AUTHORIZATION, a),
-            None => rb,
-        })
+        http::auth_header("Key", self.api_key.as_ref())
     }
 
     /// The locator to poll with: the stored one (its URLs checked) or one derived from the model.
@@ -468,7 +448,7 @@ impl Fal {
     }
 
     async fn get(&self, url: &str) -> Result<(u16, HeaderMap, bytes::Bytes), ProviderError> {
-        let resp = http::send(self.with_auth(self.client.get(url))?).await?;
+        let resp = http::send(http::with_auth(self.client.get(url), self.auth()?)).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = if resp.status().is_success() {
@@ -495,7 +475,7 @@ impl Fal {
         if !same_origin(&url, &self.base_url) {
             return Err(foreign_url());
         }
-        let resp = http::send(self.with_auth(self.client.put(url))?).await?;
+        let resp = http::send(http::with_auth(self.client.put(url), self.auth()?)).await?;
         let status = resp.status().as_u16();
         if resp.status().is_success() {
             return Ok(());
@@ -543,7 +523,7 @@ impl Provider for Fal {
             .post(url)
             .header(IDEMPOTENCY_KEY, req.task_id)
             .json(&body);
-        let resp = http::send(self.with_auth(rb)?).await?;
+        let resp = http::send(http::with_auth(rb, self.auth()?)).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         if !resp.status().is_success() {

@@ -63,7 +63,31 @@ pub fn client(acct: &AccountConfig) -> reqwest::Client {
 
 /// `Authorization: Bearer <secret>`, marked sensitive so it never shows in `Debug` output.
 pub fn bearer(secret: &str) -> Result<HeaderValue, ProviderError> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {secret}")).map_err(|_| {
+    scheme_header("Bearer", secret)
+}
+
+/// The account's `Authorization` value, `<scheme> <key>` (`Bearer`, fal's `Key`), when it has a
+/// key.
+pub fn auth_header(
+    scheme: &str,
+    key: Option<&Secret>,
+) -> Result<Option<HeaderValue>, ProviderError> {
+    key.map(|k| scheme_header(scheme, k.expose())).transpose()
+}
+
+/// Add the `Authorization` header when there is one.
+pub fn with_auth(
+    rb: reqwest::RequestBuilder,
+    auth: Option<HeaderValue>,
+) -> reqwest::RequestBuilder {
+    match auth {
+        Some(a) => rb.header(reqwest::header::AUTHORIZATION, a),
+        None => rb,
+    }
+}
+
+fn scheme_header(scheme: &str, secret: &str) -> Result<HeaderValue, ProviderError> {
+    let mut value = HeaderValue::from_str(&format!("{scheme} {secret}")).map_err(|_| {
         ProviderError::new(
             FailureClass::Auth,
             "credential contains characters not allowed in an HTTP header",

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use dramaq_common::config::{AccountConfig, Family, Secret};
 use dramaq_common::{FailureClass, TaskPayload};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
 
 pub struct Minimax {
@@ -288,20 +288,7 @@ impl Minimax {
     }
 
     fn auth(&self) -> Result<Option<HeaderValue>, ProviderError> {
-        self.api_key
-            .as_ref()
-            .map(|k| http::bearer(k.expose()))
-            .transpose()
-    }
-
-    fn with_auth(
-        &self,
-        rb: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        Ok(match self.auth()? {
-            Some(a) => rb.header(AUTHORIZATION, a),
-            None => rb,
-        })
+        http::auth_header("Bearer", self.api_key.as_ref())
     }
 
     /// Send, read and open one request. A `Fail` query body is returned even when its
@@ -311,7 +298,7 @@ impl Minimax {
         rb: reqwest::RequestBuilder,
         keep_fail: bool,
     ) -> Result<Value, ProviderError> {
-        let resp = http::send(self.with_auth(rb)?).await?;
+        let resp = http::send(http::with_auth(rb, self.auth()?)).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = if resp.status().is_success() {

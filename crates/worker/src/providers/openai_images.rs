@@ -138,10 +138,7 @@ impl OpenaiImages {
     }
 
     fn auth(&self) -> Result<Option<HeaderValue>, ProviderError> {
-        self.api_key
-            .as_ref()
-            .map(|k| http::bearer(k.expose()))
-            .transpose()
+        http::auth_header("Bearer", self.api_key.as_ref())
     }
 }
 

@@ -233,10 +233,7 @@ impl OpenaiSpeech {
     }
 
     fn auth(&self) -> Result<Option<HeaderValue>, ProviderError> {
-        self.api_key
-            .as_ref()
-            .map(|k| http::bearer(k.expose()))
-            .transpose()
+        http::auth_header("Bearer", self.api_key.as_ref())
     }
 
     /// One `/v1/audio/speech` call: the audio bytes and their content type.

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use dramaq_common::config::{AccountConfig, Family, Secret};
 use dramaq_common::FailureClass;
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::header::HeaderValue;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -48,10 +48,7 @@ impl OpenaiVideos {
     }
 
     fn auth(&self) -> Result<Option<HeaderValue>, ProviderError> {
-        self.api_key
-            .as_ref()
-            .map(|k| http::bearer(k.expose()))
-            .transpose()
+        http::auth_header("Bearer", self.api_key.as_ref())
     }
 
     fn url(&self, path: &str) -> String {
@@ -60,16 +57,6 @@ impl OpenaiVideos {
 
     fn content_url(&self, id: &str) -> String {
         self.url(&format!("/v1/videos/{}/content", http::path_segment(id)))
-    }
-
-    fn with_auth(
-        &self,
-        rb: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        Ok(match self.auth()? {
-            Some(a) => rb.header(AUTHORIZATION, a),
-            None => rb,
-        })
     }
 
     fn request_body(
@@ -267,7 +254,7 @@ impl Provider for OpenaiVideos {
             .client
             .post(self.url("/v1/videos"))
             .header(IDEMPOTENCY_KEY, req.task_id);
-        let rb = self.with_auth(rb)?;
+        let rb = http::with_auth(rb, self.auth()?);
         let rb = match body {
             Body::Multipart(form) => rb.multipart(form),
             Body::Json(v) => rb.json(&v),
@@ -316,7 +303,7 @@ impl Provider for OpenaiVideos {
             "/v1/videos/{}",
             http::path_segment(provider_task_id)
         ));
-        let rb = self.with_auth(self.client.get(url))?;
+        let rb = http::with_auth(self.client.get(url), self.auth()?);
         let resp = http::send(rb).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();

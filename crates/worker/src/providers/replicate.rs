@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use dramaq_common::config::{AccountConfig, Family, Secret};
 use dramaq_common::{FailureClass, TaskPayload};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -307,20 +307,7 @@ impl Replicate {
     }
 
     fn auth(&self) -> Result<Option<HeaderValue>, ProviderError> {
-        self.api_key
-            .as_ref()
-            .map(|k| http::bearer(k.expose()))
-            .transpose()
-    }
-
-    fn with_auth(
-        &self,
-        rb: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        Ok(match self.auth()? {
-            Some(a) => rb.header(AUTHORIZATION, a),
-            None => rb,
-        })
+        http::auth_header("Bearer", self.api_key.as_ref())
     }
 
     fn prediction_url(&self, id: &str) -> String {
@@ -379,7 +366,7 @@ impl Replicate {
         rb: reqwest::RequestBuilder,
         on_poll: bool,
     ) -> Result<Value, ProviderError> {
-        let resp = http::send(self.with_auth(rb)?).await?;
+        let resp = http::send(http::with_auth(rb, self.auth()?)).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         if !resp.status().is_success() {
