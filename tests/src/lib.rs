@@ -264,6 +264,20 @@ impl Env {
         Ok(serde_json::from_str(&body)?)
     }
 
+    /// `POST` to a sandbox admin endpoint (e.g. `/admin/finish`), parsed.
+    pub fn sandbox_admin(&self, path: &str) -> Result<serde_json::Value> {
+        let url = format!("{}{path}", self.sandbox_url);
+        let body = http::blocking_post(&url)?;
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// Rewrite the config file (e.g. a setting inside a table that is already there).
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) -> Result<()> {
+        let text = std::fs::read_to_string(&self.config)?;
+        std::fs::write(&self.config, edit(text))?;
+        Ok(())
+    }
+
     /// Every task record of a season (from `dramaq tasks --json`).
     pub fn tasks(&self, season: &str) -> Result<Vec<serde_json::Value>> {
         let v = self.dramaq_json(&["tasks", "--season", season])?;
@@ -279,6 +293,21 @@ mod http {
             .build()?;
         rt.block_on(async {
             Ok(::reqwest::get(url)
+                .await?
+                .error_for_status()?
+                .text()
+                .await?)
+        })
+    }
+
+    pub fn blocking_post(url: &str) -> anyhow::Result<String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            Ok(::reqwest::Client::new()
+                .post(url)
+                .send()
                 .await?
                 .error_for_status()?
                 .text()

@@ -64,6 +64,12 @@ const DOWNLOAD_BUCKETS: [f64; 12] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
+/// Poll lateness buckets (seconds): on time is tens of milliseconds; a poller that cannot keep
+/// up with its schedule shows as seconds.
+const POLL_LATENESS_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 fn submit_histogram() -> Histogram {
     Histogram::new(SUBMIT_BUCKETS)
 }
@@ -75,6 +81,9 @@ fn queue_wait_histogram() -> Histogram {
 }
 fn download_histogram() -> Histogram {
     Histogram::new(DOWNLOAD_BUCKETS)
+}
+fn poll_lateness_histogram() -> Histogram {
+    Histogram::new(POLL_LATENESS_BUCKETS)
 }
 
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
@@ -400,6 +409,13 @@ families! {
         "dramaq_download_duration" in Unit::Seconds,
         Family::new_with_constructor(download_histogram);
 
+    /// Poll lateness: when a render's status request was sent minus when its poll was due in
+    /// the await schedule (both on the Redis clock at the take). Growing lateness means the
+    /// pollers cannot keep up with the renders awaited.
+    poll_lateness: HistogramFamily<ProviderLabels> =
+        "dramaq_poll_lateness" in Unit::Seconds,
+        Family::new_with_constructor(poll_lateness_histogram);
+
     /// Renders this process is polling or downloading right now.
     renders_in_flight: Family<ProviderLabels, Gauge> =
         "dramaq_renders_in_flight", Family::default();
@@ -666,6 +682,14 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// How late one poll was sent against its scheduled time.
+    pub fn poll_lateness(&self, provider: &str, late: Duration) {
+        self.f()
+            .poll_lateness
+            .get_or_create(&by_provider(provider))
+            .observe(late.as_secs_f64());
+    }
+
     /// Duration of one result download, including writing the file.
     pub fn download_duration(&self, provider: &str, took: Duration) {
         self.f()
@@ -862,6 +886,7 @@ mod tests {
         m.submit_duration("p", Duration::from_secs(1));
         m.render_duration("p", Duration::from_secs(1));
         m.download_duration("p", Duration::from_secs(1));
+        m.poll_lateness("p", Duration::from_millis(10));
         m.set_tasks_held("p", 1);
         drop(m.track_render("p"));
         m.set_queue_tasks("p", TaskState::Ready, 1);

@@ -164,6 +164,56 @@ pub enum QuotaPeek {
     Wait { ms: u64, reason: String },
 }
 
+/// Renders [`Queue::poll_take`] took from an await schedule, with the Redis clock at the take.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DueRenders {
+    /// Redis time of the take (ms).
+    pub taken_ms: i64,
+    /// Task id and the time its poll was due (ms, Redis clock).
+    pub renders: Vec<(String, i64)>,
+}
+
+impl DueRenders {
+    fn from_reply(reply: Vec<redis::Value>) -> Result<DueRenders> {
+        let bad = |detail: String| QueueError::Reply {
+            script: "poll_take",
+            detail,
+        };
+        let mut items = reply.into_iter();
+        let taken_ms = match items.next() {
+            Some(redis::Value::Int(n)) => n,
+            other => return Err(bad(format!("expected the Redis time first, got {other:?}"))),
+        };
+        let rest: Vec<redis::Value> = items.collect();
+        let mut renders = Vec::with_capacity(rest.len() / 2);
+        for pair in rest.chunks(2) {
+            let [id, due] = pair else {
+                return Err(bad("odd number of id/score items".into()));
+            };
+            let id: String = redis::from_redis_value_ref(id).map_err(|e| bad(e.to_string()))?;
+            let due: String = redis::from_redis_value_ref(due).map_err(|e| bad(e.to_string()))?;
+            let due = due
+                .parse::<f64>()
+                .map_err(|_| bad(format!("score {due:?} of {id} is not a number")))?;
+            renders.push((id, due as i64));
+        }
+        Ok(DueRenders { taken_ms, renders })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.renders.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.renders.len()
+    }
+
+    /// Just the task ids.
+    pub fn ids(&self) -> Vec<String> {
+        self.renders.iter().map(|(id, _)| id.clone()).collect()
+    }
+}
+
 /// Who may apply a failure: the lease holder (by fencing token) or a poller (by provider id).
 #[derive(Debug, Clone)]
 pub enum FailGuard {
@@ -673,16 +723,17 @@ impl Queue {
         account: &str,
         limit: usize,
         poll_lease_ms: u64,
-    ) -> Result<Vec<String>> {
+    ) -> Result<DueRenders> {
         let k = AccountKeys::new(account);
         let mut conn = self.redis.conn().await?;
-        Ok(SCRIPTS
+        let reply: Vec<redis::Value> = SCRIPTS
             .poll_take
             .key(k.awaiting())
             .arg(limit)
             .arg(poll_lease_ms)
             .invoke_async(&mut conn)
-            .await?)
+            .await?;
+        DueRenders::from_reply(reply)
     }
 
     /// Schedule the next poll of a render that is still running.
@@ -878,8 +929,9 @@ impl Queue {
     /// Tell every dependent of stored task `id` (in `account`), then clear its outbox entry.
     pub async fn notify_dependents(&self, account: &str, id: &str) -> Result<usize> {
         let k = AccountKeys::new(account);
-        let mut conn = self.redis.conn().await?;
-        let members: Vec<String> = conn.smembers(k.dependents(id)).await?;
+        // Each dep_done takes its own pooled connection: holding one here while waiting for
+        // another deadlocks once as many completions run at once as the pool has connections.
+        let members: Vec<String> = self.redis.conn().await?.smembers(k.dependents(id)).await?;
         for m in &members {
             if let Some((acct, dep_id)) = m.split_once('|') {
                 self.dep_done(
@@ -892,7 +944,7 @@ impl Queue {
                 .await?;
             }
         }
-        let _: i64 = conn.zrem(k.notify(), id).await?;
+        let _: i64 = self.redis.conn().await?.zrem(k.notify(), id).await?;
         Ok(members.len())
     }
 
@@ -1025,8 +1077,13 @@ impl Queue {
 
     /// Per-state counts of a season, summed over its accounts (O(accounts × states)).
     pub async fn season_counts(&self, season: &str) -> Result<BTreeMap<TaskState, u64>> {
-        let mut conn = self.redis.conn().await?;
-        let accounts: Vec<String> = conn.smembers(SeasonKeys::new(season).accounts()).await?;
+        // Not held across account_counts, which takes its own connection.
+        let accounts: Vec<String> = self
+            .redis
+            .conn()
+            .await?
+            .smembers(SeasonKeys::new(season).accounts())
+            .await?;
         let mut out: BTreeMap<TaskState, u64> =
             TaskState::ALL.into_iter().map(|s| (s, 0)).collect();
         for a in accounts {

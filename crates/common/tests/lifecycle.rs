@@ -157,7 +157,10 @@ async fn full_lifecycle(q: &Queue) {
         .await
         .unwrap();
     let due = q.poll_take(VID, 10, 30_000).await.unwrap();
-    assert_eq!(due, vec!["vid-1".to_string()]);
+    assert_eq!(due.ids(), vec!["vid-1".to_string()]);
+    // The due time is the schedule's score and the take happened at or after it (Redis clock).
+    let (_, due_ms) = due.renders[0];
+    assert!(due_ms > 0 && due_ms <= due.taken_ms, "{due:?}");
     // Taken under a poll lease: not due for anyone else now.
     assert!(q.poll_take(VID, 10, 30_000).await.unwrap().is_empty());
     q.poll_again(VID, "vid-1", 0).await.unwrap();
@@ -372,4 +375,37 @@ async fn orphaned_delivery_is_redelivered() {
         .await
         .unwrap();
     assert_eq!(len, 0, "claimed entries are deleted from the stream");
+}
+
+/// Completions notify dependents concurrently; with more of them in flight than the pool has
+/// connections, none may wait for a second connection while holding one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_notifications_do_not_exhaust_the_pool() {
+    let server = RedisServer::start().expect("redis-server");
+    let q = Queue::new(RedisHandle::connect(&server.url(), 2).await.expect("connect"));
+    let n = 12;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        tasks.push(image(&format!("img-{i}")));
+        tasks.push(video(
+            &format!("vid-{i}"),
+            vec![DepRef {
+                id: format!("img-{i}"),
+                account: IMG.into(),
+            }],
+        ));
+    }
+    q.enqueue("s1", "S", &tasks, 3, |_| {}).await.unwrap();
+    assert!(counts(&q).await.contains(&(TaskState::Waiting, n)));
+    let notified = futures::future::join_all(
+        (0..n).map(|i| {
+            let q = q.clone();
+            async move { q.notify_dependents(IMG, &format!("img-{i}")).await }
+        }),
+    );
+    let results = tokio::time::timeout(Duration::from_secs(20), notified)
+        .await
+        .expect("notifications finished (a pool deadlock never does)");
+    assert!(results.into_iter().all(|r| r.unwrap() == 1));
+    assert_eq!(counts(&q).await, vec![(TaskState::Ready, 2 * n)]);
 }

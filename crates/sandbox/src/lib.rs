@@ -12,7 +12,9 @@
 //! (`[sandbox:<name>]` in a prompt, or the `X-Sandbox-Scenario` header) reproduce moderation,
 //! 429s, out-of-credits, success without output, expired URLs, transient not-found and 5xx.
 //! Results are real files (MP4 with an H.264 track, PNG, WAV, MP3), unique per job. `/admin/stats`
-//! counts paid submissions per idempotency key, so tests can prove nothing was paid for twice.
+//! counts paid submissions per idempotency key, so tests can prove nothing was paid for twice,
+//! and reports the renders in flight; `POST /admin/finish` completes every unfinished render at
+//! once, so a test can hold thousands in flight and then release them.
 
 pub mod fal;
 pub mod kling;
@@ -103,6 +105,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/stats", get(stats))
         .route("/metrics", get(serve_metrics))
         .route("/admin/reset", post(reset))
+        .route("/admin/finish", post(finish))
         .layer(DefaultBodyLimit::max(openai::MAX_BODY))
         .with_state(shared)
 }
@@ -115,7 +118,15 @@ async fn serve_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    Json(lock(&shared.stats).clone())
+    let in_flight = shared.in_flight(None, std::time::Instant::now());
+    let mut stats = lock(&shared.stats).clone();
+    stats.in_flight = in_flight;
+    Json(stats)
+}
+
+async fn finish(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let finished = shared.finish_all(std::time::Instant::now());
+    Json(serde_json::json!({"finished": finished}))
 }
 
 async fn reset(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

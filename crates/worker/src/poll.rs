@@ -4,7 +4,13 @@
 //! process takes what is due in batches under a short poll lease and polls them concurrently, so
 //! one process can watch tens of thousands of renders (design-notes invariant 5). Cadence: first
 //! poll after the family's typical minimum, then backing off with the render's age to a cap, with
-//! ±25 % jitter, and the provider's own hint (`openai-poll-after-ms`) wins when given.
+//! ±25 % jitter. A provider's own hint (`openai-poll-after-ms`) is a floor: never poll sooner
+//! than it asks, nor sooner than the cadence, which is what bounds the poll traffic of tens of
+//! thousands of renders (the OpenAI sandbox and some relays answer 200 ms on every poll).
+//!
+//! Poll lateness (sent − due, `dramaq_poll_lateness_seconds`) is measured against the Redis
+//! clock of the take, so it includes the wait for a poll permit: it is the number that shows a
+//! process watching more renders than it can poll.
 
 use crate::context::Ctx;
 use crate::process;
@@ -47,33 +53,36 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
             .queue
             .poll_take(&account, free.min(TAKE_BATCH), ctx.cfg.worker.poll_lease_ms)
             .await;
-        let mut ids = match due {
-            Ok(ids) => ids,
+        let taken_at = std::time::Instant::now();
+        let due = match due {
+            Ok(due) => due,
             Err(e) => {
                 warn!(%account, error = %e, "taking due renders failed");
                 sleep_or_stop(&ctx, Duration::from_secs(1)).await;
                 continue;
             }
         };
-        if ids.is_empty() {
+        if due.is_empty() {
             sleep_or_stop(&ctx, idle).await;
             continue;
         }
+        let taken_ms = due.taken_ms;
+        let mut renders = due.renders;
         // Providers that count polls: the fleet shares one poll rate per account. Tokens are
         // taken only for renders actually due; the rest are rescheduled for when one frees up.
         if let Some((interval, tolerance)) = poll_rate {
             match ctx
                 .queue
-                .take_poll_tokens(&account, interval, tolerance, ids.len())
+                .take_poll_tokens(&account, interval, tolerance, renders.len())
                 .await
             {
-                Ok((granted, wait)) if granted < ids.len() => {
-                    for id in ids.split_off(granted) {
+                Ok((granted, wait)) if granted < renders.len() => {
+                    for (id, _) in renders.split_off(granted) {
                         let _ = ctx.queue.poll_again(&account, &id, wait.max(5)).await;
                     }
                     ctx.metrics
                         .rate_limiter_wait(&account, Duration::from_millis(wait));
-                    if ids.is_empty() {
+                    if renders.is_empty() {
                         sleep_or_stop(&ctx, Duration::from_millis(wait.clamp(5, 1_000))).await;
                         continue;
                     }
@@ -82,7 +91,12 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
                 Err(e) => warn!(%account, error = %e, "poll rate check failed; polling anyway"),
             }
         }
-        for id in ids {
+        for (id, due_ms) in renders {
+            let schedule = Scheduled {
+                due_ms,
+                taken_ms,
+                taken_at,
+            };
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
@@ -91,7 +105,7 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
             let account = account.clone();
             tracker.spawn(async move {
                 let _in_flight = ctx.metrics.track_render(&account);
-                if let Err(e) = poll_one(&ctx, provider.as_ref(), &account, &id).await {
+                if let Err(e) = poll_one(&ctx, provider.as_ref(), &account, &id, schedule).await {
                     match e {
                         QueueError::Fenced(_) => debug!(task = %id, "render moved on meanwhile"),
                         e => warn!(task = %id, error = %e, "poll step failed; the render stays scheduled"),
@@ -110,11 +124,28 @@ async fn sleep_or_stop(ctx: &Ctx, d: Duration) {
     }
 }
 
+/// When a taken render's poll was due, against the Redis clock of its take.
+#[derive(Debug, Clone, Copy)]
+struct Scheduled {
+    due_ms: i64,
+    taken_ms: i64,
+    taken_at: std::time::Instant,
+}
+
+impl Scheduled {
+    /// How late a request sent now is: late at the take, plus the time since.
+    fn lateness(&self) -> Duration {
+        let at_take = Duration::from_millis((self.taken_ms - self.due_ms).max(0) as u64);
+        at_take + self.taken_at.elapsed()
+    }
+}
+
 async fn poll_one(
     ctx: &Ctx,
     provider: &dyn Provider,
     account: &str,
     id: &str,
+    schedule: Scheduled,
 ) -> Result<(), QueueError> {
     let Some(rec) = ctx.queue.get_task(account, id).await? else {
         return Ok(());
@@ -144,6 +175,7 @@ async fn poll_one(
             );
             return process::record_failure(ctx, &rec, &guard, FailDecision::Dead, &err).await;
         }
+        ctx.metrics.poll_lateness(account, schedule.lateness());
         let polled = provider.poll(&ptid, rec.poll_locator.as_deref()).await;
         let status = match &polled {
             Ok(_) => Some(200),
@@ -164,9 +196,8 @@ async fn poll_one(
                     return give_up_queued(ctx, provider, &rec, &guard, &ptid, &sub_status, age_ms)
                         .await;
                 }
-                let delay = poll_after
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or_else(|| next_poll_ms(acct, age_ms));
+                let hinted = poll_after.map_or(0, |d| d.as_millis() as u64);
+                let delay = next_poll_ms(acct, age_ms).max(hinted);
                 debug!(%sub_status, delay_ms = delay, "still rendering");
                 ctx.queue.poll_again(account, &rec.id, delay).await
             }

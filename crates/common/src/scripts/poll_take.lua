@@ -6,12 +6,16 @@
 --
 -- Taking a render pushes its score forward by the poll lease: if this poller dies, the render
 -- becomes due again for another one. Nothing is resubmitted; a poll is read-only at the provider.
--- Returns the task ids taken.
+-- Returns {now_ms, id1, due_ms1, id2, due_ms2, ...}: the Redis clock at the take and, per render
+-- taken, when it was due, so pollers can measure poll lateness against one clock.
 
 local now = now_ms()
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
 local until_ms = now + tonumber(ARGV[2])
-for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], until_ms, id)
+local out = {now}
+for i = 1, #due, 2 do
+  redis.call('ZADD', KEYS[1], until_ms, due[i])
+  out[#out + 1] = due[i]
+  out[#out + 1] = due[i + 1]
 end
-return ids
+return out
