@@ -17,6 +17,10 @@ pub use dramaq_common::testkit;
 pub const SANDBOX_KEY: &str = "sk-sandbox-test";
 pub const KLING_AK: &str = "sandbox-ak";
 pub const KLING_SK: &str = "sandbox-sk";
+/// S3 credentials every spawned process gets, under the names [`Env::use_s3`] configures
+/// (moto accepts any).
+pub const S3_AK: &str = "AKIDDRAMAQE2E";
+pub const S3_SK: &str = "dramaq-e2e-s3-secret";
 
 static BUILD: Once = Once::new();
 
@@ -165,6 +169,32 @@ impl Env {
         Ok(())
     }
 
+    /// Add `line` at the top of the existing `[table]` of the config (appending a second
+    /// `[table]` header would be a TOML error).
+    pub fn set_in_table(&self, table: &str, line: &str) -> Result<()> {
+        let text = std::fs::read_to_string(&self.config)?;
+        let header = format!("[{table}]\n");
+        if !text.contains(&header) {
+            bail!("the test config has no [{table}] table");
+        }
+        std::fs::write(
+            &self.config,
+            text.replacen(&header, &format!("{header}{line}\n"), 1),
+        )?;
+        Ok(())
+    }
+
+    /// Store outputs in an S3-compatible bucket (e.g. a `testkit::MotoServer`) instead of the
+    /// output folder. Credentials reach the processes through variables the config names.
+    pub fn use_s3(&self, endpoint: &str, bucket: &str, prefix: &str) -> Result<()> {
+        self.set_in_table("storage", "backend = \"s3\"")?;
+        self.add_config(&format!(
+            "[storage.s3]\nbucket = {bucket:?}\nprefix = {prefix:?}\nendpoint = {endpoint:?}\n\
+             allow_http = true\naccess_key_env = \"DRAMAQ_TEST_S3_AK\"\n\
+             secret_key_env = \"DRAMAQ_TEST_S3_SK\""
+        ))
+    }
+
     /// Write a season script into the test folder and return its path.
     pub fn write_script(&self, name: &str, text: &str) -> Result<PathBuf> {
         let path = self.dir.path().join(name);
@@ -178,6 +208,8 @@ impl Env {
             .env("DRAMAQ_SANDBOX_KEY", SANDBOX_KEY)
             .env("DRAMAQ_SANDBOX_KLING_AK", KLING_AK)
             .env("DRAMAQ_SANDBOX_KLING_SK", KLING_SK)
+            .env("DRAMAQ_TEST_S3_AK", S3_AK)
+            .env("DRAMAQ_TEST_S3_SK", S3_SK)
             .env_remove("DRAMAQ_REDIS_URL")
             .env_remove("DRAMAQ_OUT_DIR")
             .env(

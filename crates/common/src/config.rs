@@ -3,7 +3,8 @@
 //! Read from a TOML file (`--config` or `DRAMAQ_CONFIG`), then `DRAMAQ_REDIS_URL` and
 //! `DRAMAQ_OUT_DIR` override their fields. `figment` does the layering and names the file and key
 //! of a bad value. API keys are never in the file: an account names the environment variables
-//! that hold them, and [`Secret`] keeps them out of `Debug` output.
+//! that hold them, and [`Secret`] keeps them out of `Debug` output. S3 storage credentials work
+//! the same way (`storage.s3.access_key_env` and friends).
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -20,9 +21,10 @@ pub enum ConfigError {
     Load(#[from] Box<figment::Error>),
     #[error("configuration {path}: {message}")]
     Invalid { path: String, message: String },
-    #[error("environment variable {var} (named by accounts.{account}.{field}) is not set")]
+    /// `owner` is the table that names the variable: `accounts.NAME` or `storage.s3`.
+    #[error("environment variable {var} (named by {owner}.{field}) is not set")]
     MissingSecret {
-        account: String,
+        owner: String,
         field: &'static str,
         var: String,
     },
@@ -70,21 +72,100 @@ impl Default for RedisConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Root of stored outputs: `<dir>/<season>/<episode>/<task>.<ext>`. Overridden by
-    /// `DRAMAQ_OUT_DIR`.
+    /// Where outputs go: `dir` (a local or mounted directory, the default) or `s3` (an S3 or
+    /// S3-compatible bucket, configured in `[storage.s3]`).
+    #[serde(default)]
+    pub backend: StorageBackend,
+    /// Root of stored outputs for the `dir` backend: `<dir>/<season>/<episode>/<task>.<ext>`.
+    /// Overridden by `DRAMAQ_OUT_DIR`. Unused by the `s3` backend.
     #[serde(default = "default_out_dir")]
     pub dir: PathBuf,
     /// Largest result accepted from a provider; a larger download fails as `provider_error`.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
+    /// The bucket for `backend = "s3"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            backend: StorageBackend::default(),
             dir: default_out_dir(),
             max_bytes: default_max_bytes(),
+            s3: None,
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    #[default]
+    Dir,
+    S3,
+}
+
+/// An S3 (or S3-compatible: MinIO, R2, Ceph, moto) bucket. Holds only the *names* of the
+/// environment variables with the credentials, so deriving `Debug` cannot leak them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Defaults to empty only so that a missing bucket is reported by validation with the field
+    /// named, like an empty one.
+    #[serde(default)]
+    pub bucket: String,
+    /// Key prefix inside the bucket (`studio-a/` stores `studio-a/<season>/<episode>/…`).
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// Base URL of an S3-compatible server; AWS itself when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Required for an `http://` endpoint, so plain-text traffic is never an accident.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// `https://<bucket>.<endpoint>` instead of `https://<endpoint>/<bucket>`.
+    #[serde(default)]
+    pub virtual_hosted_style: bool,
+    #[serde(default = "default_s3_access_key_env")]
+    pub access_key_env: String,
+    #[serde(default = "default_s3_secret_key_env")]
+    pub secret_key_env: String,
+    /// Read when set (temporary credentials); never required.
+    #[serde(default = "default_s3_session_token_env")]
+    pub session_token_env: String,
+}
+
+/// S3 credentials read from the environment variables that [`S3Config`] names.
+#[derive(Debug, Clone)]
+pub struct S3Credentials {
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+}
+
+impl S3Config {
+    /// The credentials, read from the environment now.
+    pub fn credentials(&self) -> Result<S3Credentials, ConfigError> {
+        let required = |field: &'static str, var: &str| {
+            read_secret("storage.s3", field, Some(var)).map(|s| s.expect("a named variable"))
+        };
+        Ok(S3Credentials {
+            access_key_id: required("access_key_env", &self.access_key_env)?,
+            secret_access_key: required("secret_key_env", &self.secret_key_env)?,
+            session_token: std::env::var(&self.session_token_env)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(Secret),
+        })
+    }
+
+    /// The key prefix without surrounding slashes (`""` for none).
+    pub fn prefix_trimmed(&self) -> &str {
+        self.prefix.trim_matches('/')
     }
 }
 
@@ -395,16 +476,24 @@ impl AccountConfig {
 
     /// The API key, read from the environment now.
     pub fn api_key(&self, account: &str) -> Result<Option<Secret>, ConfigError> {
-        read_secret(account, "api_key_env", self.api_key_env.as_deref())
+        read_secret(
+            &format!("accounts.{account}"),
+            "api_key_env",
+            self.api_key_env.as_deref(),
+        )
     }
 
     pub fn secret_key(&self, account: &str) -> Result<Option<Secret>, ConfigError> {
-        read_secret(account, "secret_key_env", self.secret_key_env.as_deref())
+        read_secret(
+            &format!("accounts.{account}"),
+            "secret_key_env",
+            self.secret_key_env.as_deref(),
+        )
     }
 }
 
 fn read_secret(
-    account: &str,
+    owner: &str,
     field: &'static str,
     var: Option<&str>,
 ) -> Result<Option<Secret>, ConfigError> {
@@ -413,7 +502,7 @@ fn read_secret(
         Some(var) => match std::env::var(var) {
             Ok(v) if !v.is_empty() => Ok(Some(Secret(v))),
             _ => Err(ConfigError::MissingSecret {
-                account: account.to_string(),
+                owner: owner.to_string(),
                 field,
                 var: var.to_string(),
             }),
@@ -549,6 +638,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_storage(&bad)?;
         let w = &self.worker;
         if w.concurrency == 0 {
             return Err(bad(
@@ -570,6 +660,98 @@ impl Config {
                 "worker.max_attempts".into(),
                 "must be at least 1".into(),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_storage(
+        &self,
+        bad: &dyn Fn(String, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let st = &self.storage;
+        let s3 = match (st.backend, &st.s3) {
+            (StorageBackend::Dir, None) => return Ok(()),
+            (StorageBackend::Dir, Some(_)) => {
+                // Writing locally while a bucket is configured is almost certainly a forgotten
+                // `backend = "s3"`; better to refuse than to fill the worker's disk.
+                return Err(bad(
+                    "storage.backend".into(),
+                    "is \"dir\" (the default) but a [storage.s3] table is set: add \
+                     backend = \"s3\" to [storage], or remove [storage.s3]"
+                        .into(),
+                ));
+            }
+            (StorageBackend::S3, None) => {
+                return Err(bad(
+                    "storage.s3".into(),
+                    "backend = \"s3\" needs a [storage.s3] table (at least bucket = \"...\")"
+                        .into(),
+                ))
+            }
+            (StorageBackend::S3, Some(s3)) => s3,
+        };
+        if s3.bucket.trim().is_empty() {
+            return Err(bad("storage.s3.bucket".into(), "must not be empty".into()));
+        }
+        if s3.bucket.contains('/') || s3.bucket.chars().any(char::is_whitespace) {
+            return Err(bad(
+                "storage.s3.bucket".into(),
+                format!(
+                    "{:?} is not a bucket name (no '/' or spaces; put key prefixes in \
+                     storage.s3.prefix)",
+                    s3.bucket
+                ),
+            ));
+        }
+        let prefix = s3.prefix_trimmed();
+        if !prefix.is_empty()
+            && prefix.split('/').any(|seg| {
+                seg.is_empty() || seg == "." || seg == ".." || seg.chars().any(char::is_control)
+            })
+        {
+            return Err(bad(
+                "storage.s3.prefix".into(),
+                format!(
+                    "{:?}: segments between '/' must be non-empty and not '.' or '..'",
+                    s3.prefix
+                ),
+            ));
+        }
+        if s3.region.trim().is_empty() {
+            return Err(bad(
+                "storage.s3.region".into(),
+                "must not be empty (S3-compatible servers usually accept \"us-east-1\")".into(),
+            ));
+        }
+        if let Some(endpoint) = &s3.endpoint {
+            if endpoint.starts_with("http://") {
+                if !s3.allow_http {
+                    return Err(bad(
+                        "storage.s3.endpoint".into(),
+                        format!(
+                            "{endpoint:?} is plain http: set storage.s3.allow_http = true to \
+                             allow unencrypted traffic (local S3-compatible servers only)"
+                        ),
+                    ));
+                }
+            } else if !endpoint.starts_with("https://") {
+                return Err(bad(
+                    "storage.s3.endpoint".into(),
+                    format!("{endpoint:?} must start with https:// (or http://)"),
+                ));
+            }
+        }
+        for (field, var) in [
+            ("access_key_env", &s3.access_key_env),
+            ("secret_key_env", &s3.secret_key_env),
+            ("session_token_env", &s3.session_token_env),
+        ] {
+            if var.trim().is_empty() {
+                return Err(bad(
+                    format!("storage.s3.{field}"),
+                    "must name an environment variable".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -616,6 +798,18 @@ fn default_out_dir() -> PathBuf {
 }
 fn default_max_bytes() -> u64 {
     512 * 1024 * 1024
+}
+fn default_s3_region() -> String {
+    "us-east-1".into()
+}
+fn default_s3_access_key_env() -> String {
+    "AWS_ACCESS_KEY_ID".into()
+}
+fn default_s3_secret_key_env() -> String {
+    "AWS_SECRET_ACCESS_KEY".into()
+}
+fn default_s3_session_token_env() -> String {
+    "AWS_SESSION_TOKEN".into()
 }
 fn default_concurrency() -> usize {
     16
@@ -709,5 +903,141 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("secret_key_env"), "{err}");
+    }
+
+    #[test]
+    fn storage_dir_only_configs_keep_working() {
+        let cfg =
+            Config::from_toml_str("[storage]\ndir = \"/srv/out\"\nmax_bytes = 1000\n").unwrap();
+        assert_eq!(cfg.storage.backend, StorageBackend::Dir);
+        assert_eq!(cfg.storage.dir, PathBuf::from("/srv/out"));
+        assert_eq!(cfg.storage.max_bytes, 1000);
+        assert!(cfg.storage.s3.is_none());
+        let cfg = Config::from_toml_str("").unwrap();
+        assert_eq!(cfg.storage.backend, StorageBackend::Dir);
+    }
+
+    #[test]
+    fn storage_s3_parses_with_defaults() {
+        let cfg = Config::from_toml_str(
+            r#"
+            [storage]
+            backend = "s3"
+            max_bytes = 1000
+            [storage.s3]
+            bucket = "dramaq-renders"
+            prefix = "studio-a/"
+            endpoint = "http://127.0.0.1:9000"
+            allow_http = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.storage.backend, StorageBackend::S3);
+        let s3 = cfg.storage.s3.unwrap();
+        assert_eq!(s3.bucket, "dramaq-renders");
+        assert_eq!(s3.prefix_trimmed(), "studio-a");
+        assert_eq!(s3.region, "us-east-1");
+        assert_eq!(s3.access_key_env, "AWS_ACCESS_KEY_ID");
+        assert_eq!(s3.secret_key_env, "AWS_SECRET_ACCESS_KEY");
+        assert_eq!(s3.session_token_env, "AWS_SESSION_TOKEN");
+        assert!(!s3.virtual_hosted_style);
+    }
+
+    fn storage_err(toml: &str) -> String {
+        Config::from_toml_str(toml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn storage_s3_errors_name_the_field() {
+        let err = storage_err("[storage]\nbackend = \"s3\"\n");
+        assert!(
+            err.contains("storage.s3:") && err.contains("[storage.s3]"),
+            "{err}"
+        );
+
+        let err =
+            storage_err("[storage]\nbackend = \"s3\"\n[storage.s3]\nregion = \"eu-west-1\"\n");
+        assert!(
+            err.contains("storage.s3.bucket: must not be empty"),
+            "{err}"
+        );
+        let err = storage_err("[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \" \"\n");
+        assert!(
+            err.contains("storage.s3.bucket: must not be empty"),
+            "{err}"
+        );
+        let err = storage_err("[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"a/b\"\n");
+        assert!(err.contains("storage.s3.bucket"), "{err}");
+
+        let err = storage_err(
+            "[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9000\"\n",
+        );
+        assert!(
+            err.contains("storage.s3.endpoint") && err.contains("storage.s3.allow_http = true"),
+            "{err}"
+        );
+        let err = storage_err(
+            "[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"b\"\nendpoint = \"127.0.0.1:9000\"\n",
+        );
+        assert!(err.contains("storage.s3.endpoint"), "{err}");
+
+        let err = storage_err(
+            "[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"b\"\nprefix = \"a//b\"\n",
+        );
+        assert!(err.contains("storage.s3.prefix"), "{err}");
+        let err = storage_err(
+            "[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"b\"\nprefix = \"../up\"\n",
+        );
+        assert!(err.contains("storage.s3.prefix"), "{err}");
+        let err = storage_err(
+            "[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"b\"\nregion = \"\"\n",
+        );
+        assert!(err.contains("storage.s3.region"), "{err}");
+        let err = storage_err(
+            "[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"b\"\naccess_key_env = \"\"\n",
+        );
+        assert!(err.contains("storage.s3.access_key_env"), "{err}");
+
+        // A bucket configured but not selected is refused rather than silently ignored.
+        let err = storage_err("[storage.s3]\nbucket = \"b\"\n");
+        assert!(err.contains("storage.backend"), "{err}");
+        // Unknown fields stay errors, with the field named.
+        let err =
+            storage_err("[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"b\"\nbukket = 1\n");
+        assert!(err.contains("bukket"), "{err}");
+        let err = storage_err("[storage]\nbackend = \"gcs\"\n");
+        assert!(err.contains("gcs"), "{err}");
+    }
+
+    #[test]
+    fn storage_s3_credentials_come_from_named_variables_and_stay_redacted() {
+        // Variable names unique to this test, so parallel tests cannot race on them.
+        let s3 = S3Config {
+            bucket: "b".into(),
+            prefix: String::new(),
+            region: default_s3_region(),
+            endpoint: None,
+            allow_http: false,
+            virtual_hosted_style: false,
+            access_key_env: "DRAMAQ_CFGTEST_S3_AK".into(),
+            secret_key_env: "DRAMAQ_CFGTEST_S3_SK".into(),
+            session_token_env: "DRAMAQ_CFGTEST_S3_TOKEN".into(),
+        };
+        let err = s3.credentials().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "environment variable DRAMAQ_CFGTEST_S3_AK (named by storage.s3.access_key_env) is not set"
+        );
+        std::env::set_var("DRAMAQ_CFGTEST_S3_AK", "AKIDEXAMPLE");
+        let err = s3.credentials().unwrap_err().to_string();
+        assert!(err.contains("storage.s3.secret_key_env"), "{err}");
+        std::env::set_var("DRAMAQ_CFGTEST_S3_SK", "wJalrXUtnFEMI-secret");
+        let creds = s3.credentials().unwrap();
+        assert_eq!(creds.access_key_id.expose(), "AKIDEXAMPLE");
+        assert_eq!(creds.secret_access_key.expose(), "wJalrXUtnFEMI-secret");
+        assert!(creds.session_token.is_none());
+        let shown = format!("{creds:?} {s3:?}");
+        assert!(!shown.contains("AKIDEXAMPLE"), "{shown}");
+        assert!(!shown.contains("wJalrXUtnFEMI-secret"), "{shown}");
     }
 }

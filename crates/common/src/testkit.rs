@@ -1,5 +1,6 @@
 //! Throwaway `redis-server` processes for tests and the demo: standalone or a 3-primary cluster,
-//! each on free ports in a temporary directory, killed when dropped.
+//! each on free ports in a temporary directory, killed when dropped. Likewise [`MotoServer`], an
+//! in-memory S3-compatible server for the S3 storage backend's tests.
 //!
 //! No container engine is assumed; tests never touch a shared Redis on 6379.
 
@@ -19,6 +20,13 @@ pub enum TestkitError {
     Io(#[from] std::io::Error),
     #[error("redis-server on port {port} did not answer: {detail}")]
     NotReady { port: u16, detail: String },
+    #[error(
+        "moto_server not found on PATH: install it with `python3 -m pip install 'moto[server]'` \
+         (the S3 storage tests run against it)"
+    )]
+    NoMotoServer,
+    #[error("moto_server on port {port}: {detail}")]
+    Moto { port: u16, detail: String },
 }
 
 /// A port that was free a moment ago. Binding may still race with other processes; callers
@@ -203,6 +211,121 @@ impl RedisCluster {
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         format!("redis+cluster://{}", addrs.join(","))
+    }
+}
+
+/// One `moto_server` process: an in-memory S3 imitation (the Python `moto` package) on a free
+/// port, killed when dropped. It speaks the real S3 wire protocol (SigV4, multipart uploads,
+/// XML errors), which is what the S3 backend must be tested against; an in-process fake would
+/// share our assumptions.
+pub struct MotoServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl MotoServer {
+    /// A server that accepts any credentials (moto's default).
+    pub fn start() -> Result<MotoServer, TestkitError> {
+        Self::start_with_env(&[])
+    }
+
+    /// A server that checks credentials: it knows no access key, so every signed request is
+    /// refused with `InvalidAccessKeyId`. `bucket` is created first, as the one unsigned action
+    /// moto allows, so requests fail on the credentials and not on a missing bucket.
+    pub fn start_checking_credentials(bucket: &str) -> Result<MotoServer, TestkitError> {
+        let server = Self::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "1")])?;
+        server.create_bucket(bucket)?;
+        Ok(server)
+    }
+
+    fn start_with_env(env: &[(&str, &str)]) -> Result<MotoServer, TestkitError> {
+        let mut last = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            let mut cmd = Command::new("moto_server");
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(TestkitError::NoMotoServer)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut server = MotoServer { child, port };
+            match server.wait_ready() {
+                Ok(()) => return Ok(server),
+                // Most likely the port was taken between choosing and binding: try another.
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(TestkitError::NoMotoServer))
+    }
+
+    fn wait_ready(&mut self) -> Result<(), TestkitError> {
+        // Python start-up with moto's imports takes a second or two on a small machine. A TCP
+        // connect is the probe, not a request: with credentials checked, moto counts requests
+        // against its allowance of unsigned ones.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(TestkitError::Moto {
+                    port: self.port,
+                    detail: format!("exited with {status}"),
+                });
+            }
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(TestkitError::Moto {
+                    port: self.port,
+                    detail: "did not listen within 60 s".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`, for `storage.s3.endpoint` (with `allow_http = true`).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Create a bucket with an unsigned `PUT /<bucket>`. object_store has no bucket API, and a
+    /// hand-written HTTP/1.1 request keeps an HTTP client out of this crate.
+    pub fn create_bucket(&self, bucket: &str) -> Result<(), TestkitError> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            conn,
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+            self.port
+        )?;
+        let mut reply = Vec::new();
+        conn.read_to_end(&mut reply)?;
+        let reply = String::from_utf8_lossy(&reply);
+        let status = reply.lines().next().unwrap_or_default();
+        if status.split(' ').nth(1) == Some("200") {
+            Ok(())
+        } else {
+            Err(TestkitError::Moto {
+                port: self.port,
+                detail: format!("creating bucket {bucket}: {status}"),
+            })
+        }
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -2,21 +2,27 @@
 //!
 //! It runs once every scene and line of the episode is stored (the dependency protocol makes the
 //! task ready only then). With `ffmpeg` on the worker (config `worker.ffmpeg`), the scene clips
-//! are concatenated and the voice lines laid over them as one audio track. Without it — or when
-//! ffmpeg cannot read the clips — the episode gets a JSON manifest listing every clip in order
-//! with its checksum, and the log says so; an editor or a later run can assemble from it.
+//! are concatenated and the voice lines laid over them as one audio track. ffmpeg needs files: a
+//! storage backend without local paths (S3) has the clips fetched into a temporary directory
+//! first, each checked against its recorded sha256, and the episode is stored back through the
+//! same backend. Without ffmpeg — or when ffmpeg cannot read the clips — the episode gets a JSON
+//! manifest listing every clip in order with its checksum, and the log says so; an editor or a
+//! later run can assemble from it. A clip that cannot be fetched fails the attempt (retried with
+//! backoff) rather than settling for a manifest over a passing storage error.
 
 use crate::context::Ctx;
 use crate::process;
 use crate::providers::ProviderError;
+use crate::storage::StoreError;
 use crate::storage::{self, Location};
 use bytes::Bytes;
 use dramaq_common::model::{FailureClass, TaskPayload, TaskRecord};
 use dramaq_common::queue::QueueError;
+use futures::StreamExt;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 #[derive(Debug, Serialize)]
 struct Clip {
@@ -56,8 +62,10 @@ pub async fn run(ctx: &Ctx, rec: &TaskRecord) -> Result<(), QueueError> {
                 return process::fail_held(ctx, rec, rec.fence, attempt, e).await
             }
         };
-    if let Some(stored) = try_ffmpeg(ctx, rec, &scene_clips, &voice_clips).await {
-        return process::complete(ctx, rec, rec.fence, stored).await;
+    match try_ffmpeg(ctx, rec, &scene_clips, &voice_clips).await {
+        Ok(Some(stored)) => return process::complete(ctx, rec, rec.fence, stored).await,
+        Ok(None) => {}
+        Err(e) => return process::fail_held(ctx, rec, rec.fence, attempt, e).await,
     }
     let manifest = Manifest {
         season: &rec.season,
@@ -106,24 +114,53 @@ async fn clips(ctx: &Ctx, rec: &TaskRecord, ids: &[String]) -> Result<Vec<Clip>,
     Ok(out)
 }
 
-fn local_paths(ctx: &Ctx, clips: &[Clip]) -> Option<Vec<PathBuf>> {
-    clips
-        .iter()
-        .map(|c| {
-            Location::parse(&c.location)
-                .ok()
-                .and_then(|l| ctx.storage.local_path(&l))
-        })
-        .collect()
+/// A file per clip for ffmpeg: the backend's own path when it has one, else a copy fetched into
+/// `dir` and checked against the recorded sha256.
+async fn clip_files(
+    ctx: &Ctx,
+    clips: &[Clip],
+    dir: &Path,
+    what: &str,
+) -> Result<Vec<PathBuf>, ProviderError> {
+    let mut out = Vec::with_capacity(clips.len());
+    for (i, clip) in clips.iter().enumerate() {
+        let location = Location::parse(&clip.location).map_err(|e| {
+            ProviderError::new(FailureClass::Unknown, format!("{}: {e}", clip.label))
+        })?;
+        if let Some(path) = ctx.storage.local_path(&location) {
+            out.push(path);
+            continue;
+        }
+        let name = location.as_str().rsplit('/').next().unwrap_or("clip");
+        // Numbered, so two clips can never share a file and the listing keeps playback order.
+        let dest = dir.join(format!("{what}-{i:04}-{name}"));
+        let got = ctx
+            .storage
+            .fetch_to_file(&location, &dest)
+            .await
+            .map_err(process::store_failure)?;
+        if got.sha256 != clip.sha256 {
+            return Err(ProviderError::new(
+                FailureClass::Unknown,
+                format!(
+                    "{} ({}) was fetched with sha256 {} but was stored with {}",
+                    clip.label, clip.location, got.sha256, clip.sha256
+                ),
+            ));
+        }
+        out.push(dest);
+    }
+    Ok(out)
 }
 
-/// Concatenate with ffmpeg into a temporary file, then store it. `None` means "use a manifest".
+/// Concatenate with ffmpeg into a temporary file, then store it. `Ok(None)` means "use a
+/// manifest"; an error fails the attempt (a clip could not be fetched, or the episode not stored).
 async fn try_ffmpeg(
     ctx: &Ctx,
     rec: &TaskRecord,
     scenes: &[Clip],
     voice: &[Clip],
-) -> Option<storage::Stored> {
+) -> Result<Option<storage::Stored>, ProviderError> {
     let ffmpeg = &ctx.cfg.worker.ffmpeg;
     let probe = tokio::process::Command::new(ffmpeg)
         .arg("-version")
@@ -132,11 +169,59 @@ async fn try_ffmpeg(
         .status()
         .await;
     if !probe.map(|s| s.success()).unwrap_or(false) || scenes.is_empty() {
-        return None;
+        return Ok(None);
     }
-    let scene_paths = local_paths(ctx, scenes)?;
-    let voice_paths = local_paths(ctx, voice)?;
-    let dir = tempfile::tempdir().ok()?;
+    let Ok(dir) = tempfile::tempdir() else {
+        warn!("no temporary directory for ffmpeg; writing a manifest instead");
+        return Ok(None);
+    };
+    let scene_paths = clip_files(ctx, scenes, dir.path(), "scene").await?;
+    let voice_paths = clip_files(ctx, voice, dir.path(), "voice").await?;
+    if scene_paths
+        .iter()
+        .chain(&voice_paths)
+        .any(|p| p.starts_with(dir.path()))
+    {
+        debug!(
+            scenes = scene_paths.len(),
+            voice = voice_paths.len(),
+            "clips fetched from storage for ffmpeg"
+        );
+    }
+    let Some(out) = run_ffmpeg(ffmpeg, dir.path(), &scene_paths, &voice_paths).await else {
+        return Ok(None);
+    };
+    let file = match tokio::fs::File::open(&out).await {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(error = %e, "ffmpeg's output cannot be read; writing a manifest instead");
+            return Ok(None);
+        }
+    };
+    // Streamed, so a long episode is never held in memory whole.
+    let body = tokio_util::io::ReaderStream::new(file)
+        .map(|chunk| chunk.map_err(|e| format!("reading ffmpeg's output: {e}")))
+        .boxed();
+    match process::store(ctx, rec, "mp4", body).await {
+        Ok(stored) => Ok(Some(stored)),
+        Err(StoreError::TooLarge { max }) => {
+            warn!(
+                max_bytes = max,
+                "the assembled episode is larger than storage.max_bytes; writing a manifest instead"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(process::store_failure(e)),
+    }
+}
+
+/// Run ffmpeg in `dir`; the assembled file's path, or `None` when ffmpeg failed (logged).
+async fn run_ffmpeg(
+    ffmpeg: &str,
+    dir: &Path,
+    scene_paths: &[PathBuf],
+    voice_paths: &[PathBuf],
+) -> Option<PathBuf> {
     let list = |paths: &[PathBuf]| {
         paths
             .iter()
@@ -148,9 +233,9 @@ async fn try_ffmpeg(
             })
             .collect::<String>()
     };
-    let videos = dir.path().join("videos.txt");
-    tokio::fs::write(&videos, list(&scene_paths)).await.ok()?;
-    let out = dir.path().join("episode.mp4");
+    let videos = dir.join("videos.txt");
+    tokio::fs::write(&videos, list(scene_paths)).await.ok()?;
+    let out = dir.join("episode.mp4");
     let mut cmd = tokio::process::Command::new(ffmpeg);
     cmd.args([
         "-hide_banner",
@@ -165,8 +250,8 @@ async fn try_ffmpeg(
     ])
     .arg(&videos);
     if !voice_paths.is_empty() {
-        let audio = dir.path().join("audio.txt");
-        tokio::fs::write(&audio, list(&voice_paths)).await.ok()?;
+        let audio = dir.join("audio.txt");
+        tokio::fs::write(&audio, list(voice_paths)).await.ok()?;
         cmd.args(["-f", "concat", "-safe", "0", "-i"]).arg(&audio);
         cmd.args(["-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac"]);
     } else {
@@ -179,8 +264,5 @@ async fn try_ffmpeg(
         warn!(stderr = %stderr.chars().take(400).collect::<String>(), "ffmpeg could not assemble the episode; writing a manifest instead");
         return None;
     }
-    let bytes = tokio::fs::read(&out).await.ok()?;
-    process::store(ctx, rec, "mp4", storage::once(Bytes::from(bytes)))
-        .await
-        .ok()
+    Some(out)
 }

@@ -9,7 +9,6 @@
 use crate::context::{new_worker_id, Ctx};
 use crate::held::HeldLeases;
 use crate::providers::{self, Provider};
-use crate::storage::LocalDir;
 use crate::{fetch, heartbeat, metrics_server, poll, reaper};
 use anyhow::{bail, Context};
 use dramaq_common::config::Config;
@@ -77,8 +76,10 @@ pub async fn run(
         cfg.worker.concurrency = c;
     }
     let accounts = build_accounts(&cfg, &opts.providers)?;
+    let storage = crate::storage::from_config(&cfg.storage)
+        .await
+        .context("output storage")?;
     let queue = connect(&cfg).await?;
-    let storage = Arc::new(LocalDir::new(&cfg.storage.dir, cfg.storage.max_bytes));
     let metrics = Metrics::new();
     for name in accounts.keys() {
         if let Some(acct) = cfg.accounts.get(name) {

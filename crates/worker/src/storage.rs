@@ -1,17 +1,27 @@
 //! Output storage: where rendered bytes end up before a task may be marked done.
 //!
-//! Stored before done (design-notes invariant 7): a result is streamed to a temporary file,
-//! hashed (sha256) and size-capped on the way, then renamed into place atomically; only then does
-//! the worker run `complete.lua`. Locations are `<season>/<group>/<task>.<ext>`, built only from
-//! components that passed [`dramaq_common::ids::is_safe_component`], so no id can escape the
-//! output directory.
+//! Stored before done (design-notes invariant 7): a result is streamed into storage, hashed
+//! (sha256) and size-capped on the way, and becomes visible at its location only once whole;
+//! only then does the worker run `complete.lua`. Two backends keep that contract, chosen by
+//! `storage.backend` ([`from_config`]): [`LocalDir`] (a temporary file renamed into place
+//! atomically) and [`S3Store`] (a single PUT or a multipart upload, which S3 makes visible only
+//! on completion). Locations are `<season>/<group>/<task>.<ext>`, built only from components that
+//! passed [`dramaq_common::ids::is_safe_component`], so no id can escape the output directory or
+//! the bucket's prefix.
 
+mod s3;
+
+pub use s3::S3Store;
+
+use anyhow::Context;
 use async_trait::async_trait;
 use bytes::Bytes;
+use dramaq_common::config::{StorageBackend, StorageConfig};
 use dramaq_common::ids::is_safe_component;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +38,24 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// An object store request failed (after its own retries). The message never holds
+    /// credentials.
+    #[error("object storage {op} s3://{bucket}/{key}: {message}")]
+    Object {
+        op: &'static str,
+        bucket: String,
+        key: String,
+        message: String,
+    },
+    #[error("object storage {op} s3://{bucket}/{key}: not found: {message}")]
+    NotFound {
+        op: &'static str,
+        bucket: String,
+        key: String,
+        message: String,
+    },
+    #[error("object storage configuration: {0}")]
+    Config(String),
 }
 
 /// A stored object's location relative to the storage root, e.g. `moonlit/ep01/vid-3f….mp4`.
@@ -80,8 +108,45 @@ pub trait Storage: Send + Sync {
 
     async fn get(&self, location: &Location) -> Result<Bytes, StoreError>;
 
+    /// Copy the object at `location` into the local file `dest` (for tools that need a file,
+    /// like ffmpeg, when [`Storage::local_path`] has none), returning what was written. Backends
+    /// that can stream should: clips may be large.
+    async fn fetch_to_file(&self, location: &Location, dest: &Path) -> Result<Stored, StoreError> {
+        let bytes = self.get(location).await?;
+        tokio::fs::write(dest, &bytes).await.map_err(io_err(dest))?;
+        Ok(Stored {
+            location: location.clone(),
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            bytes: bytes.len() as u64,
+        })
+    }
+
     /// A local file path for tools that need one (ffmpeg), when the backend has one.
     fn local_path(&self, location: &Location) -> Option<PathBuf>;
+}
+
+/// The backend `storage.backend` selects. For S3 this reads the credentials from the environment
+/// and lists the bucket once, so a wrong bucket, endpoint or key stops the worker at startup
+/// instead of failing every task after its render was paid for.
+pub async fn from_config(cfg: &StorageConfig) -> anyhow::Result<Arc<dyn Storage>> {
+    match cfg.backend {
+        StorageBackend::Dir => Ok(Arc::new(LocalDir::new(&cfg.dir, cfg.max_bytes))),
+        StorageBackend::S3 => {
+            let s3 = cfg
+                .s3
+                .as_ref()
+                .context("storage.backend = \"s3\" needs a [storage.s3] table")?;
+            let store = S3Store::from_config(s3, cfg.max_bytes)?;
+            store.check().await.with_context(|| {
+                format!(
+                    "checking {} (bucket, region, endpoint and credentials)",
+                    store.url()
+                )
+            })?;
+            tracing::info!(storage = %store.url(), "storing outputs in S3");
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// A local (or network-mounted) directory.
