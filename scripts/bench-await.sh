@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RENDERS=${RENDERS:-10000}; RENDER_MS=${RENDER_MS:-120000}; JITTER_MS=${JITTER_MS:-60000}
 POLL_FIRST_MS=${POLL_FIRST_MS:-5000}; POLL_MAX_MS=${POLL_MAX_MS:-20000}
+# Empty: the config defaults (worker.poll_concurrency, redis.pool_size).
+POLL_CONCURRENCY=${POLL_CONCURRENCY:-}; POOL_SIZE=${POOL_SIZE:-}
 PER_EPISODE=100
 
 cargo build --release --bins --quiet
@@ -36,6 +38,8 @@ sed -e "s#http://127.0.0.1:8787#$SANDBOX#g" \
     -e "s/^poll_first_ms = .*/poll_first_ms = $POLL_FIRST_MS/" \
     -e "s/^poll_max_ms = .*/poll_max_ms = $POLL_MAX_MS/" \
     -e "s/^max_attempts = .*/&\nffmpeg = \"dramaq-bench-no-ffmpeg\"/" \
+    ${POLL_CONCURRENCY:+-e "s/^max_attempts = .*/&\npoll_concurrency = $POLL_CONCURRENCY/"} \
+    ${POOL_SIZE:+-e "s#^url = \"redis://.*#&\npool_size = $POOL_SIZE#"} \
     examples/dramaq.toml >"$WORK/dramaq.toml"
 python3 - "$RENDERS" "$PER_EPISODE" >"$WORK/season.yaml" <<'PY'
 import sys

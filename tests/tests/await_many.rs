@@ -101,7 +101,11 @@ fn one_worker_awaits_ten_thousand_renders_without_holding_slots() {
     let status = env
         .wait_done(SEASON, Duration::from_secs(300))
         .expect("all renders stored");
-    assert_eq!(count(&status, "stored"), RENDERS + EPISODES as u64, "{status}");
+    assert_eq!(
+        count(&status, "stored"),
+        RENDERS + EPISODES as u64,
+        "{status}"
+    );
     assert_eq!(count(&status, "dead"), 0, "{status}");
     assert!(
         worker.child.try_wait().unwrap().is_none(),

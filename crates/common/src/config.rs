@@ -185,7 +185,9 @@ pub struct WorkerConfig {
     /// How long a poller owns a due render before another poller may take it.
     #[serde(default = "default_poll_lease_ms")]
     pub poll_lease_ms: u64,
-    /// Renders polled concurrently by one process.
+    /// Renders polled concurrently by one process, per account. Polls wait on the provider's
+    /// latency, not on CPU: 10,000 renders on a 5-20 s cadence need ~600 polls a second, which
+    /// 64 permits sustain only at ~100 ms per request (`scripts/bench-await.sh`).
     #[serde(default = "default_poll_concurrency")]
     pub poll_concurrency: usize,
     /// Attempts before a retryable failure goes to the dead-letter set.
@@ -824,7 +826,7 @@ fn default_poll_lease_ms() -> u64 {
     30_000
 }
 fn default_poll_concurrency() -> usize {
-    64
+    256
 }
 fn default_max_attempts() -> u32 {
     8

@@ -169,6 +169,9 @@ pub enum QuotaPeek {
 pub struct DueRenders {
     /// Redis time of the take (ms).
     pub taken_ms: i64,
+    /// When the earliest render left in the schedule is due (ms, Redis clock); `None` when the
+    /// schedule is empty.
+    pub next_due_ms: Option<i64>,
     /// Task id and the time its poll was due (ms, Redis clock).
     pub renders: Vec<(String, i64)>,
 }
@@ -180,10 +183,12 @@ impl DueRenders {
             detail,
         };
         let mut items = reply.into_iter();
-        let taken_ms = match items.next() {
-            Some(redis::Value::Int(n)) => n,
-            other => return Err(bad(format!("expected the Redis time first, got {other:?}"))),
+        let mut int = |what: &str| match items.next() {
+            Some(redis::Value::Int(n)) => Ok(n),
+            other => Err(bad(format!("expected {what}, got {other:?}"))),
         };
+        let taken_ms = int("the Redis time first")?;
+        let next_due_ms = Some(int("the next due time second")?).filter(|n| *n >= 0);
         let rest: Vec<redis::Value> = items.collect();
         let mut renders = Vec::with_capacity(rest.len() / 2);
         for pair in rest.chunks(2) {
@@ -197,7 +202,11 @@ impl DueRenders {
                 .map_err(|_| bad(format!("score {due:?} of {id} is not a number")))?;
             renders.push((id, due as i64));
         }
-        Ok(DueRenders { taken_ms, renders })
+        Ok(DueRenders {
+            taken_ms,
+            next_due_ms,
+            renders,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -259,6 +268,7 @@ pub enum LeaseAction {
 
 type SubmitCoalescer = Coalescer<(String, u64), u32, QueueError>;
 type CompleteCoalescer = Coalescer<CompleteReq, bool, QueueError>;
+type PollAgainCoalescer = Coalescer<(String, u64), bool, QueueError>;
 
 struct CompleteReq {
     id: String,
@@ -268,17 +278,48 @@ struct CompleteReq {
     bytes: u64,
 }
 
+/// One `T` per account name, created on first use.
+type PerAccount<T> = Mutex<HashMap<String, Arc<T>>>;
+
 /// Per-account coalescers of the hot transitions, created on first use.
 #[derive(Default)]
 struct Coalescers {
-    submitting: Mutex<HashMap<String, Arc<SubmitCoalescer>>>,
-    complete: Mutex<HashMap<String, Arc<CompleteCoalescer>>>,
+    submitting: PerAccount<SubmitCoalescer>,
+    complete: PerAccount<CompleteCoalescer>,
+    poll_again: PerAccount<PollAgainCoalescer>,
 }
 
 #[derive(Clone)]
 pub struct Queue {
     redis: RedisHandle,
     coalescers: Arc<Coalescers>,
+}
+
+/// The account's coalescer from `map`, started on first use with `run`, which gets the Redis
+/// handle, the account's keys and one batch of requests.
+fn coalescer_for<Req, Resp, F, Fut>(
+    map: &PerAccount<Coalescer<Req, Resp, QueueError>>,
+    redis: &RedisHandle,
+    account: &str,
+    run: F,
+) -> Arc<Coalescer<Req, Resp, QueueError>>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(RedisHandle, AccountKeys, Vec<Req>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Vec<Result<Resp>>>> + Send + 'static,
+{
+    lock(map)
+        .entry(account.to_string())
+        .or_insert_with(|| {
+            let redis = redis.clone();
+            let k = AccountKeys::new(account);
+            Arc::new(Coalescer::spawn(
+                move |reqs| run(redis.clone(), k.clone(), reqs),
+                batch_error,
+            ))
+        })
+        .clone()
 }
 
 fn batch_error(e: &QueueError) -> QueueError {
@@ -336,6 +377,32 @@ impl Queue {
             TaskRecord::from_msgpack(&s).map_err(|source| QueueError::Decode { key, source })
         })
         .transpose()
+    }
+
+    /// Several task records of one account in one round trip (`None` where a record is gone).
+    pub async fn get_tasks(
+        &self,
+        account: &str,
+        ids: &[String],
+    ) -> Result<Vec<Option<TaskRecord>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = AccountKeys::new(account);
+        let keys: Vec<String> = ids.iter().map(|id| k.task(id)).collect();
+        let mut conn = self.redis.conn().await?;
+        let raw: Vec<Option<Vec<u8>>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        raw.into_iter()
+            .zip(keys)
+            .map(|(raw, key)| {
+                raw.map(|s| {
+                    TaskRecord::from_msgpack(&s)
+                        .map_err(|source| QueueError::Decode { key, source })
+                })
+                .transpose()
+            })
+            .collect()
     }
 
     /// Which account holds task `id` of `season` (from the season index).
@@ -645,42 +712,31 @@ impl Queue {
     /// Record the attempt before the HTTP submit. Returns the attempt number. Concurrent calls
     /// for one account are coalesced into one script run.
     pub async fn mark_submitting(&self, account: &str, id: &str, fence: u64) -> Result<u32> {
-        let coalescer = {
-            let mut map = lock(&self.coalescers.submitting);
-            map.entry(account.to_string())
-                .or_insert_with(|| {
-                    let redis = self.redis.clone();
-                    let k = AccountKeys::new(account);
-                    Arc::new(Coalescer::spawn(
-                        move |reqs: Vec<(String, u64)>| {
-                            let redis = redis.clone();
-                            let k = k.clone();
-                            async move {
-                                let mut inv = SCRIPTS.mark_submitting.prepare_invoke();
-                                inv.key(k.counts());
-                                for (id, fence) in &reqs {
-                                    inv.key(k.task(id)).arg(*fence);
-                                }
-                                let mut conn = redis.conn().await?;
-                                let attempts: Vec<u32> = inv.invoke_async(&mut conn).await?;
-                                Ok(reqs
-                                    .iter()
-                                    .zip(attempts)
-                                    .map(|((id, _), a)| {
-                                        if a == 0 {
-                                            Err(QueueError::Fenced(id.clone()))
-                                        } else {
-                                            Ok(a)
-                                        }
-                                    })
-                                    .collect())
-                            }
-                        },
-                        batch_error,
-                    ))
-                })
-                .clone()
-        };
+        let coalescer = coalescer_for(
+            &self.coalescers.submitting,
+            &self.redis,
+            account,
+            |redis, k, reqs: Vec<(String, u64)>| async move {
+                let mut inv = SCRIPTS.mark_submitting.prepare_invoke();
+                inv.key(k.counts());
+                for (id, fence) in &reqs {
+                    inv.key(k.task(id)).arg(*fence);
+                }
+                let mut conn = redis.conn().await?;
+                let attempts: Vec<u32> = inv.invoke_async(&mut conn).await?;
+                Ok(reqs
+                    .iter()
+                    .zip(attempts)
+                    .map(|((id, _), a)| {
+                        if a == 0 {
+                            Err(QueueError::Fenced(id.clone()))
+                        } else {
+                            Ok(a)
+                        }
+                    })
+                    .collect())
+            },
+        );
         coalescer
             .call(
                 (id.to_string(), fence),
@@ -736,18 +792,37 @@ impl Queue {
         DueRenders::from_reply(reply)
     }
 
-    /// Schedule the next poll of a render that is still running.
-    pub async fn poll_again(&self, account: &str, id: &str, delay_ms: u64) -> Result<()> {
-        let k = AccountKeys::new(account);
-        let mut conn = self.redis.conn().await?;
-        SCRIPTS
-            .poll_again
-            .key(k.awaiting())
-            .arg(id)
-            .arg(delay_ms)
-            .invoke_async::<i64>(&mut conn)
-            .await?;
-        Ok(())
+    /// Schedule the next poll of a render that is still running. Returns false when the render
+    /// left the schedule meanwhile. Concurrent calls for one account are coalesced into one
+    /// script run.
+    pub async fn poll_again(&self, account: &str, id: &str, delay_ms: u64) -> Result<bool> {
+        let coalescer = coalescer_for(
+            &self.coalescers.poll_again,
+            &self.redis,
+            account,
+            |redis, k, reqs: Vec<(String, u64)>| async move {
+                let mut inv = SCRIPTS.poll_again.prepare_invoke();
+                inv.key(k.awaiting());
+                for (id, delay_ms) in &reqs {
+                    inv.arg(id).arg(*delay_ms);
+                }
+                let mut conn = redis.conn().await?;
+                let done: Vec<i64> = inv.invoke_async(&mut conn).await?;
+                if done.len() != reqs.len() {
+                    return Err(QueueError::Reply {
+                        script: "poll_again",
+                        detail: format!("{} results for {} renders", done.len(), reqs.len()),
+                    });
+                }
+                Ok(done.into_iter().map(|d| Ok(d == 1)).collect())
+            },
+        );
+        coalescer
+            .call(
+                (id.to_string(), delay_ms),
+                QueueError::Batch("poll_again coalescer stopped".into()),
+            )
+            .await
     }
 
     /// A poll saw success: take the task under a lease to download it. Returns the new fence.
@@ -790,43 +865,32 @@ impl Queue {
         sha256: &str,
         bytes: u64,
     ) -> Result<bool> {
-        let coalescer = {
-            let mut map = lock(&self.coalescers.complete);
-            map.entry(account.to_string())
-                .or_insert_with(|| {
-                    let redis = self.redis.clone();
-                    let k = AccountKeys::new(account);
-                    Arc::new(Coalescer::spawn(
-                        move |reqs: Vec<CompleteReq>| {
-                            let redis = redis.clone();
-                            let k = k.clone();
-                            async move {
-                                let mut inv = SCRIPTS.complete.prepare_invoke();
-                                inv.key(k.leases())
-                                    .key(k.counts())
-                                    .key(k.notify())
-                                    .key(k.slots());
-                                for r in &reqs {
-                                    inv.key(k.task(&r.id)).key(k.dependents(&r.id));
-                                    inv.arg(r.fence).arg(&r.output).arg(&r.sha256).arg(r.bytes);
-                                }
-                                let mut conn = redis.conn().await?;
-                                let done: Vec<i64> = inv.invoke_async(&mut conn).await?;
-                                Ok(reqs
-                                    .iter()
-                                    .zip(done)
-                                    .map(|(r, d)| match d {
-                                        0 => Err(QueueError::Fenced(r.id.clone())),
-                                        d => Ok(d == 2),
-                                    })
-                                    .collect())
-                            }
-                        },
-                        batch_error,
-                    ))
-                })
-                .clone()
-        };
+        let coalescer = coalescer_for(
+            &self.coalescers.complete,
+            &self.redis,
+            account,
+            |redis, k, reqs: Vec<CompleteReq>| async move {
+                let mut inv = SCRIPTS.complete.prepare_invoke();
+                inv.key(k.leases())
+                    .key(k.counts())
+                    .key(k.notify())
+                    .key(k.slots());
+                for r in &reqs {
+                    inv.key(k.task(&r.id)).key(k.dependents(&r.id));
+                    inv.arg(r.fence).arg(&r.output).arg(&r.sha256).arg(r.bytes);
+                }
+                let mut conn = redis.conn().await?;
+                let done: Vec<i64> = inv.invoke_async(&mut conn).await?;
+                Ok(reqs
+                    .iter()
+                    .zip(done)
+                    .map(|(r, d)| match d {
+                        0 => Err(QueueError::Fenced(r.id.clone())),
+                        d => Ok(d == 2),
+                    })
+                    .collect())
+            },
+        );
         let req = CompleteReq {
             id: id.to_string(),
             fence,

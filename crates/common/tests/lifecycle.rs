@@ -161,9 +161,18 @@ async fn full_lifecycle(q: &Queue) {
     // The due time is the schedule's score and the take happened at or after it (Redis clock).
     let (_, due_ms) = due.renders[0];
     assert!(due_ms > 0 && due_ms <= due.taken_ms, "{due:?}");
-    // Taken under a poll lease: not due for anyone else now.
-    assert!(q.poll_take(VID, 10, 30_000).await.unwrap().is_empty());
-    q.poll_again(VID, "vid-1", 0).await.unwrap();
+    // Taken under a poll lease: not due for anyone else now, and due again when the lease ends.
+    let none = q.poll_take(VID, 10, 30_000).await.unwrap();
+    assert!(none.is_empty());
+    let next = none
+        .next_due_ms
+        .expect("the taken render is still scheduled");
+    assert!(
+        (29_000..=30_000).contains(&(next - none.taken_ms)),
+        "{none:?}"
+    );
+    assert!(q.poll_again(VID, "vid-1", 0).await.unwrap());
+    assert!(!q.poll_again(VID, "vid-never-submitted", 0).await.unwrap());
     assert_eq!(q.poll_take(VID, 10, 30_000).await.unwrap().len(), 1);
     let fence = q
         .render_done(
@@ -382,7 +391,11 @@ async fn orphaned_delivery_is_redelivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_notifications_do_not_exhaust_the_pool() {
     let server = RedisServer::start().expect("redis-server");
-    let q = Queue::new(RedisHandle::connect(&server.url(), 2).await.expect("connect"));
+    let q = Queue::new(
+        RedisHandle::connect(&server.url(), 2)
+            .await
+            .expect("connect"),
+    );
     let n = 12;
     let mut tasks = Vec::new();
     for i in 0..n {
@@ -397,12 +410,10 @@ async fn many_concurrent_notifications_do_not_exhaust_the_pool() {
     }
     q.enqueue("s1", "S", &tasks, 3, |_| {}).await.unwrap();
     assert!(counts(&q).await.contains(&(TaskState::Waiting, n)));
-    let notified = futures::future::join_all(
-        (0..n).map(|i| {
-            let q = q.clone();
-            async move { q.notify_dependents(IMG, &format!("img-{i}")).await }
-        }),
-    );
+    let notified = futures::future::join_all((0..n).map(|i| {
+        let q = q.clone();
+        async move { q.notify_dependents(IMG, &format!("img-{i}")).await }
+    }));
     let results = tokio::time::timeout(Duration::from_secs(20), notified)
         .await
         .expect("notifications finished (a pool deadlock never does)");

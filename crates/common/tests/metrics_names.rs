@@ -30,6 +30,7 @@ fn recorded() -> (Metrics, Vec<GaugeGuard>) {
     m.submit_duration("kling-main", Duration::from_millis(300));
     m.render_duration("kling-main", Duration::from_secs(95));
     m.download_duration("kling-main", Duration::from_secs(3));
+    m.poll_lateness("kling-main", Duration::from_millis(40));
     let in_flight = m.track_render("kling-main");
     let held = m.track_held("kling-main");
     m.set_queue_tasks("kling-main", TaskState::Ready, 7);
@@ -62,6 +63,8 @@ fn metrics_every_family_encoded_with_labels_and_help() {
         r#"dramaq_render_duration_seconds_bucket{le="120.0",provider="kling-main"} 1"#,
         r#"dramaq_render_duration_seconds_bucket{le="+Inf",provider="kling-main"} 1"#,
         r#"dramaq_download_duration_seconds_count{provider="kling-main"} 1"#,
+        r#"dramaq_poll_lateness_seconds_bucket{le="0.025",provider="kling-main"} 0"#,
+        r#"dramaq_poll_lateness_seconds_bucket{le="0.05",provider="kling-main"} 1"#,
         r#"dramaq_renders_in_flight{provider="kling-main"} 1"#,
         r#"dramaq_tasks_held{provider="kling-main"} 1"#,
         r#"dramaq_queue_tasks{provider="kling-main",state="ready"} 7"#,
@@ -91,6 +94,7 @@ fn metrics_every_family_encoded_with_labels_and_help() {
         ("dramaq_render_duration_seconds", "histogram"),
         ("dramaq_queue_wait_seconds", "histogram"),
         ("dramaq_download_duration_seconds", "histogram"),
+        ("dramaq_poll_lateness_seconds", "histogram"),
         ("dramaq_renders_in_flight", "gauge"),
         ("dramaq_tasks_held", "gauge"),
         ("dramaq_queue_tasks", "gauge"),

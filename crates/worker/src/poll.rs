@@ -41,7 +41,6 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
         return;
     }
     let permits = Arc::new(Semaphore::new(ctx.cfg.worker.poll_concurrency.max(1)));
-    let idle = Duration::from_millis(200);
     let poll_rate = ctx.account(&account).and_then(|a| a.quota.poll_gcra_us());
     while !ctx.stopping.is_cancelled() {
         let free = permits.available_permits();
@@ -63,7 +62,7 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
             }
         };
         if due.is_empty() {
-            sleep_or_stop(&ctx, idle).await;
+            sleep_or_stop(&ctx, idle_wait(due.taken_ms, due.next_due_ms)).await;
             continue;
         }
         let taken_ms = due.taken_ms;
@@ -91,7 +90,18 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
                 Err(e) => warn!(%account, error = %e, "poll rate check failed; polling anyway"),
             }
         }
-        for (id, due_ms) in renders {
+        // One round trip for the whole batch's records instead of one per render.
+        let ids: Vec<String> = renders.iter().map(|(id, _)| id.clone()).collect();
+        let records = match ctx.queue.get_tasks(&account, &ids).await {
+            Ok(records) => records,
+            Err(e) => {
+                // Taken under the poll lease: they are due again for any poller when it ends.
+                warn!(%account, error = %e, "reading taken renders failed");
+                sleep_or_stop(&ctx, Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for ((id, due_ms), rec) in renders.into_iter().zip(records) {
             let schedule = Scheduled {
                 due_ms,
                 taken_ms,
@@ -105,7 +115,11 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
             let account = account.clone();
             tracker.spawn(async move {
                 let _in_flight = ctx.metrics.track_render(&account);
-                if let Err(e) = poll_one(&ctx, provider.as_ref(), &account, &id, schedule).await {
+                let polled = match rec {
+                    Some(rec) => poll_one(&ctx, provider.as_ref(), &account, rec, schedule).await,
+                    None => Ok(()),
+                };
+                if let Err(e) = polled {
                     match e {
                         QueueError::Fenced(_) => debug!(task = %id, "render moved on meanwhile"),
                         e => warn!(task = %id, error = %e, "poll step failed; the render stays scheduled"),
@@ -114,6 +128,17 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
                 drop(permit);
             });
         }
+    }
+}
+
+/// Nothing was due: sleep until the earliest render is, but at most `MAX_IDLE` so renders added
+/// meanwhile (by this or another process) are not kept waiting, and at least `MIN_IDLE`.
+fn idle_wait(now_ms: i64, next_due_ms: Option<i64>) -> Duration {
+    const MIN_IDLE: Duration = Duration::from_millis(5);
+    const MAX_IDLE: Duration = Duration::from_millis(500);
+    match next_due_ms {
+        Some(due) => Duration::from_millis((due - now_ms).max(0) as u64).clamp(MIN_IDLE, MAX_IDLE),
+        None => MAX_IDLE,
     }
 }
 
@@ -144,12 +169,9 @@ async fn poll_one(
     ctx: &Ctx,
     provider: &dyn Provider,
     account: &str,
-    id: &str,
+    rec: TaskRecord,
     schedule: Scheduled,
 ) -> Result<(), QueueError> {
-    let Some(rec) = ctx.queue.get_task(account, id).await? else {
-        return Ok(());
-    };
     if rec.state != TaskState::Rendering {
         return Ok(());
     }
@@ -199,7 +221,10 @@ async fn poll_one(
                 let hinted = poll_after.map_or(0, |d| d.as_millis() as u64);
                 let delay = next_poll_ms(acct, age_ms).max(hinted);
                 debug!(%sub_status, delay_ms = delay, "still rendering");
-                ctx.queue.poll_again(account, &rec.id, delay).await
+                ctx.queue
+                    .poll_again(account, &rec.id, delay)
+                    .await
+                    .map(drop)
             }
             Ok(PollOutcome::Succeeded(result)) => {
                 let rendered = std::time::Duration::from_millis(age_ms.max(0) as u64);
@@ -347,13 +372,13 @@ async fn poll_error(
         let hinted = err.retry_after.map(|d| d.as_millis() as u64).unwrap_or(0);
         let delay = next_poll_ms(acct, age_ms).max(hinted);
         debug!(error = %err, delay_ms = delay, "poll failed; trying again later");
-        return ctx.queue.poll_again(&acct_name(rec), &rec.id, delay).await;
+        return ctx
+            .queue
+            .poll_again(&rec.account, &rec.id, delay)
+            .await
+            .map(drop);
     }
     process::apply_failure(ctx, rec, guard, rec.attempt, err).await
-}
-
-fn acct_name(rec: &TaskRecord) -> String {
-    rec.account.clone()
 }
 
 /// Next poll delay for a render of age `age_ms`: a third of its age, clamped to the account's
@@ -364,4 +389,41 @@ pub fn next_poll_ms(acct: &AccountConfig, age_ms: i64) -> u64 {
     let jitter = base / 4;
     let lo = base - jitter;
     rand::rng().random_range(lo..=base + jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_wait_sleeps_until_the_next_render_is_due_within_bounds() {
+        let now = 1_000_000;
+        assert_eq!(idle_wait(now, None), Duration::from_millis(500));
+        assert_eq!(idle_wait(now, Some(now + 120)), Duration::from_millis(120));
+        assert_eq!(
+            idle_wait(now, Some(now + 60_000)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(idle_wait(now, Some(now - 10)), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn lateness_counts_the_wait_before_the_take_and_after_it() {
+        let s = Scheduled {
+            due_ms: 1_000,
+            taken_ms: 1_250,
+            taken_at: std::time::Instant::now() - Duration::from_millis(100),
+        };
+        let late = s.lateness();
+        assert!(
+            late >= Duration::from_millis(350) && late < Duration::from_secs(5),
+            "{late:?}"
+        );
+        let early = Scheduled {
+            due_ms: 2_000,
+            taken_ms: 1_990,
+            taken_at: std::time::Instant::now(),
+        };
+        assert!(early.lateness() < Duration::from_secs(1));
+    }
 }

@@ -1,10 +1,15 @@
--- poll_again.lua: a poll found the render still running; schedule the next poll.
+-- poll_again.lua: polls found renders still running; schedule their next polls.
 --
--- KEYS[1]  await zset
--- ARGV[1]  task id
--- ARGV[2]  delay until the next poll (ms)
+-- KEYS[1]          await zset
+-- ARGV[2i-1..2i]   for render i: task id, delay until its next poll (ms)
 --
--- XX: if the render left the schedule meanwhile (another poller saw it finish), nothing is added.
--- Returns 1 when rescheduled, 0 when the task was no longer awaited.
+-- XX: a render that left the schedule meanwhile (another poller saw it finish) is not added back.
+-- Coalesced: the pollers of one process send the reschedules of many renders in one call.
+-- Returns, per render: 1 rescheduled, 0 no longer awaited.
 
-return redis.call('ZADD', KEYS[1], 'XX', 'CH', now_ms() + tonumber(ARGV[2]), ARGV[1])
+local now = now_ms()
+local out = {}
+for i = 1, #ARGV, 2 do
+  out[#out + 1] = redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[i + 1]), ARGV[i])
+end
+return out
