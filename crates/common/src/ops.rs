@@ -631,11 +631,14 @@ impl Ops {
                 .await?;
             candidates.extend(indexed);
         }
+        // known_accounts takes its own connection: release ours meanwhile.
+        drop(conn);
         for a in self.known_accounts().await? {
             if !candidates.contains(&a) {
                 candidates.push(a);
             }
         }
+        let mut conn = self.conn().await?;
         let mut found: Vec<(String, Vec<u8>)> = Vec::new();
         for account in candidates {
             let raw: Option<Vec<u8>> = redis::cmd("GET")
@@ -1056,6 +1059,7 @@ impl Ops {
                 already_paused: false,
             });
         }
+        drop(conn);
         let existing = self.paused(account).await?.unwrap_or(info);
         Ok(PauseReport {
             account: account.to_string(),

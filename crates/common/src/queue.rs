@@ -58,6 +58,7 @@ pub struct Scripts {
     pub mark_submitting: Script,
     pub mark_accepted: Script,
     pub poll_take: Script,
+    pub poll_drop: Script,
     pub poll_again: Script,
     pub render_done: Script,
     pub complete: Script,
@@ -78,6 +79,7 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     mark_submitting: lua!("mark_submitting"),
     mark_accepted: lua!("mark_accepted"),
     poll_take: lua!("poll_take"),
+    poll_drop: lua!("poll_drop"),
     poll_again: lua!("poll_again"),
     render_done: lua!("render_done"),
     complete: lua!("complete"),
@@ -379,12 +381,13 @@ impl Queue {
         .transpose()
     }
 
-    /// Several task records of one account in one round trip (`None` where a record is gone).
+    /// Several task records of one account in one round trip: per id, the record, `None` when it
+    /// is gone, or the error that keeps it from being decoded (one bad record spoils no other).
     pub async fn get_tasks(
         &self,
         account: &str,
         ids: &[String],
-    ) -> Result<Vec<Option<TaskRecord>>> {
+    ) -> Result<Vec<Result<Option<TaskRecord>>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -393,7 +396,8 @@ impl Queue {
         let mut conn = self.redis.conn().await?;
         let raw: Vec<Option<Vec<u8>>> =
             redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
-        raw.into_iter()
+        Ok(raw
+            .into_iter()
             .zip(keys)
             .map(|(raw, key)| {
                 raw.map(|s| {
@@ -402,7 +406,7 @@ impl Queue {
                 })
                 .transpose()
             })
-            .collect()
+            .collect())
     }
 
     /// Which account holds task `id` of `season` (from the season index).
@@ -490,6 +494,9 @@ impl Queue {
         for pipe in by_dep_account.values() {
             pipe.query_async::<()>(&mut conn).await?;
         }
+        // The calls below take pooled connections of their own; holding this one across them
+        // could exhaust a small pool.
+        drop(conn);
 
         // 3. Dependencies already stored (from an earlier enqueue) are not pending.
         let stored = self
@@ -508,6 +515,7 @@ impl Queue {
         let mut done = 0usize;
         for (account, list) in by_account {
             self.ensure_group(account).await?;
+            let mut conn = self.redis.conn().await?;
             let k = AccountKeys::new(account);
             for chunk in list.chunks(ENQUEUE_BATCH) {
                 let mut inv = SCRIPTS.enqueue.prepare_invoke();
@@ -823,6 +831,21 @@ impl Queue {
                 QueueError::Batch("poll_again coalescer stopped".into()),
             )
             .await
+    }
+
+    /// Remove a schedule entry whose task no longer awaits a render (record gone or in another
+    /// state, checked atomically). Returns true when it was removed.
+    pub async fn poll_drop(&self, account: &str, id: &str) -> Result<bool> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        let removed: i64 = SCRIPTS
+            .poll_drop
+            .key(k.awaiting())
+            .key(k.task(id))
+            .arg(id)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(removed == 1)
     }
 
     /// A poll saw success: take the task under a lease to download it. Returns the new fence.

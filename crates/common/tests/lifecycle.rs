@@ -420,3 +420,57 @@ async fn many_concurrent_notifications_do_not_exhaust_the_pool() {
     assert!(results.into_iter().all(|r| r.unwrap() == 1));
     assert_eq!(counts(&q).await, vec![(TaskState::Ready, 2 * n)]);
 }
+
+/// The poller's housekeeping: a batch read where one record is unreadable spoils no other, and
+/// an await entry is dropped only when its task awaits nothing.
+#[tokio::test]
+async fn await_entries_of_gone_or_unreadable_tasks() {
+    let server = RedisServer::start().expect("redis-server");
+    let q = queue(&server.url()).await;
+    q.enqueue("s1", "S", &[video("vid-r", vec![])], 3, |_| {})
+        .await
+        .unwrap();
+    let rec = claim_one(&q, VID, "w1", 5_000).await.expect("claimed");
+    q.mark_submitting(VID, "vid-r", rec.fence).await.unwrap();
+    q.mark_accepted(VID, "vid-r", rec.fence, "video_r", None, 0)
+        .await
+        .unwrap();
+    let k = AccountKeys::new(VID);
+    let mut conn = q.redis().conn().await.unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg(k.awaiting())
+        .arg(0)
+        .arg("vid-ghost")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(k.task("vid-bad"))
+        .arg("not a record")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let ids: Vec<String> = ["vid-r", "vid-bad", "vid-ghost"].map(String::from).into();
+    let got = q.get_tasks(VID, &ids).await.unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].as_ref().unwrap().as_ref().unwrap().id, "vid-r");
+    assert!(
+        matches!(got[1], Err(QueueError::Decode { .. })),
+        "{:?}",
+        got[1]
+    );
+    assert!(matches!(got[2], Ok(None)));
+
+    // A rendering task keeps its entry; a gone one loses it.
+    assert!(!q.poll_drop(VID, "vid-r").await.unwrap());
+    assert!(q.poll_drop(VID, "vid-ghost").await.unwrap());
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg(k.awaiting())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, vec!["vid-r".to_string()]);
+}

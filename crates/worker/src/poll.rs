@@ -29,6 +29,9 @@ use tracing::{debug, info, warn, Instrument};
 /// After submit, "not found" is normal for a while on some relays (providers.md §11.3).
 const NOT_FOUND_GRACE_MS: i64 = 60_000;
 
+/// An awaited task whose record cannot be decoded is looked at again after this long.
+const UNREADABLE_RETRY_MS: u64 = 600_000;
+
 /// Most renders taken from the schedule in one call.
 const TAKE_BATCH: usize = 256;
 
@@ -76,9 +79,14 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
                 .await
             {
                 Ok((granted, wait)) if granted < renders.len() => {
-                    for (id, _) in renders.split_off(granted) {
-                        let _ = ctx.queue.poll_again(&account, &id, wait.max(5)).await;
-                    }
+                    // Concurrently, so the coalescer sends them as one call.
+                    let later = renders.split_off(granted);
+                    futures::future::join_all(
+                        later
+                            .iter()
+                            .map(|(id, _)| ctx.queue.poll_again(&account, id, wait.max(5))),
+                    )
+                    .await;
                     ctx.metrics
                         .rate_limiter_wait(&account, Duration::from_millis(wait));
                     if renders.is_empty() {
@@ -116,8 +124,20 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
             tracker.spawn(async move {
                 let _in_flight = ctx.metrics.track_render(&account);
                 let polled = match rec {
-                    Some(rec) => poll_one(&ctx, provider.as_ref(), &account, rec, schedule).await,
-                    None => Ok(()),
+                    Ok(Some(rec)) if rec.state == TaskState::Rendering => {
+                        poll_one(&ctx, provider.as_ref(), &account, rec, schedule).await
+                    }
+                    // Purged, or finished through another path: the entry has nothing to await.
+                    Ok(_) => ctx.queue.poll_drop(&account, &id).await.map(drop),
+                    Err(e) => {
+                        // Unreadable here, perhaps written by a newer version mid-deploy: look
+                        // again much later instead of at every poll lease end.
+                        warn!(task = %id, error = %e, "cannot read the awaited task; skipping it for 10 minutes");
+                        ctx.queue
+                            .poll_again(&account, &id, UNREADABLE_RETRY_MS)
+                            .await
+                            .map(drop)
+                    }
                 };
                 if let Err(e) = polled {
                     match e {
@@ -158,6 +178,11 @@ struct Scheduled {
 }
 
 impl Scheduled {
+    /// The Redis clock now, from the take's Redis time and the local time elapsed since.
+    fn redis_now_ms(&self) -> i64 {
+        self.taken_ms + self.taken_at.elapsed().as_millis() as i64
+    }
+
     /// How late a request sent now is: late at the take, plus the time since.
     fn lateness(&self) -> Duration {
         let at_take = Duration::from_millis((self.taken_ms - self.due_ms).max(0) as u64);
@@ -172,9 +197,6 @@ async fn poll_one(
     rec: TaskRecord,
     schedule: Scheduled,
 ) -> Result<(), QueueError> {
-    if rec.state != TaskState::Rendering {
-        return Ok(());
-    }
     let Some(acct) = ctx.account(account) else {
         return Ok(());
     };
@@ -186,7 +208,9 @@ async fn poll_one(
         let guard = FailGuard::Render {
             provider_task_id: ptid.clone(),
         };
-        let age_ms = dramaq_common::time::now_ms() - rec.submitted_ms.unwrap_or(rec.updated_ms);
+        // On the Redis clock, like submitted_ms: a host with a skewed clock must not time out,
+        // cancel or back off renders early.
+        let age_ms = schedule.redis_now_ms() - rec.submitted_ms.unwrap_or(rec.updated_ms);
         if age_ms > acct.render_deadline_ms as i64 {
             let err = ProviderError::new(
                 FailureClass::Timeout,
