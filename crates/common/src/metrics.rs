@@ -25,7 +25,7 @@
 
 use crate::keys::AccountKeys;
 use crate::model::{FailureClass, TaskKind, TaskState};
-use crate::queue::{FailDecision, LeaseAction, Queue, QueueError};
+use crate::queue::{FailDecision, Queue, QueueError};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -222,18 +222,6 @@ impl ReaperAction {
             ReaperAction::Redelivered => "redelivered",
             ReaperAction::Promoted => "promoted",
             ReaperAction::Notified => "notified",
-        }
-    }
-
-    /// The action of one [`Queue::reap_lease`] outcome; `None` when nothing was done.
-    pub fn from_lease(action: LeaseAction) -> Option<ReaperAction> {
-        match action {
-            LeaseAction::Requeued => Some(ReaperAction::Requeued),
-            LeaseAction::Adopted => Some(ReaperAction::Adopted),
-            LeaseAction::Resubmit => Some(ReaperAction::Resubmitted),
-            LeaseAction::Repoll => Some(ReaperAction::Repolled),
-            LeaseAction::Dead => Some(ReaperAction::Dead),
-            LeaseAction::NotExpired | LeaseAction::Gone => None,
         }
     }
 }
@@ -621,14 +609,6 @@ impl Metrics {
         GaugeGuard { gauge }
     }
 
-    /// Set the held-task gauge outright (for callers that keep their own count).
-    pub fn set_tasks_held(&self, provider: &str, n: i64) {
-        self.f()
-            .tasks_held
-            .get_or_create(&by_provider(provider))
-            .set(n);
-    }
-
     // --- provider calls ---
 
     /// One HTTP request to a provider: `status` is the response's status code, `None` when no
@@ -737,12 +717,14 @@ impl Metrics {
         }
     }
 
-    /// A task was resubmitted after an unreconciled crash mid-submit.
-    pub fn possible_duplicate(&self, provider: &str) {
-        self.f()
-            .possible_duplicates
-            .get_or_create(&by_provider(provider))
-            .inc();
+    /// `n` tasks were resubmitted after an unreconciled crash mid-submit.
+    pub fn possible_duplicates(&self, provider: &str, n: u64) {
+        if n > 0 {
+            self.f()
+                .possible_duplicates
+                .get_or_create(&by_provider(provider))
+                .inc_by(n);
+        }
     }
 
     // --- queue state (set by the background refresher) ---
@@ -887,13 +869,13 @@ mod tests {
         m.render_duration("p", Duration::from_secs(1));
         m.download_duration("p", Duration::from_secs(1));
         m.poll_lateness("p", Duration::from_millis(10));
-        m.set_tasks_held("p", 1);
+        drop(m.track_held("p"));
         drop(m.track_render("p"));
         m.set_queue_tasks("p", TaskState::Ready, 1);
         m.set_dead_tasks("p", 1);
         m.queue_gauge_refresh_failed("p");
         m.reaper_actions(ReaperDuty::Delayed, ReaperAction::Promoted, 1);
-        m.possible_duplicate("p");
+        m.possible_duplicates("p", 1);
         m.spend("p", 1.0);
         m.rate_limiter_wait("p", Duration::from_secs(1));
         m.set_adaptive_rate("p", 1.0);

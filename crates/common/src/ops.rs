@@ -39,9 +39,8 @@
 //! ignores it; [`DeadTask::moving_to`] reads it from the raw header); no transition script
 //! touches a dead record, so only the `ops_*` scripts ever see it.
 //!
-//! Known limit: `enqueue` writes the season index and creates records from the script's chain,
-//! so re-enqueueing a season after one of its tasks was moved recreates that task in its first
-//! account. Enqueue has to respect an existing index entry before moves and re-enqueues mix.
+//! `enqueue` respects a move: a task the season index already places in another account is not
+//! created again in its chain's first account.
 
 use crate::config::Config;
 use crate::keys::{fleet, AccountKeys, SeasonKeys, GROUP};
@@ -50,7 +49,7 @@ use crate::queue::{redis_time_ms, Queue, QueueError};
 use crate::redis_conn::{Conn, ConnError};
 use redis::Script;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::LazyLock;
 
 /// Dead-set members read per `ZRANGEBYSCORE` page (and records per pipelined `GET`).
@@ -1083,21 +1082,14 @@ impl Ops {
     /// Per-state counts of an account summed over seasons (`HGETALL` of its counts hash).
     pub async fn account_counts(&self, account: &str) -> Result<BTreeMap<TaskState, u64>> {
         let mut conn = self.conn().await?;
-        let fields: Vec<(String, i64)> = redis::cmd("HGETALL")
+        let fields: HashMap<String, i64> = redis::cmd("HGETALL")
             .arg(AccountKeys::new(account).counts())
             .query_async(&mut conn)
             .await?;
-        let mut out: BTreeMap<TaskState, u64> =
-            TaskState::ALL.into_iter().map(|s| (s, 0)).collect();
-        for (field, n) in fields {
-            let Some((_, state)) = field.rsplit_once('|') else {
-                continue;
-            };
-            if let Some(s) = TaskState::parse(state) {
-                *out.entry(s).or_default() += n.max(0) as u64;
-            }
-        }
-        Ok(out)
+        Ok(crate::metrics::sum_counts_by_state(&fields)
+            .into_iter()
+            .map(|(s, n)| (s, n as u64))
+            .collect())
     }
 
     /// In-flight work of an account and its pause flag, without changing anything.

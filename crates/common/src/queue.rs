@@ -214,15 +214,6 @@ impl DueRenders {
     pub fn is_empty(&self) -> bool {
         self.renders.is_empty()
     }
-
-    pub fn len(&self) -> usize {
-        self.renders.len()
-    }
-
-    /// Just the task ids.
-    pub fn ids(&self) -> Vec<String> {
-        self.renders.iter().map(|(id, _)| id.clone()).collect()
-    }
 }
 
 /// Who may apply a failure: the lease holder (by fencing token) or a poller (by provider id).
@@ -346,6 +337,13 @@ impl Queue {
             redis,
             coalescers: Arc::new(Coalescers::default()),
         }
+    }
+
+    /// Connect as `[redis]` says, refusing a server that may evict keys (unless allowed).
+    pub async fn connect(cfg: &crate::config::RedisConfig) -> Result<Queue> {
+        let redis = RedisHandle::connect(&cfg.url, cfg.pool_size).await?;
+        redis.check_no_eviction(cfg.allow_eviction).await?;
+        Ok(Queue::new(redis))
     }
 
     pub fn redis(&self) -> &RedisHandle {
@@ -514,7 +512,7 @@ impl Queue {
         }
         let mut done = 0usize;
         for (account, list) in by_account {
-            self.ensure_group(account).await?;
+            // enqueue.lua creates the stream's consumer group itself.
             let mut conn = self.redis.conn().await?;
             let k = AccountKeys::new(account);
             for chunk in list.chunks(ENQUEUE_BATCH) {
@@ -1019,17 +1017,19 @@ impl Queue {
         // Each dep_done takes its own pooled connection: holding one here while waiting for
         // another deadlocks once as many completions run at once as the pool has connections.
         let members: Vec<String> = self.redis.conn().await?.smembers(k.dependents(id)).await?;
-        for m in &members {
-            if let Some((acct, dep_id)) = m.split_once('|') {
-                self.dep_done(
-                    &DepRef {
-                        id: dep_id.to_string(),
-                        account: acct.to_string(),
-                    },
-                    id,
-                )
-                .await?;
-            }
+        // Concurrently: a character image can have dozens of dependents, each in one round trip.
+        let told = futures::future::join_all(members.iter().filter_map(|m| {
+            let (acct, dep_id) = m.split_once('|')?;
+            let dependent = DepRef {
+                id: dep_id.to_string(),
+                account: acct.to_string(),
+            };
+            Some(async move { self.dep_done(&dependent, id).await })
+        }))
+        .await;
+        // The outbox entry stays until every dependent was told.
+        for result in told {
+            result?;
         }
         let _: i64 = self.redis.conn().await?.zrem(k.notify(), id).await?;
         Ok(members.len())

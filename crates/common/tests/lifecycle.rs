@@ -157,9 +157,10 @@ async fn full_lifecycle(q: &Queue) {
         .await
         .unwrap();
     let due = q.poll_take(VID, 10, 30_000).await.unwrap();
-    assert_eq!(due.ids(), vec!["vid-1".to_string()]);
+    assert_eq!(due.renders.len(), 1);
     // The due time is the schedule's score and the take happened at or after it (Redis clock).
-    let (_, due_ms) = due.renders[0];
+    let (ref id, due_ms) = due.renders[0];
+    assert_eq!(id, "vid-1");
     assert!(due_ms > 0 && due_ms <= due.taken_ms, "{due:?}");
     // Taken under a poll lease: not due for anyone else now, and due again when the lease ends.
     let none = q.poll_take(VID, 10, 30_000).await.unwrap();
@@ -173,7 +174,7 @@ async fn full_lifecycle(q: &Queue) {
     );
     assert!(q.poll_again(VID, "vid-1", 0).await.unwrap());
     assert!(!q.poll_again(VID, "vid-never-submitted", 0).await.unwrap());
-    assert_eq!(q.poll_take(VID, 10, 30_000).await.unwrap().len(), 1);
+    assert_eq!(q.poll_take(VID, 10, 30_000).await.unwrap().renders.len(), 1);
     let fence = q
         .render_done(
             VID,

@@ -36,7 +36,7 @@ fn recorded() -> (Metrics, Vec<GaugeGuard>) {
     m.set_queue_tasks("kling-main", TaskState::Ready, 7);
     m.set_dead_tasks("kling-main", 2);
     m.reaper_actions(ReaperDuty::Leases, ReaperAction::Requeued, 3);
-    m.possible_duplicate("kling-main");
+    m.possible_duplicates("kling-main", 1);
     m.spend("kling-main", 0.75);
     m.rate_limiter_wait("kling-main", Duration::from_millis(250));
     m.set_adaptive_rate("kling-main", 1.5);

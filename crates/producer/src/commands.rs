@@ -9,7 +9,6 @@ use anyhow::Context;
 use dramaq_common::config::Config;
 use dramaq_common::model::TaskKind;
 use dramaq_common::queue::Queue;
-use dramaq_common::redis_conn::RedisHandle;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -84,14 +83,8 @@ fn round_cents(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
-async fn connect(cfg: &Config) -> anyhow::Result<Queue> {
-    let redis = RedisHandle::connect(&cfg.redis.url, cfg.redis.pool_size).await?;
-    redis.check_no_eviction(cfg.redis.allow_eviction).await?;
-    Ok(Queue::new(redis))
-}
-
 pub async fn enqueue(cfg: &Config, expanded: &Expanded, as_json: bool) -> anyhow::Result<()> {
-    let queue = connect(cfg).await?;
+    let queue = Queue::connect(&cfg.redis).await?;
     let bar = if as_json {
         ProgressBar::hidden()
     } else {
@@ -130,7 +123,7 @@ pub async fn enqueue(cfg: &Config, expanded: &Expanded, as_json: bool) -> anyhow
 }
 
 pub async fn tasks(cfg: &Config, season: &str, as_json: bool) -> anyhow::Result<()> {
-    let queue = connect(cfg).await?;
+    let queue = Queue::connect(&cfg.redis).await?;
     let records = queue.season_tasks(season).await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&records)?);

@@ -16,7 +16,6 @@ use dramaq_common::ops::{
     PurgeReport, QueueStatus, RequeueOutcome, RequeueReport, ResumeReport, TaskDetail, WorkerList,
 };
 use dramaq_common::queue::Queue;
-use dramaq_common::redis_conn::RedisHandle;
 use serde::Serialize;
 use std::io::Write;
 use std::process::ExitCode;
@@ -149,9 +148,7 @@ pub enum WorkerCmd {
 
 /// Connect to the configured Redis (refusing an evicting server unless allowed).
 pub async fn connect(cfg: &Config) -> anyhow::Result<Ops> {
-    let redis = RedisHandle::connect(&cfg.redis.url, cfg.redis.pool_size).await?;
-    redis.check_no_eviction(cfg.redis.allow_eviction).await?;
-    Ok(Ops::new(Queue::new(redis)))
+    Ok(Ops::new(Queue::connect(&cfg.redis).await?))
 }
 
 /// Run a `dlq` command, printing to stdout/stderr.
@@ -801,28 +798,10 @@ fn one_line(s: &str) -> String {
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of a Unix time in ms; `-` for 0 or less.
 fn utc(ms: i64) -> String {
-    if ms <= 0 {
-        return "-".to_string();
+    match chrono::DateTime::from_timestamp_millis(ms).filter(|_| ms > 0) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        None => "-".to_string(),
     }
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]

@@ -32,7 +32,6 @@ use anyhow::Context;
 use dramaq_common::config::Config;
 use dramaq_common::model::{FailureClass, TaskKind, TaskRecord, TaskState};
 use dramaq_common::queue::{Queue, QueueError};
-use dramaq_common::redis_conn::RedisHandle;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -444,12 +443,6 @@ pub async fn live_tasks(queue: &Queue, seasons: &[String]) -> Result<u64, QueueE
     Ok(live)
 }
 
-async fn connect(cfg: &Config) -> anyhow::Result<Queue> {
-    let redis = RedisHandle::connect(&cfg.redis.url, cfg.redis.pool_size).await?;
-    redis.check_no_eviction(cfg.redis.allow_eviction).await?;
-    Ok(Queue::new(redis))
-}
-
 async fn seasons_of(queue: &Queue, season: Option<&str>) -> anyhow::Result<Vec<String>> {
     Ok(match season {
         Some(s) => vec![s.to_string()],
@@ -516,7 +509,7 @@ pub async fn run_status(
     wait: bool,
     timeout_secs: u64,
 ) -> anyhow::Result<ExitCode> {
-    let queue = connect(cfg).await?;
+    let queue = Queue::connect(&cfg.redis).await?;
     let deadline = wait.then(|| Instant::now() + Duration::from_secs(timeout_secs));
     if watch {
         return watch_loop(&queue, cfg, season, json, deadline, timeout_secs).await;

@@ -1,8 +1,8 @@
 //! The heartbeat: renews every lease this process holds and keeps it in the worker registry.
 //!
 //! One `heartbeat.lua` call per account per beat, whatever the number of held tasks. A lease
-//! the script reports lost (the reaper gave the task away after this process paused too long)
-//! cancels that task's work.
+//! the script reports lost (the reaper gave the task away after this process paused too long) is
+//! no longer renewed; the fencing token refuses that task's late transition.
 
 use crate::context::Ctx;
 use dramaq_common::keys::fleet;
@@ -22,8 +22,8 @@ pub async fn run(ctx: Arc<Ctx>) {
                 Ok(alive) => {
                     for ((id, _), ok) in held.iter().zip(alive) {
                         if !ok {
-                            warn!(task = %id, %account, "lease lost; stopping work on the task");
-                            ctx.held.lost(id);
+                            warn!(task = %id, %account, "lease lost; the task's late result will be refused");
+                            ctx.held.remove(id);
                         }
                     }
                 }

@@ -2,18 +2,16 @@
 //!
 //! A task is registered when claimed (or taken for download) and removed when it leaves the
 //! worker's hands. When a heartbeat finds a lease lost (the reaper gave the task to someone else
-//! after a long pause), the task's cancellation token fires so its work stops early; the fencing
-//! token would refuse its late transition anyway.
+//! after a long pause), the lease is no longer renewed; the work in progress runs on and its late
+//! transition is refused by the fencing token.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 struct Held {
     account: String,
     fence: u64,
-    cancel: CancellationToken,
 }
 
 #[derive(Default)]
@@ -22,15 +20,12 @@ pub struct HeldLeases {
 }
 
 impl HeldLeases {
-    pub fn insert(&self, id: &str, account: &str, fence: u64) -> CancellationToken {
-        let cancel = CancellationToken::new();
+    pub fn insert(&self, id: &str, account: &str, fence: u64) {
         let held = Held {
             account: account.to_string(),
             fence,
-            cancel: cancel.clone(),
         };
         self.lock().insert(id.to_string(), held);
-        cancel
     }
 
     pub fn remove(&self, id: &str) {
@@ -54,13 +49,6 @@ impl HeldLeases {
                 .push((id.clone(), h.fence));
         }
         out
-    }
-
-    /// The lease of `id` is gone: stop its work.
-    pub fn lost(&self, id: &str) {
-        if let Some(h) = self.lock().remove(id) {
-            h.cancel.cancel();
-        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {

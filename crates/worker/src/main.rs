@@ -148,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
             metrics_addr: addr,
         } => {
             let accounts = runner::build_accounts(&cfg, &providers)?;
-            let queue = runner::connect(&cfg).await?;
+            let queue = dramaq_common::queue::Queue::connect(&cfg.redis).await?;
             let metrics = dramaq_common::metrics::Metrics::new();
             if let Some(addr) = metrics_addr(&addr)? {
                 metrics_server::serve(addr, metrics.clone(), signal.clone()).await?;

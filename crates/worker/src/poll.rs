@@ -265,7 +265,7 @@ async fn poll_one(
                         ctx.lease_ms(),
                     )
                     .await?;
-                let _cancel = ctx.held.insert(&rec.id, account, fence);
+                ctx.held.insert(&rec.id, account, fence);
                 let outcome = download_rendered(ctx, provider, &rec, fence, &result).await;
                 ctx.held.remove(&rec.id);
                 outcome

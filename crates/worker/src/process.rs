@@ -27,7 +27,7 @@ use tracing::{debug, info, warn, Instrument};
 pub async fn run_claimed(ctx: Arc<Ctx>, rec: TaskRecord, permit: OwnedSemaphorePermit) {
     let span = tracing::info_span!("task", season = %rec.season, label = %rec.label, task = %rec.id, provider = %rec.account);
     async move {
-        let _cancel = ctx.held.insert(&rec.id, &rec.account, rec.fence);
+        ctx.held.insert(&rec.id, &rec.account, rec.fence);
         let _held = ctx.metrics.track_held(&rec.account);
         let outcome = handle(&ctx, &rec).await;
         ctx.held.remove(&rec.id);

@@ -14,7 +14,6 @@ use anyhow::{bail, Context};
 use dramaq_common::config::Config;
 use dramaq_common::metrics::{spawn_queue_gauges, Metrics, QUEUE_GAUGES_EVERY};
 use dramaq_common::queue::Queue;
-use dramaq_common::redis_conn::RedisHandle;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,12 +57,6 @@ pub fn build_accounts(
     Ok(out)
 }
 
-pub async fn connect(cfg: &Config) -> anyhow::Result<Queue> {
-    let redis = RedisHandle::connect(&cfg.redis.url, cfg.redis.pool_size).await?;
-    redis.check_no_eviction(cfg.redis.allow_eviction).await?;
-    Ok(Queue::new(redis))
-}
-
 pub async fn run(
     mut cfg: Config,
     opts: RunOptions,
@@ -79,7 +72,7 @@ pub async fn run(
     let storage = crate::storage::from_config(&cfg.storage)
         .await
         .context("output storage")?;
-    let queue = connect(&cfg).await?;
+    let queue = Queue::connect(&cfg.redis).await?;
     let metrics = Metrics::new();
     for name in accounts.keys() {
         if let Some(acct) = cfg.accounts.get(name) {

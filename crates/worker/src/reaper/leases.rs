@@ -46,7 +46,19 @@ pub async fn run_once(
 ) -> Result<Outcome, QueueError> {
     let mut out = Outcome::default();
     for id in queue.expired_leases(account, cfg.batch).await? {
-        let reconciled = match (provider, queue.get_task(account, &id).await?) {
+        // Read once: reconciliation needs it, and so does the fallback after a death (its
+        // account and chain do not change in between).
+        let rec = match queue.get_task(account, &id).await {
+            Ok(rec) => rec,
+            Err(e @ QueueError::Decode { .. }) => {
+                // One unreadable record must not stop this duty (and the later ones) for the
+                // whole account; it stays expired and is reported every round.
+                warn!(task = %id, error = %e, "cannot read the task of an expired lease; skipped");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let reconciled = match (provider, &rec) {
             (Some(p), Some(rec)) if rec.state == TaskState::Submitting => {
                 match p.reconcile(&rec.id, rec.attempt, &rec.payload).await {
                     Ok(found) => found,
@@ -73,8 +85,8 @@ pub async fn run_once(
             LeaseAction::Repoll => out.repolled += 1,
             LeaseAction::Dead => {
                 out.dead += 1;
-                if let Some(rec) = queue.get_task(account, &id).await? {
-                    crate::fallback::after_dead(queue, &rec, FailureClass::Stalled).await;
+                if let Some(rec) = &rec {
+                    crate::fallback::after_dead(queue, rec, FailureClass::Stalled).await;
                 }
             }
             LeaseAction::NotExpired | LeaseAction::Gone => continue,

@@ -111,9 +111,7 @@ pub async fn run_once(
             metrics.reaper_actions(ReaperDuty::Leases, action, n as u64);
         }
     }
-    for _ in 0..leases.resubmitted {
-        metrics.possible_duplicate(account);
-    }
+    metrics.possible_duplicates(account, leases.resubmitted as u64);
     let redelivered = orphans::run_once(queue, account, reaper_id, &cfg.orphans).await?;
     let promoted = delayed::run_once(queue, account, &cfg.delayed).await?;
     let notified = notify::run_once(queue, account, &cfg.notify).await?;
