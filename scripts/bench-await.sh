@@ -16,23 +16,9 @@ POLL_FIRST_MS=${POLL_FIRST_MS:-5000}; POLL_MAX_MS=${POLL_MAX_MS:-20000}
 POLL_CONCURRENCY=${POLL_CONCURRENCY:-}; POOL_SIZE=${POOL_SIZE:-}
 PER_EPISODE=100
 
-cargo build --release --bins --quiet
-BIN=target/release
-WORK=$(mktemp -d -t dramaq-bench-await.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-RPORT=$(port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null 2>&1 &
-PIDS+=($!)
-for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-"$BIN/dramaq-sandbox" --addr 127.0.0.1:0 --render-ms "$RENDER_MS" --render-jitter-ms "$JITTER_MS" \
-    >"$WORK/sandbox.out" 2>/dev/null &
-PIDS+=($!)
-for _ in $(seq 100); do [ -s "$WORK/sandbox.out" ] && break; sleep 0.05; done
-SANDBOX=$(awk '{print $NF; exit}' "$WORK/sandbox.out")
+source scripts/bench-env.sh
+start_redis
+start_sandbox --render-ms "$RENDER_MS" --render-jitter-ms "$JITTER_MS"
 
 sed -e "s#http://127.0.0.1:8787#$SANDBOX#g" \
     -e "s/^poll_first_ms = .*/poll_first_ms = $POLL_FIRST_MS/" \
@@ -41,17 +27,8 @@ sed -e "s#http://127.0.0.1:8787#$SANDBOX#g" \
     ${POLL_CONCURRENCY:+-e "s/^max_attempts = .*/&\npoll_concurrency = $POLL_CONCURRENCY/"} \
     ${POOL_SIZE:+-e "s#^url = \"redis://.*#&\npool_size = $POOL_SIZE#"} \
     examples/dramaq.toml >"$WORK/dramaq.toml"
-python3 - "$RENDERS" "$PER_EPISODE" >"$WORK/season.yaml" <<'PY'
-import sys
-n, per = int(sys.argv[1]), int(sys.argv[2])
-print('id: bench-await\ntitle: "Await benchmark"\ndefaults:\n  aspect_ratio: "9:16"\n  resolution: "720p"\n  duration: 4\n  providers:\n    video: [sandbox-sora]\nepisodes:')
-for e in range((n + per - 1) // per):
-    print(f'  - id: ep{e + 1:03d}\n    scenes:')
-    for c in range(min(per, n - e * per)):
-        print(f'      - id: sc{c + 1:03d}\n        description: "Episode {e + 1}, shot {c + 1}: the harbour at dusk."')
-PY
-export DRAMAQ_CONFIG="$WORK/dramaq.toml" DRAMAQ_REDIS_URL="redis://127.0.0.1:$RPORT" DRAMAQ_OUT_DIR="$WORK/out"
-export DRAMAQ_SANDBOX_KEY=sk-bench DRAMAQ_SANDBOX_KLING_AK=sandbox-ak DRAMAQ_SANDBOX_KLING_SK=sandbox-sk RUST_LOG=error
+write_season bench-await "$RENDERS" "$PER_EPISODE"
+use_bench_env
 "$BIN/dramaq" enqueue "$WORK/season.yaml" --json >/dev/null
 MPORT=$(port)
 "$BIN/dramaq-worker" run --concurrency 64 --metrics-addr "127.0.0.1:$MPORT" 2>"$WORK/worker.err" &

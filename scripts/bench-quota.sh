@@ -12,22 +12,9 @@ FLEET=true
 RATE=${RATE:-5}; BURST=${BURST:-5}; WORKERS=${WORKERS:-4}; CONC=${CONC:-16}; SECS=${SECS:-60}
 SCENES=$(( RATE * (SECS + 30) ))
 
-cargo build --release --bins --quiet
-BIN=target/release
-WORK=$(mktemp -d -t dramaq-bench-quota.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-RPORT=$(port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null 2>&1 &
-PIDS+=($!)
-for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-"$BIN/dramaq-sandbox" --addr 127.0.0.1:0 --render-ms 1000 --rate-per-sec "$RATE" --burst "$BURST" >"$WORK/sandbox.out" 2>/dev/null &
-PIDS+=($!)
-for _ in $(seq 100); do [ -s "$WORK/sandbox.out" ] && break; sleep 0.05; done
-SANDBOX=$(awk '{print $NF; exit}' "$WORK/sandbox.out")
+source scripts/bench-env.sh
+start_redis
+start_sandbox --render-ms 1000 --rate-per-sec "$RATE" --burst "$BURST"
 
 sed "s#http://127.0.0.1:8787#$SANDBOX#g" examples/dramaq.toml >"$WORK/dramaq.toml"
 cat >>"$WORK/dramaq.toml" <<TOML
@@ -37,15 +24,8 @@ submit_per_sec = $RATE
 burst = $BURST
 fleet_wide = $FLEET
 TOML
-python3 - "$SCENES" >"$WORK/season.yaml" <<'PY'
-import sys
-n = int(sys.argv[1])
-print('id: bench-quota\ntitle: "Quota benchmark"\ndefaults:\n  aspect_ratio: "9:16"\n  resolution: "720p"\n  duration: 4\n  providers:\n    video: [sandbox-sora]\nepisodes:\n  - id: ep01\n    scenes:')
-for i in range(1, n + 1):
-    print(f'      - id: sc{i:04d}\n        description: "Shot {i}: the harbour at dusk."')
-PY
-export DRAMAQ_CONFIG="$WORK/dramaq.toml" DRAMAQ_REDIS_URL="redis://127.0.0.1:$RPORT" DRAMAQ_OUT_DIR="$WORK/out"
-export DRAMAQ_SANDBOX_KEY=sk-bench DRAMAQ_SANDBOX_KLING_AK=sandbox-ak DRAMAQ_SANDBOX_KLING_SK=sandbox-sk RUST_LOG=error
+write_season bench-quota "$SCENES"
+use_bench_env
 "$BIN/dramaq" enqueue "$WORK/season.yaml" --json >/dev/null
 for _ in $(seq "$WORKERS"); do
   "$BIN/dramaq-worker" run --concurrency "$CONC" --providers sandbox-sora --metrics-addr off 2>/dev/null &
