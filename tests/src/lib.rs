@@ -257,10 +257,12 @@ impl Env {
         })
     }
 
-    /// Poll `dramaq status --json` until no task of `season` can move any more, or fail after
-    /// `timeout`.
+    /// Poll `dramaq status --json` until no task of `season` can move any more (for a second,
+    /// as `status --wait` judges it: a fallback or a dependency notification is two steps a
+    /// moment apart), or fail after `timeout`.
     pub fn wait_done(&self, season: &str, timeout: Duration) -> Result<serde_json::Value> {
         let deadline = Instant::now() + timeout;
+        let mut finished_since: Option<Instant> = None;
         loop {
             let st = self.dramaq_json(&["status", "--season", season])?;
             // Waiting tasks move only when something else does; with nothing else live and a dead
@@ -280,7 +282,12 @@ impl Env {
             let blocked = moving == 0 && st["dead"].as_u64().unwrap_or(0) > 0;
             let live = if blocked { 0 } else { moving + waiting };
             if live == 0 && st["total"].as_u64().unwrap_or(0) > 0 {
-                return Ok(st);
+                let since = *finished_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_secs(1) {
+                    return Ok(st);
+                }
+            } else {
+                finished_since = None;
             }
             if Instant::now() > deadline {
                 bail!("season {season} not finished after {timeout:?}: {st}");

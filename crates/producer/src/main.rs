@@ -51,7 +51,8 @@ enum Cmd {
         /// per line, printed when it changes).
         #[arg(long)]
         watch: bool,
-        /// Wait until the season has no live task (every task stored or dead), then print.
+        /// Wait until the season has no live task (every task stored or dead) for a second, then
+        /// print.
         #[arg(long)]
         wait: bool,
         /// With --wait: give up after this many seconds (exit code 3).

@@ -45,6 +45,29 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 /// How often `--wait` (without `--watch`) checks the counters.
 const WAIT_POLL: Duration = Duration::from_millis(250);
 
+/// How long "nothing is live" must hold before `--wait`/`--watch` believe it. Two moves are two
+/// steps a moment apart, and one read can fall between them: a task dead-lettered for a
+/// provider-specific reason moves to its chain's next account just after it died, and a waiting
+/// task is readied just after its last dependency completed.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// Tracks how long the season has looked finished.
+#[derive(Debug, Default)]
+struct Settled {
+    since: Option<Instant>,
+}
+
+impl Settled {
+    /// Record one observation; true once "finished" has held for [`SETTLE`].
+    fn observe(&mut self, finished: bool) -> bool {
+        if !finished {
+            self.since = None;
+            return false;
+        }
+        self.since.get_or_insert_with(Instant::now).elapsed() >= SETTLE
+    }
+}
+
 /// Stored video tasks needed before the ETA is estimated.
 pub const ETA_MIN_SAMPLES: usize = 3;
 
@@ -516,9 +539,10 @@ pub async fn run_status(
     }
     let seasons = seasons_of(&queue, season).await?;
     if let Some(deadline) = deadline {
+        let mut settled = Settled::default();
         loop {
             let live = live_tasks(&queue, &seasons).await?;
-            if live == 0 {
+            if settled.observe(live == 0) {
                 break;
             }
             if Instant::now() > deadline {
@@ -593,6 +617,7 @@ async fn watch_loop(
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut first = true;
+    let mut settled = Settled::default();
     loop {
         let refreshed = async {
             let seasons = seasons_of(queue, season).await?;
@@ -602,7 +627,7 @@ async fn watch_loop(
         match refreshed {
             Ok(v) => {
                 screen.show(&v)?;
-                if v.iter().all(SeasonView::is_done) {
+                if settled.observe(v.iter().all(SeasonView::is_done)) {
                     screen.finish();
                     return Ok(ExitCode::SUCCESS);
                 }
@@ -738,6 +763,16 @@ impl Bars {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finished_is_believed_only_once_it_has_held() {
+        let mut s = Settled::default();
+        assert!(!s.observe(true), "one look is not enough");
+        assert!(!s.observe(false));
+        assert!(!s.observe(true), "a live look in between starts over");
+        s.since = Some(Instant::now() - SETTLE);
+        assert!(s.observe(true));
+    }
 
     #[test]
     fn median_odd_even() {
