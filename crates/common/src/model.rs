@@ -157,6 +157,10 @@ pub enum FailureClass {
     ResultExpired,
     ModelRetired,
     Stalled,
+    /// The render finished at the provider but its result could not be fetched (redirect loop,
+    /// URL refused again and again). The render was paid for: another provider would be paid
+    /// again, so it does not fall back; an operator can requeue it.
+    DownloadFailed,
     Unknown,
 }
 
@@ -175,7 +179,7 @@ pub enum RetryPolicy {
 }
 
 impl FailureClass {
-    pub const ALL: [FailureClass; 14] = [
+    pub const ALL: [FailureClass; 15] = [
         FailureClass::ContentPolicy,
         FailureClass::InvalidRequest,
         FailureClass::Auth,
@@ -189,6 +193,7 @@ impl FailureClass {
         FailureClass::ResultExpired,
         FailureClass::ModelRetired,
         FailureClass::Stalled,
+        FailureClass::DownloadFailed,
         FailureClass::Unknown,
     ];
 
@@ -207,6 +212,7 @@ impl FailureClass {
             FailureClass::ResultExpired => "result_expired",
             FailureClass::ModelRetired => "model_retired",
             FailureClass::Stalled => "stalled",
+            FailureClass::DownloadFailed => "download_failed",
             FailureClass::Unknown => "unknown",
         }
     }
@@ -220,7 +226,8 @@ impl FailureClass {
             FailureClass::ContentPolicy
             | FailureClass::InvalidRequest
             | FailureClass::Auth
-            | FailureClass::ModelRetired => RetryPolicy::Never,
+            | FailureClass::ModelRetired
+            | FailureClass::DownloadFailed => RetryPolicy::Never,
             FailureClass::InsufficientCredits | FailureClass::QuotaExceeded => {
                 RetryPolicy::PauseAccount
             }
