@@ -17,6 +17,7 @@ pub mod ops;
 pub mod queue;
 pub mod redis_conn;
 pub mod testkit;
+pub mod text;
 pub mod time;
 
 pub use model::{DepRef, FailureClass, NewTask, TaskKind, TaskPayload, TaskRecord, TaskState};

@@ -98,20 +98,7 @@ impl IntoIterator for ScriptErrors {
 /// User text as shown inside a message: control characters escaped and long text cut, so a
 /// script full of junk cannot flood the terminal through its error messages.
 pub(crate) fn shown(s: &str) -> String {
-    const MAX_CHARS: usize = 60;
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i == MAX_CHARS {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    dramaq_common::text::shown_default(s)
 }
 
 /// Collects errors for one file while the tree is built and walked.
