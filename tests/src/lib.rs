@@ -257,16 +257,15 @@ impl Env {
         })
     }
 
-    /// Poll `dramaq status --json` until no task of `season` can move any more (for a second,
-    /// as `status --wait` judges it: a fallback or a dependency notification is two steps a
-    /// moment apart), or fail after `timeout`.
+    /// Poll `dramaq status --json` until no task of `season` can move any more (as
+    /// `status --wait` judges it), or fail after `timeout`.
     pub fn wait_done(&self, season: &str, timeout: Duration) -> Result<serde_json::Value> {
         let deadline = Instant::now() + timeout;
-        let mut finished_since: Option<Instant> = None;
         loop {
             let st = self.dramaq_json(&["status", "--season", season])?;
-            // Waiting tasks move only when something else does; with nothing else live and a dead
-            // task they are blocked by it, and the season is finished as far as it can go.
+            // Waiting tasks move only when something else does; with nothing else live, a dead
+            // task and no dependency notification pending, they are blocked by it, and the
+            // season is finished as far as it can go.
             let moving: u64 = [
                 "ready",
                 "claimed",
@@ -274,20 +273,18 @@ impl Env {
                 "rendering",
                 "downloading",
                 "delayed",
+                "moving",
             ]
             .iter()
             .map(|k| st[*k].as_u64().unwrap_or(0))
             .sum();
             let waiting = st["waiting"].as_u64().unwrap_or(0);
-            let blocked = moving == 0 && st["dead"].as_u64().unwrap_or(0) > 0;
+            let blocked = moving == 0
+                && st["dead"].as_u64().unwrap_or(0) > 0
+                && st["notifications_pending"].as_u64().unwrap_or(0) == 0;
             let live = if blocked { 0 } else { moving + waiting };
             if live == 0 && st["total"].as_u64().unwrap_or(0) > 0 {
-                let since = *finished_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= Duration::from_secs(1) {
-                    return Ok(st);
-                }
-            } else {
-                finished_since = None;
+                return Ok(st);
             }
             if Instant::now() > deadline {
                 bail!("season {season} not finished after {timeout:?}: {st}");

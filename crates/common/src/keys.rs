@@ -71,6 +71,12 @@ impl AccountKeys {
         format!("{}:notify", self.tag)
     }
 
+    /// ZSET task id → time the move was recorded: outbox of `moving` tasks whose move to another
+    /// account has not finished (fallback or an operator's move).
+    pub fn moves(&self) -> String {
+        format!("{}:moves", self.tag)
+    }
+
     /// ZSET task id → time of death: the dead-letter set.
     pub fn dead(&self) -> String {
         format!("{}:dead", self.tag)

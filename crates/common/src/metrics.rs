@@ -120,6 +120,8 @@ pub enum FailOutcome {
     Retry,
     /// The provider's render is kept and polled again (e.g. to refresh a result URL).
     Repoll,
+    /// Moving to the next account of its provider chain (fallback).
+    Fallback,
     /// Dead-lettered.
     Dead,
 }
@@ -129,6 +131,7 @@ impl FailOutcome {
         match self {
             FailOutcome::Retry => "retry",
             FailOutcome::Repoll => "repoll",
+            FailOutcome::Fallback => "fallback",
             FailOutcome::Dead => "dead",
         }
     }
@@ -141,6 +144,7 @@ impl From<&FailDecision> for FailOutcome {
             FailDecision::Repoll { .. } => FailOutcome::Repoll,
             // A paused account's task goes back to wait; for dashboards that is a retry.
             FailDecision::Pause => FailOutcome::Retry,
+            FailDecision::Move { .. } => FailOutcome::Fallback,
             FailDecision::Dead => FailOutcome::Dead,
         }
     }
@@ -177,6 +181,7 @@ pub enum ReaperDuty {
     Orphans,
     Delayed,
     Notify,
+    Moves,
 }
 
 impl ReaperDuty {
@@ -186,6 +191,7 @@ impl ReaperDuty {
             ReaperDuty::Orphans => "orphans",
             ReaperDuty::Delayed => "delayed",
             ReaperDuty::Notify => "notify",
+            ReaperDuty::Moves => "moves",
         }
     }
 }
@@ -201,6 +207,8 @@ pub enum ReaperAction {
     Resubmitted,
     /// Expired download lease: the render is polled again.
     Repolled,
+    /// Too many stalls, or an interrupted move finished: moved to another account.
+    Moved,
     /// Too many stalls: dead-lettered.
     Dead,
     /// A delivery whose reader died before claiming it, added to the stream again.
@@ -218,6 +226,7 @@ impl ReaperAction {
             ReaperAction::Adopted => "adopted",
             ReaperAction::Resubmitted => "resubmitted",
             ReaperAction::Repolled => "repolled",
+            ReaperAction::Moved => "moved",
             ReaperAction::Dead => "dead",
             ReaperAction::Redelivered => "redelivered",
             ReaperAction::Promoted => "promoted",
@@ -430,6 +439,12 @@ families! {
     possible_duplicates: Family<ProviderLabels, Counter> =
         "dramaq_possible_duplicate_submissions", Family::default();
 
+    /// Renders accepted by the provider after the task record went back in time (Redis lost
+    /// writes) or was taken back from a slow holder, attached to the task instead of being
+    /// paid for a second time.
+    adopted_renders: Family<ProviderLabels, Counter> =
+        "dramaq_adopted_renders", Family::default();
+
     /// Estimated spend in US dollars from the configured prices, counted when a provider
     /// task succeeds.
     spend: Family<ProviderLabels, FloatCounter> =
@@ -526,6 +541,7 @@ impl Metrics {
         let _ = f.tasks_held.get_or_create(&labels);
         let _ = f.queue_gauge_refresh_failures.get_or_create(&labels);
         let _ = f.possible_duplicates.get_or_create(&labels);
+        let _ = f.adopted_renders.get_or_create(&labels);
         let _ = f.spend.get_or_create(&labels);
         let _ = f.rate_limiter_wait.get_or_create(&labels);
         for (duty, action) in [
@@ -533,7 +549,9 @@ impl Metrics {
             (ReaperDuty::Leases, ReaperAction::Adopted),
             (ReaperDuty::Leases, ReaperAction::Resubmitted),
             (ReaperDuty::Leases, ReaperAction::Repolled),
+            (ReaperDuty::Leases, ReaperAction::Moved),
             (ReaperDuty::Leases, ReaperAction::Dead),
+            (ReaperDuty::Moves, ReaperAction::Moved),
             (ReaperDuty::Orphans, ReaperAction::Redelivered),
             (ReaperDuty::Delayed, ReaperAction::Promoted),
             (ReaperDuty::Notify, ReaperAction::Notified),
@@ -727,6 +745,15 @@ impl Metrics {
         }
     }
 
+    /// A paid render was attached to a record that had gone back in time (see
+    /// `mark_accepted.lua`).
+    pub fn adopted_after_regression(&self, provider: &str) {
+        self.f()
+            .adopted_renders
+            .get_or_create(&by_provider(provider))
+            .inc();
+    }
+
     // --- queue state (set by the background refresher) ---
 
     /// Fleet-wide count of the account's tasks in `state`.
@@ -876,6 +903,7 @@ mod tests {
         m.queue_gauge_refresh_failed("p");
         m.reaper_actions(ReaperDuty::Delayed, ReaperAction::Promoted, 1);
         m.possible_duplicates("p", 1);
+        m.adopted_after_regression("p");
         m.spend("p", 1.0);
         m.rate_limiter_wait("p", Duration::from_secs(1));
         m.set_adaptive_rate("p", 1.0);

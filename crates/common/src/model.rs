@@ -96,10 +96,15 @@ pub enum TaskState {
     Stored,
     /// Failed for good, with a failure class: in the dead-letter set.
     Dead,
+    /// Leaving this account for another one (provider fallback, or an operator's move): failed
+    /// here with a class, `moving_to` names the target, and the account's `moves` outbox holds
+    /// it until the move's idempotent steps have run. Live, not finished: some process will
+    /// finish the move (the worker right away, else the reaper's moves duty).
+    Moving,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 9] = [
+    pub const ALL: [TaskState; 10] = [
         TaskState::Waiting,
         TaskState::Ready,
         TaskState::Claimed,
@@ -109,6 +114,7 @@ impl TaskState {
         TaskState::Delayed,
         TaskState::Stored,
         TaskState::Dead,
+        TaskState::Moving,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -122,6 +128,7 @@ impl TaskState {
             TaskState::Delayed => "delayed",
             TaskState::Stored => "stored",
             TaskState::Dead => "dead",
+            TaskState::Moving => "moving",
         }
     }
 
@@ -381,6 +388,14 @@ pub struct TaskRecord {
     pub result: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub polls: u32,
+    /// Failed downloads of the current, finished render (each one re-polls for a fresh URL).
+    /// Bounded: past the limit the task is dead as `download_failed` instead of re-polling
+    /// until the render deadline. Reset when the task is submitted again.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub fetch_failures: u32,
+    /// While `moving`: the account the task is moving to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_to: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",

@@ -471,6 +471,20 @@ fn decode(account: &str, id: &str, raw: &[u8]) -> Result<TaskRecord> {
     })
 }
 
+/// `ops_move_out.lua` for task `id` of the source account `src`, moving to `target`.
+fn move_out(src: &AccountKeys, id: &str, target: &str) -> redis::ScriptInvocation<'static> {
+    let mut inv = SCRIPTS.move_out.prepare_invoke();
+    inv.key(src.task(id))
+        .key(src.moves())
+        .key(src.counts())
+        .key(src.deps(id))
+        .key(src.dependents(id))
+        .key(src.slots())
+        .arg(target)
+        .arg(id);
+    inv
+}
+
 /// The record as it is created in `target`: the task starts over there, its history kept.
 fn moved_record(mut r: TaskRecord, target: &str) -> TaskRecord {
     if let Some(pos) = r.chain.iter().position(|a| a == target) {
@@ -492,6 +506,8 @@ fn moved_record(mut r: TaskRecord, target: &str) -> TaskRecord {
     r.holder = None;
     r.entry = None;
     r.polls = 0;
+    r.fetch_failures = 0;
+    r.moving_to = None;
     r.output = None;
     r.sha256 = None;
     r.bytes = None;
@@ -769,29 +785,10 @@ impl Ops {
         id: &str,
         to: Option<&str>,
     ) -> Result<(RequeueOutcome, String)> {
-        let mut conn = self.conn().await?;
         match to {
-            Some(target) if target != account => {
-                let (status, dest, raw): (String, String, Vec<u8>) = SCRIPTS
-                    .move_reserve
-                    .key(AccountKeys::new(account).task(id))
-                    .arg(target)
-                    .invoke_async(&mut conn)
-                    .await?;
-                match status.as_str() {
-                    "reserved" | "moving" => {
-                        drop(conn);
-                        self.finish_move(account, id, &dest, &raw).await
-                    }
-                    "not_dead" => Ok((RequeueOutcome::NotDead, account.to_string())),
-                    "gone" => Ok((RequeueOutcome::Gone, account.to_string())),
-                    other => Err(OpsError::Reply {
-                        script: "ops_move_reserve.lua",
-                        detail: other.to_string(),
-                    }),
-                }
-            }
+            Some(target) if target != account => self.reserve_and_move(account, id, target).await,
             _ => {
+                let mut conn = self.conn().await?;
                 let k = AccountKeys::new(account);
                 let (status, detail): (String, String) = SCRIPTS
                     .requeue
@@ -810,16 +807,10 @@ impl Ops {
                     "requeued" => Ok((RequeueOutcome::Requeued, account.to_string())),
                     "not_dead" => Ok((RequeueOutcome::NotDead, account.to_string())),
                     "gone" => Ok((RequeueOutcome::Gone, account.to_string())),
+                    // Moving (or dead and marked by an older version): finish that move.
                     "moving" => {
-                        let raw: Option<Vec<u8>> = redis::cmd("GET")
-                            .arg(k.task(id))
-                            .query_async(&mut conn)
-                            .await?;
                         drop(conn);
-                        match raw {
-                            Some(raw) => self.finish_move(account, id, &detail, &raw).await,
-                            None => Ok((RequeueOutcome::Gone, account.to_string())),
-                        }
+                        self.reserve_and_move(account, id, &detail).await
                     }
                     other => Err(OpsError::Reply {
                         script: "ops_requeue.lua",
@@ -827,6 +818,37 @@ impl Ops {
                     }),
                 }
             }
+        }
+    }
+
+    /// Step 0 (`ops_move_reserve.lua`) and the rest of a move to `target`; a task already moving
+    /// elsewhere has that move finished instead.
+    async fn reserve_and_move(
+        &self,
+        account: &str,
+        id: &str,
+        target: &str,
+    ) -> Result<(RequeueOutcome, String)> {
+        let mut conn = self.conn().await?;
+        let k = AccountKeys::new(account);
+        let (status, dest, raw): (String, String, Vec<u8>) = SCRIPTS
+            .move_reserve
+            .key(k.task(id))
+            .key(k.dead())
+            .key(k.moves())
+            .key(k.counts())
+            .arg(target)
+            .invoke_async(&mut conn)
+            .await?;
+        drop(conn);
+        match status.as_str() {
+            "reserved" | "moving" => self.finish_move(account, id, &dest, &raw).await,
+            "not_dead" => Ok((RequeueOutcome::NotDead, account.to_string())),
+            "gone" => Ok((RequeueOutcome::Gone, account.to_string())),
+            other => Err(OpsError::Reply {
+                script: "ops_move_reserve.lua",
+                detail: other.to_string(),
+            }),
         }
     }
 
@@ -905,18 +927,38 @@ impl Ops {
         }
 
         // 4. Remove the source copy (only while dead and reserved for this target).
-        let _removed: String = SCRIPTS
-            .move_out
-            .key(src.task(id))
-            .key(src.dead())
-            .key(src.counts())
-            .key(src.deps(id))
-            .key(src.dependents(id))
-            .key(src.slots())
-            .arg(target)
-            .invoke_async(&mut conn)
-            .await?;
+        let _removed: String = move_out(&src, id, target).invoke_async(&mut conn).await?;
         Ok((RequeueOutcome::Moved, target.to_string()))
+    }
+
+    /// Finish the move of a `moving` task of `account` (a provider fallback recorded by
+    /// `fail.lua` / `reap_lease.lua`, or an operator's move cut short). Idempotent: a task that
+    /// is gone or no longer moving only has its outbox entry cleared. Returns where the task is
+    /// now, `None` when there was nothing to move.
+    pub async fn finish_moving(&self, account: &str, id: &str) -> Result<Option<String>> {
+        let src = AccountKeys::new(account);
+        let mut conn = self.conn().await?;
+        let raw: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(src.task(id))
+            .query_async(&mut conn)
+            .await?;
+        let target = match &raw {
+            Some(raw) => {
+                let rec = decode(account, id, raw)?;
+                match (rec.state, rec.moving_to) {
+                    (TaskState::Moving, Some(target)) => Some(target),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        let (Some(raw), Some(target)) = (raw, target) else {
+            let _: String = move_out(&src, id, "").invoke_async(&mut conn).await?;
+            return Ok(None);
+        };
+        drop(conn);
+        let (_, now_in) = self.finish_move(account, id, &target, &raw).await?;
+        Ok(Some(now_in))
     }
 
     /// Where task `id` of `season` lives: the season index, else `fallback`.

@@ -223,8 +223,9 @@ pub enum FailGuard {
     Render { provider_task_id: String },
 }
 
-/// What to do with a failed attempt; decided by the worker's retry policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What to do with a failed attempt; decided by the worker's one failure decision
+/// (`crates/worker/src/decide.rs`) and applied by `fail.lua`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailDecision {
     /// Submit again after `delay_ms`; `refund_attempt` for rate/concurrency limits.
     Retry { delay_ms: u64, refund_attempt: bool },
@@ -233,6 +234,10 @@ pub enum FailDecision {
     /// The account cannot work (out of credits, spend cap): pause it and put the task back
     /// to wait, not dead.
     Pause,
+    /// Fall back: fail here and move to account `to` (the next of the task's provider chain).
+    /// Recorded atomically as `moving` with an outbox entry; the move itself is finished by
+    /// [`crate::ops::Ops::finish_moving`].
+    Move { to: String },
     /// Dead-letter it.
     Dead,
 }
@@ -247,6 +252,33 @@ pub struct FailInfo<'a> {
     pub cooldown_ms: u64,
 }
 
+/// A stored output to record with [`Queue::complete`].
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    /// The caller's fencing token.
+    pub fence: u64,
+    /// Storage location, sha256 hex and size of the stored output.
+    pub output: &'a str,
+    pub sha256: &'a str,
+    pub bytes: u64,
+    /// True when the caller paid for this output itself (a synchronous submit's answer): a
+    /// refused completion then flags the task as a possible duplicate payment.
+    pub paid: bool,
+}
+
+/// What became of a render the provider accepted (`mark_accepted.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// The normal path: the record was `submitting` under the caller's token.
+    Accepted,
+    /// The record had gone back in time (lost writes) or been taken back; the render was
+    /// attached to it anyway, so it is not paid for again.
+    Adopted,
+    /// The task already has a render or an output (or is gone): this paid render cannot be
+    /// attached; the record is flagged `possible_duplicate` and counted.
+    Orphaned,
+}
+
 /// What the reaper did with one expired lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseAction {
@@ -255,6 +287,8 @@ pub enum LeaseAction {
     Adopted,
     Resubmit,
     Repoll,
+    /// Stalled too often, and moving to the next account of its chain.
+    Moved,
     Dead,
     Gone,
 }
@@ -269,6 +303,7 @@ struct CompleteReq {
     output: String,
     sha256: String,
     bytes: u64,
+    paid: bool,
 }
 
 /// One `T` per account name, created on first use.
@@ -751,7 +786,9 @@ impl Queue {
             .await
     }
 
-    /// Save the provider's task id and move the task to the await schedule.
+    /// Save the provider's task id and move the task to the await schedule. The caller paid
+    /// for this render, so it is adopted when the record went back in time, and flagged when it
+    /// cannot be attached (`mark_accepted.lua` explains).
     pub async fn mark_accepted(
         &self,
         account: &str,
@@ -760,23 +797,32 @@ impl Queue {
         provider_task_id: &str,
         poll_locator: Option<&str>,
         first_poll_ms: u64,
-    ) -> Result<()> {
+    ) -> Result<Accepted> {
         let k = AccountKeys::new(account);
         let mut conn = self.redis.conn().await?;
-        SCRIPTS
+        let outcome: String = SCRIPTS
             .mark_accepted
             .key(k.task(id))
             .key(k.leases())
             .key(k.awaiting())
             .key(k.counts())
+            .key(k.delayed())
+            .key(k.stats())
             .arg(fence)
             .arg(provider_task_id)
             .arg(poll_locator.unwrap_or(""))
             .arg(first_poll_ms)
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| fenced_or(id, e))
+            .invoke_async(&mut conn)
+            .await?;
+        match outcome.as_str() {
+            "accepted" => Ok(Accepted::Accepted),
+            "adopted" => Ok(Accepted::Adopted),
+            "orphaned" => Ok(Accepted::Orphaned),
+            _ => Err(QueueError::Reply {
+                script: "mark_accepted",
+                detail: outcome,
+            }),
+        }
     }
 
     /// Take up to `limit` renders due for a poll, under a poll lease.
@@ -877,15 +923,7 @@ impl Queue {
     /// The output is stored: mark the task done. Returns true when it has dependents to tell
     /// (it is then in the notify outbox until [`Queue::notify_dependents`] runs). Concurrent
     /// calls for one account are coalesced into one script run.
-    pub async fn complete(
-        &self,
-        account: &str,
-        id: &str,
-        fence: u64,
-        output: &str,
-        sha256: &str,
-        bytes: u64,
-    ) -> Result<bool> {
+    pub async fn complete(&self, account: &str, id: &str, done: &Completion<'_>) -> Result<bool> {
         let coalescer = coalescer_for(
             &self.coalescers.complete,
             &self.redis,
@@ -895,10 +933,17 @@ impl Queue {
                 inv.key(k.leases())
                     .key(k.counts())
                     .key(k.notify())
-                    .key(k.slots());
+                    .key(k.slots())
+                    .key(k.awaiting())
+                    .key(k.delayed())
+                    .key(k.stats());
                 for r in &reqs {
                     inv.key(k.task(&r.id)).key(k.dependents(&r.id));
-                    inv.arg(r.fence).arg(&r.output).arg(&r.sha256).arg(r.bytes);
+                    inv.arg(r.fence)
+                        .arg(&r.output)
+                        .arg(&r.sha256)
+                        .arg(r.bytes)
+                        .arg(if r.paid { "1" } else { "0" });
                 }
                 let mut conn = redis.conn().await?;
                 let done: Vec<i64> = inv.invoke_async(&mut conn).await?;
@@ -914,10 +959,11 @@ impl Queue {
         );
         let req = CompleteReq {
             id: id.to_string(),
-            fence,
-            output: output.to_string(),
-            sha256: sha256.to_string(),
-            bytes,
+            fence: done.fence,
+            output: done.output.to_string(),
+            sha256: done.sha256.to_string(),
+            bytes: done.bytes,
+            paid: done.paid,
         };
         coalescer
             .call(req, QueueError::Batch("queue closed".into()))
@@ -930,7 +976,7 @@ impl Queue {
         account: &str,
         id: &str,
         guard: &FailGuard,
-        decision: FailDecision,
+        decision: &FailDecision,
         info: &FailInfo<'_>,
     ) -> Result<TaskState> {
         let k = AccountKeys::new(account);
@@ -944,28 +990,35 @@ impl Queue {
             .key(k.slots())
             .key(k.cooldown())
             .key(k.paused())
-            .key(k.ready());
+            .key(k.ready())
+            .key(k.moves());
         match guard {
             FailGuard::Held { fence } => inv.arg("held").arg(*fence),
             FailGuard::Render { provider_task_id } => inv.arg("render").arg(provider_task_id),
         };
+        let mut target = "";
         match decision {
             FailDecision::Retry {
                 delay_ms,
                 refund_attempt,
             } => inv
                 .arg("retry")
-                .arg(delay_ms)
-                .arg(if refund_attempt { "1" } else { "0" }),
-            FailDecision::Repoll { delay_ms } => inv.arg("repoll").arg(delay_ms).arg("0"),
+                .arg(*delay_ms)
+                .arg(if *refund_attempt { "1" } else { "0" }),
+            FailDecision::Repoll { delay_ms } => inv.arg("repoll").arg(*delay_ms).arg("0"),
             FailDecision::Pause => inv.arg("pause").arg(0).arg("1"),
+            FailDecision::Move { to } => {
+                target = to;
+                inv.arg("move").arg(0).arg("0")
+            }
             FailDecision::Dead => inv.arg("dead").arg(0).arg("0"),
         };
         inv.arg(info.class.as_str())
             .arg(info.code.unwrap_or(""))
             .arg(info.message)
             .arg(info.cooldown_ms)
-            .arg(GROUP);
+            .arg(GROUP)
+            .arg(target);
         let mut conn = self.redis.conn().await?;
         let state: String = inv
             .invoke_async(&mut conn)
@@ -1035,6 +1088,47 @@ impl Queue {
         Ok(members.len())
     }
 
+    /// Stored tasks whose dependents are still being told, in the notify outboxes of the
+    /// accounts holding `season`'s tasks (entries of other seasons sharing an account count too:
+    /// callers use it to tell "waiting on a dead dependency" from "about to be readied").
+    pub async fn notifications_pending(&self, season: &str) -> Result<u64> {
+        let mut conn = self.redis.conn().await?;
+        let accounts: Vec<String> = conn.smembers(SeasonKeys::new(season).accounts()).await?;
+        let mut pending = 0;
+        for a in accounts {
+            let n: u64 = conn.zcard(AccountKeys::new(&a).notify()).await?;
+            pending += n;
+        }
+        Ok(pending)
+    }
+
+    /// Tasks `moving` to another account whose move has been unfinished for at least
+    /// `older_than_ms` (the worker that recorded it normally finishes it at once).
+    pub async fn moves_backlog(
+        &self,
+        account: &str,
+        older_than_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.outbox_backlog(AccountKeys::new(account).moves(), older_than_ms, limit)
+            .await
+    }
+
+    /// Members of an outbox ZSET (scored by Redis time) at least `older_than_ms` old.
+    async fn outbox_backlog(
+        &self,
+        key: String,
+        older_than_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let mut conn = self.redis.conn().await?;
+        let now = redis_time_ms(&mut conn).await?;
+        let max = now - older_than_ms as i64;
+        Ok(conn
+            .zrangebyscore_limit(key, "-inf", max, 0, limit as isize)
+            .await?)
+    }
+
     /// Stored tasks whose dependents have not all been told for at least `older_than_ms`.
     pub async fn notify_backlog(
         &self,
@@ -1042,13 +1136,8 @@ impl Queue {
         older_than_ms: u64,
         limit: usize,
     ) -> Result<Vec<String>> {
-        let k = AccountKeys::new(account);
-        let mut conn = self.redis.conn().await?;
-        let now = redis_time_ms(&mut conn).await?;
-        let max = now - older_than_ms as i64;
-        Ok(conn
-            .zrangebyscore_limit(k.notify(), "-inf", max, 0, limit as isize)
-            .await?)
+        self.outbox_backlog(AccountKeys::new(account).notify(), older_than_ms, limit)
+            .await
     }
 
     /// Promote up to `limit` due retries to ready. Returns how many moved.
@@ -1093,6 +1182,8 @@ impl Queue {
         id: &str,
         max_stalls: u32,
         reconciled: Option<(&str, Option<&str>)>,
+        next_account: Option<&str>,
+        charges: bool,
     ) -> Result<LeaseAction> {
         let k = AccountKeys::new(account);
         let mut conn = self.redis.conn().await?;
@@ -1109,10 +1200,13 @@ impl Queue {
             .key(k.counts())
             .key(k.stats())
             .key(k.slots())
+            .key(k.moves())
             .arg(GROUP)
             .arg(max_stalls)
             .arg(ptid)
             .arg(loc)
+            .arg(next_account.unwrap_or(""))
+            .arg(if charges { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
         Ok(match action.as_str() {
@@ -1121,6 +1215,7 @@ impl Queue {
             "adopted" => LeaseAction::Adopted,
             "resubmit" => LeaseAction::Resubmit,
             "repoll" => LeaseAction::Repoll,
+            "moved" => LeaseAction::Moved,
             "dead" => LeaseAction::Dead,
             _ => LeaseAction::Gone,
         })
@@ -1274,6 +1369,8 @@ fn initial_record(t: &NewTask, max_attempts: u32) -> TaskRecord {
         poll_locator: None,
         result: None,
         polls: 0,
+        fetch_failures: 0,
+        moving_to: None,
         deps: t.deps.clone(),
         payload: t.payload.clone(),
         ext: t.ext.clone(),

@@ -5,7 +5,8 @@
 use dramaq_common::keys::AccountKeys;
 use dramaq_common::model::{DepRef, FailureClass, NewTask, TaskPayload, TaskState};
 use dramaq_common::queue::{
-    read_ready, Claim, FailDecision, FailGuard, FailInfo, LeaseAction, Queue, QueueError, QuotaArgs,
+    read_ready, Accepted, Claim, Completion, FailDecision, FailGuard, FailInfo, LeaseAction, Queue,
+    QueueError, QuotaArgs,
 };
 use dramaq_common::redis_conn::RedisHandle;
 use dramaq_common::testkit::{RedisCluster, RedisServer};
@@ -133,12 +134,33 @@ async fn full_lifecycle(q: &Queue) {
     assert_eq!(rec.payload, img.payload);
     let attempt = q.mark_submitting(IMG, "img-1", rec.fence).await.unwrap();
     assert_eq!(attempt, 1);
-    q.complete(IMG, "img-1", rec.fence, "s1/characters/img-1.png", "ab", 3)
-        .await
-        .unwrap();
+    q.complete(
+        IMG,
+        "img-1",
+        &Completion {
+            fence: rec.fence,
+            output: "s1/characters/img-1.png",
+            sha256: "ab",
+            bytes: 3,
+            paid: false,
+        },
+    )
+    .await
+    .unwrap();
     // A second completion with the same token is refused: the task is no longer held.
     assert!(matches!(
-        q.complete(IMG, "img-1", rec.fence, "x", "y", 1).await,
+        q.complete(
+            IMG,
+            "img-1",
+            &Completion {
+                fence: rec.fence,
+                output: "x",
+                sha256: "y",
+                bytes: 1,
+                paid: false
+            }
+        )
+        .await,
         Err(QueueError::Fenced(_))
     ));
     // Notify outbox: the image has a dependent, so it is in the outbox until told.
@@ -195,12 +217,32 @@ async fn full_lifecycle(q: &Queue) {
     ));
     // The old token no longer completes.
     assert!(q
-        .complete(VID, "vid-1", rec.fence, "x", "y", 1)
+        .complete(
+            VID,
+            "vid-1",
+            &Completion {
+                fence: rec.fence,
+                output: "x",
+                sha256: "y",
+                bytes: 1,
+                paid: false
+            }
+        )
         .await
         .is_err());
-    q.complete(VID, "vid-1", fence, "s1/ep01/vid-1.mp4", "cd", 10)
-        .await
-        .unwrap();
+    q.complete(
+        VID,
+        "vid-1",
+        &Completion {
+            fence: fence,
+            output: "s1/ep01/vid-1.mp4",
+            sha256: "cd",
+            bytes: 10,
+            paid: false,
+        },
+    )
+    .await
+    .unwrap();
     let stored = q.get_task(VID, "vid-1").await.unwrap().unwrap();
     assert_eq!(stored.state, TaskState::Stored);
     assert_eq!(stored.provider_task_id.as_deref(), Some("video_123"));
@@ -228,7 +270,7 @@ async fn failures_and_leases(q: &Queue) {
             VID,
             &r.id,
             &FailGuard::Held { fence: r.fence },
-            FailDecision::Retry {
+            &FailDecision::Retry {
                 delay_ms: 0,
                 refund_attempt: true,
             },
@@ -265,7 +307,7 @@ async fn failures_and_leases(q: &Queue) {
             &FailGuard::Render {
                 provider_task_id: "other".into()
             },
-            FailDecision::Dead,
+            &FailDecision::Dead,
             &bad
         )
         .await
@@ -277,7 +319,7 @@ async fn failures_and_leases(q: &Queue) {
             &FailGuard::Render {
                 provider_task_id: "p-2".into(),
             },
-            FailDecision::Dead,
+            &FailDecision::Dead,
             &bad,
         )
         .await
@@ -293,21 +335,52 @@ async fn failures_and_leases(q: &Queue) {
     let expired = q.expired_leases(VID, 10).await.unwrap();
     assert!(expired.contains(&r3.id));
     assert_eq!(
-        q.reap_lease(VID, &r3.id, 3, None).await.unwrap(),
+        q.reap_lease(VID, &r3.id, 3, None, None, true)
+            .await
+            .unwrap(),
         LeaseAction::Resubmit
     );
     // Twice is a no-op (two reapers at once).
     assert_eq!(
-        q.reap_lease(VID, &r3.id, 3, None).await.unwrap(),
+        q.reap_lease(VID, &r3.id, 3, None, None, true)
+            .await
+            .unwrap(),
         LeaseAction::Gone
     );
-    assert!(q
-        .mark_accepted(VID, &r3.id, r3.fence, "late", None, 0)
-        .await
-        .is_err());
     let rec = q.get_task(VID, &r3.id).await.unwrap().unwrap();
     assert!(rec.possible_duplicate);
     assert_eq!(rec.state, TaskState::Ready);
+    // The slow submit's render arrives after the reaper took the task back. Nobody claimed it
+    // since, so the paid render is adopted instead of being submitted (and paid) again.
+    assert_eq!(
+        q.mark_accepted(VID, &r3.id, r3.fence, "late", None, 0)
+            .await
+            .unwrap(),
+        Accepted::Adopted
+    );
+    let rec = q.get_task(VID, &r3.id).await.unwrap().unwrap();
+    assert_eq!(rec.state, TaskState::Rendering);
+    assert_eq!(rec.provider_task_id.as_deref(), Some("late"));
+    assert_eq!(rec.attempt, 1, "the adopted attempt is the one recorded");
+    // A second paid render for the same task cannot be attached: flagged and counted.
+    assert_eq!(
+        q.mark_accepted(VID, &r3.id, r3.fence, "late-2", None, 0)
+            .await
+            .unwrap(),
+        Accepted::Orphaned
+    );
+    let rec = q.get_task(VID, &r3.id).await.unwrap().unwrap();
+    assert_eq!(rec.provider_task_id.as_deref(), Some("late"));
+    assert!(rec.possible_duplicate);
+    let mut conn = q.redis().conn().await.unwrap();
+    let orphaned: i64 = redis::cmd("HGET")
+        .arg(AccountKeys::new(VID).stats())
+        .arg("orphaned_renders")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(orphaned, 1);
+    drop(conn);
 
     // Heartbeat keeps a live lease and reports a lost one.
     let r4 = claim_one(q, VID, "w4", 5_000).await.unwrap();

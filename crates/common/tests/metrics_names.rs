@@ -37,6 +37,7 @@ fn recorded() -> (Metrics, Vec<GaugeGuard>) {
     m.set_dead_tasks("kling-main", 2);
     m.reaper_actions(ReaperDuty::Leases, ReaperAction::Requeued, 3);
     m.possible_duplicates("kling-main", 1);
+    m.adopted_after_regression("kling-main");
     m.spend("kling-main", 0.75);
     m.rate_limiter_wait("kling-main", Duration::from_millis(250));
     m.set_adaptive_rate("kling-main", 1.5);
@@ -102,6 +103,7 @@ fn metrics_every_family_encoded_with_labels_and_help() {
         ("dramaq_queue_gauge_refresh_failures", "counter"),
         ("dramaq_reaper_actions", "counter"),
         ("dramaq_possible_duplicate_submissions", "counter"),
+        ("dramaq_adopted_renders", "counter"),
         ("dramaq_spend_usd", "counter"),
         ("dramaq_rate_limiter_wait_seconds", "counter"),
         ("dramaq_adaptive_rate", "gauge"),

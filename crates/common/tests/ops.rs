@@ -7,7 +7,7 @@ use dramaq_common::keys::{fleet, AccountKeys, SeasonKeys};
 use dramaq_common::model::{DepRef, FailureClass, NewTask, TaskPayload, TaskRecord, TaskState};
 use dramaq_common::ops::{DeadFilter, Ops, OpsError, PurgeOutcome, RequeueOutcome, PAGE};
 use dramaq_common::queue::{
-    read_ready, Claim, FailDecision, FailGuard, FailInfo, Queue, QuotaArgs,
+    read_ready, Claim, Completion, FailDecision, FailGuard, FailInfo, Queue, QuotaArgs,
 };
 use dramaq_common::redis_conn::RedisHandle;
 use dramaq_common::testkit::{RedisCluster, RedisServer};
@@ -147,7 +147,7 @@ async fn make_dead(q: &Queue, task: NewTask, class: FailureClass) {
             &account,
             &r.id,
             &FailGuard::Held { fence: r.fence },
-            decision,
+            &decision,
             &info,
         )
         .await
@@ -647,7 +647,19 @@ async fn interrupted_moves_are_finished_and_concurrent_requeues_do_not_duplicate
 
     // Store what is ready in vid-a, so the tasks made dead next are the only ones there.
     while let Some(r) = claim_next(&q, VA).await {
-        q.complete(VA, &r.id, r.fence, "o", "h", 1).await.unwrap();
+        q.complete(
+            VA,
+            &r.id,
+            &Completion {
+                fence: r.fence,
+                output: "o",
+                sha256: "h",
+                bytes: 1,
+                paid: false,
+            },
+        )
+        .await
+        .unwrap();
     }
 
     // Crash after step 0 (reserved, nothing else): the task is listed with its pending move,
@@ -803,7 +815,7 @@ async fn pause_resume_drain_status_and_workers() {
         VA,
         &d.id,
         &FailGuard::Held { fence: d.fence },
-        FailDecision::Retry {
+        &FailDecision::Retry {
             delay_ms: 60_000,
             refund_attempt: false,
         },
@@ -863,15 +875,39 @@ async fn pause_resume_drain_status_and_workers() {
     assert!(!drain.drained);
 
     // Finish the in-flight work: drained.
-    q.complete(VA, &c.id, c.fence, "o", "h", 1).await.unwrap();
-    q.complete(VA, &s.id, s.fence, "o", "h", 1).await.unwrap();
+    q.complete(
+        VA,
+        &c.id,
+        &Completion {
+            fence: c.fence,
+            output: "o",
+            sha256: "h",
+            bytes: 1,
+            paid: false,
+        },
+    )
+    .await
+    .unwrap();
+    q.complete(
+        VA,
+        &s.id,
+        &Completion {
+            fence: s.fence,
+            output: "o",
+            sha256: "h",
+            bytes: 1,
+            paid: false,
+        },
+    )
+    .await
+    .unwrap();
     q.fail(
         VA,
         &r.id,
         &FailGuard::Render {
             provider_task_id: "p-1".into(),
         },
-        FailDecision::Dead,
+        &FailDecision::Dead,
         &FailInfo {
             class: FailureClass::ContentPolicy,
             code: None,

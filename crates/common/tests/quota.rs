@@ -5,7 +5,7 @@
 use dramaq_common::keys::AccountKeys;
 use dramaq_common::model::{FailureClass, NewTask, TaskPayload, TaskState};
 use dramaq_common::queue::{
-    read_ready, Claim, FailDecision, FailGuard, FailInfo, Queue, QuotaArgs, QuotaPeek,
+    read_ready, Claim, Completion, FailDecision, FailGuard, FailInfo, Queue, QuotaArgs, QuotaPeek,
 };
 use dramaq_common::redis_conn::RedisHandle;
 use dramaq_common::testkit::RedisServer;
@@ -109,9 +109,19 @@ async fn render_slots_bound_concurrency_and_come_back() {
     // Completing one frees its slot at once.
     let r = &claimed[0];
     q.mark_submitting(A, &r.id, r.fence).await.unwrap();
-    q.complete(A, &r.id, r.fence, "s/ep01/x.wav", "00", 1)
-        .await
-        .unwrap();
+    q.complete(
+        A,
+        &r.id,
+        &Completion {
+            fence: r.fence,
+            output: "s/ep01/x.wav",
+            sha256: "00",
+            bytes: 1,
+            paid: false,
+        },
+    )
+    .await
+    .unwrap();
     let (more, _) = claim(&q, &quota, 6).await;
     assert_eq!(more.len(), 1);
     // A holder that never finishes: its slot returns when the slot lease ends.
@@ -139,7 +149,7 @@ async fn a_429_cools_down_the_whole_account_without_using_an_attempt() {
         A,
         &r.id,
         &FailGuard::Held { fence: r.fence },
-        FailDecision::Retry {
+        &FailDecision::Retry {
             delay_ms: 0,
             refund_attempt: true,
         },
@@ -191,7 +201,7 @@ async fn out_of_credits_pauses_the_account_and_the_task_waits() {
             A,
             &r.id,
             &FailGuard::Held { fence: r.fence },
-            FailDecision::Pause,
+            &FailDecision::Pause,
             &info,
         )
         .await
@@ -257,7 +267,7 @@ async fn a_dead_holders_slot_returns_when_the_reaper_takes_its_claim_back() {
     );
     tokio::time::sleep(Duration::from_millis(80)).await;
     for id in q.expired_leases(A, 10).await.unwrap() {
-        q.reap_lease(A, &id, 3, None).await.unwrap();
+        q.reap_lease(A, &id, 3, None, None, true).await.unwrap();
     }
     // The slot lease is 10 minutes, but the reaper released it with the claim.
     let (claimed, _) = claim(&q, &quota, 2).await;

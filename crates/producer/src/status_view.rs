@@ -45,29 +45,6 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 /// How often `--wait` (without `--watch`) checks the counters.
 const WAIT_POLL: Duration = Duration::from_millis(250);
 
-/// How long "nothing is live" must hold before `--wait`/`--watch` believe it. Two moves are two
-/// steps a moment apart, and one read can fall between them: a task dead-lettered for a
-/// provider-specific reason moves to its chain's next account just after it died, and a waiting
-/// task is readied just after its last dependency completed.
-const SETTLE: Duration = Duration::from_secs(1);
-
-/// Tracks how long the season has looked finished.
-#[derive(Debug, Default)]
-struct Settled {
-    since: Option<Instant>,
-}
-
-impl Settled {
-    /// Record one observation; true once "finished" has held for [`SETTLE`].
-    fn observe(&mut self, finished: bool) -> bool {
-        if !finished {
-            self.since = None;
-            return false;
-        }
-        self.since.get_or_insert_with(Instant::now).elapsed() >= SETTLE
-    }
-}
-
 /// Stored video tasks needed before the ETA is estimated.
 pub const ETA_MIN_SAMPLES: usize = 3;
 
@@ -105,6 +82,9 @@ pub struct SeasonView {
     pub eta_secs: Option<u64>,
     /// What the ETA was computed from.
     pub eta_basis: EtaBasis,
+    /// Dependency notifications still pending in the outboxes of the season's accounts
+    /// ([`Queue::notifications_pending`]); while any is, waiting tasks count as live.
+    pub notifications_pending: u64,
 }
 
 /// One row of the view: an episode (`ep01`) or the character images (`characters`).
@@ -140,11 +120,14 @@ fn all_states() -> BTreeMap<TaskState, u64> {
 }
 
 /// Tasks that can still move. A `waiting` task moves only when one of its dependencies is
-/// stored. When nothing else is in flight and some task is dead, the waiting ones are blocked by
-/// a dead dependency: they wait for an operator (`dlq requeue`), and the season is finished as
-/// far as it can go. With no dead task they are only between their last dependency's `complete`
-/// and the notification that readies them, so they still count as live.
-fn live_in(states: &BTreeMap<TaskState, u64>) -> u64 {
+/// stored and its dependents told. When nothing else is in flight (a `moving` task is in
+/// flight), some task is dead and no notification is pending, the waiting ones are blocked by a
+/// dead dependency: they wait for an operator (`dlq requeue`), and the season is finished as far
+/// as it can go. With no dead task, or a notification still pending in a notify outbox, they
+/// are only between their last dependency's `complete` and the notification that readies them,
+/// so they still count as live. Every step of a fallback or a notification is visible in these
+/// counts, so one read is enough to believe "finished": no second look is needed.
+fn live_in(states: &BTreeMap<TaskState, u64>, notifications_pending: u64) -> u64 {
     let moving: u64 = states
         .iter()
         .filter(|(s, _)| !s.is_terminal() && **s != TaskState::Waiting)
@@ -152,7 +135,7 @@ fn live_in(states: &BTreeMap<TaskState, u64>) -> u64 {
         .sum();
     let waiting = states.get(&TaskState::Waiting).copied().unwrap_or(0);
     let dead = states.get(&TaskState::Dead).copied().unwrap_or(0);
-    if moving == 0 && dead > 0 {
+    if moving == 0 && dead > 0 && notifications_pending == 0 {
         0
     } else {
         moving + waiting
@@ -186,7 +169,7 @@ impl EpisodeView {
 
     /// Tasks neither stored nor dead.
     pub fn live(&self) -> u64 {
-        live_in(&self.states)
+        live_in(&self.states, 0)
     }
 }
 
@@ -201,7 +184,7 @@ impl SeasonView {
 
     /// Tasks neither stored nor dead (from the counters).
     pub fn live(&self) -> u64 {
-        live_in(&self.states)
+        live_in(&self.states, self.notifications_pending)
     }
 
     /// Nothing left to do: every task is stored or dead, or waits on a dead dependency.
@@ -287,7 +270,7 @@ impl SeasonView {
         let samples = render_ms.len() as u64;
         let median_ms = (render_ms.len() >= ETA_MIN_SAMPLES).then(|| median(&mut render_ms));
         let parallelism = rendering_video.max(1);
-        let eta_secs = if live_in(&states) == 0 {
+        let eta_secs = if live_in(&states, 0) == 0 {
             Some(0)
         } else {
             median_ms.map(|m| {
@@ -312,6 +295,7 @@ impl SeasonView {
                 remaining_video,
                 parallelism,
             },
+            notifications_pending: 0,
         }
     }
 
@@ -454,14 +438,17 @@ pub async fn season_view(
 ) -> Result<SeasonView, QueueError> {
     let counts = queue.season_counts(season).await?;
     let records = queue.season_tasks(season).await?;
-    Ok(SeasonView::build(cfg, season, &counts, &records))
+    let mut view = SeasonView::build(cfg, season, &counts, &records);
+    view.notifications_pending = queue.notifications_pending(season).await?;
+    Ok(view)
 }
 
 /// Tasks still live in `seasons`, from the counters only (cheap enough to poll).
 pub async fn live_tasks(queue: &Queue, seasons: &[String]) -> Result<u64, QueueError> {
     let mut live = 0;
     for s in seasons {
-        live += live_in(&queue.season_counts(s).await?);
+        let counts = queue.season_counts(s).await?;
+        live += live_in(&counts, queue.notifications_pending(s).await?);
     }
     Ok(live)
 }
@@ -539,10 +526,9 @@ pub async fn run_status(
     }
     let seasons = seasons_of(&queue, season).await?;
     if let Some(deadline) = deadline {
-        let mut settled = Settled::default();
         loop {
             let live = live_tasks(&queue, &seasons).await?;
-            if settled.observe(live == 0) {
+            if live == 0 {
                 break;
             }
             if Instant::now() > deadline {
@@ -617,7 +603,6 @@ async fn watch_loop(
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut first = true;
-    let mut settled = Settled::default();
     loop {
         let refreshed = async {
             let seasons = seasons_of(queue, season).await?;
@@ -627,7 +612,7 @@ async fn watch_loop(
         match refreshed {
             Ok(v) => {
                 screen.show(&v)?;
-                if settled.observe(v.iter().all(SeasonView::is_done)) {
+                if v.iter().all(SeasonView::is_done) {
                     screen.finish();
                     return Ok(ExitCode::SUCCESS);
                 }
@@ -763,16 +748,6 @@ impl Bars {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finished_is_believed_only_once_it_has_held() {
-        let mut s = Settled::default();
-        assert!(!s.observe(true), "one look is not enough");
-        assert!(!s.observe(false));
-        assert!(!s.observe(true), "a live look in between starts over");
-        s.since = Some(Instant::now() - SETTLE);
-        assert!(s.observe(true));
-    }
 
     #[test]
     fn median_odd_even() {

@@ -8,7 +8,7 @@ use dramaq_common::keys::{fleet, AccountKeys};
 use dramaq_common::model::{FailureClass, NewTask, TaskPayload, TaskRecord};
 use dramaq_common::ops::Ops;
 use dramaq_common::queue::{
-    read_ready, Claim, FailDecision, FailGuard, FailInfo, Queue, QuotaArgs,
+    read_ready, Claim, Completion, FailDecision, FailGuard, FailInfo, Queue, QuotaArgs,
 };
 use dramaq_common::testkit::RedisServer;
 use dramaq_producer::ops::{self, DlqCmd, FilterArgs, QueueCmd, WorkerCmd};
@@ -137,7 +137,7 @@ async fn make_dead(q: &Queue, task: NewTask, class: FailureClass) {
             &account,
             &r.id,
             &FailGuard::Held { fence: r.fence },
-            decision,
+            &decision,
             &FailInfo {
                 class: c,
                 code: Some("E42"),
@@ -490,9 +490,19 @@ async fn queue_commands_pause_drain_and_report() {
     assert!(!out.contains("drained"), "{out}");
 
     // Once it is stored, drain says so.
-    q.complete(VA, &held.id, held.fence, "o", "h", 1)
-        .await
-        .unwrap();
+    q.complete(
+        VA,
+        &held.id,
+        &Completion {
+            fence: held.fence,
+            output: "o",
+            sha256: "h",
+            bytes: 1,
+            paid: false,
+        },
+    )
+    .await
+    .unwrap();
     let (code, out, _) = run(&ops, &cfg, &["queue", "drain", VA, "--wait", "--json"]).await;
     assert_eq!(code.unwrap(), ExitCode::SUCCESS);
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();

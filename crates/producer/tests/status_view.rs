@@ -6,7 +6,7 @@
 use dramaq_common::config::Config;
 use dramaq_common::model::{FailureClass, NewTask, TaskPayload, TaskRecord, TaskState};
 use dramaq_common::queue::{
-    read_ready, Claim, FailDecision, FailGuard, FailInfo, Queue, QuotaArgs,
+    read_ready, Claim, Completion, FailDecision, FailGuard, FailInfo, Queue, QuotaArgs,
 };
 use dramaq_common::redis_conn::RedisHandle;
 use dramaq_common::testkit::RedisServer;
@@ -174,10 +174,13 @@ async fn store(q: &Queue, r: &TaskRecord) {
     q.complete(
         &r.account,
         &r.id,
-        r.fence,
-        &format!("{SEASON}/{}/{}.{}", r.group, r.id, r.ext),
-        "00",
-        1,
+        &Completion {
+            fence: r.fence,
+            output: &format!("{SEASON}/{}/{}.{}", r.group, r.id, r.ext),
+            sha256: "00",
+            bytes: 1,
+            paid: false,
+        },
     )
     .await
     .expect("complete");
@@ -192,7 +195,7 @@ async fn kill(q: &Queue, r: &TaskRecord, class: FailureClass) {
             &r.account,
             &r.id,
             &FailGuard::Held { fence: r.fence },
-            FailDecision::Dead,
+            &FailDecision::Dead,
             &FailInfo {
                 class,
                 code: None,
@@ -233,9 +236,19 @@ async fn finish_render(q: &Queue, r: &TaskRecord) {
         )
         .await
         .expect("render_done");
-    q.complete(&r.account, &r.id, fence, "out.mp4", "00", 1)
-        .await
-        .expect("complete");
+    q.complete(
+        &r.account,
+        &r.id,
+        &Completion {
+            fence: fence,
+            output: "out.mp4",
+            sha256: "00",
+            bytes: 1,
+            paid: false,
+        },
+    )
+    .await
+    .expect("complete");
 }
 
 fn price_of(t: &NewTask) -> f64 {

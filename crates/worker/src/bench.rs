@@ -203,7 +203,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         slots: Arc::new(Semaphore::new(opts.concurrency)),
         queue: queue.clone(),
         worker_id: new_worker_id(),
-        accounts: BTreeMap::from([(ACCOUNT.to_string(), Some(provider))]),
+        accounts: BTreeMap::from([(ACCOUNT.to_string(), provider)]),
         storage: Arc::new(HashOnly),
         held: HeldLeases::default(),
         stopping: CancellationToken::new(),

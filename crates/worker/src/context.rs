@@ -1,9 +1,9 @@
 //! What every worker loop shares: configuration, the queue, adapters, storage, held leases and
 //! the shutdown signals.
 
+use crate::decide::Backoff;
 use crate::held::HeldLeases;
 use crate::providers::Provider;
-use crate::retry::Backoff;
 use crate::storage::Storage;
 use dramaq_common::config::{AccountConfig, Config};
 use dramaq_common::metrics::Metrics;
@@ -18,8 +18,8 @@ pub struct Ctx {
     pub queue: Queue,
     /// Unique per process: `<host>-<pid>-<random>`.
     pub worker_id: String,
-    /// Accounts this worker serves, with their adapter (`None` for local assembly).
-    pub accounts: BTreeMap<String, Option<Arc<dyn Provider>>>,
+    /// Accounts this worker serves, with their adapter (HTTP, or in-process for assembly).
+    pub accounts: BTreeMap<String, Arc<dyn Provider>>,
     pub storage: Arc<dyn Storage>,
     pub held: HeldLeases,
     /// Slots for claimed work (submits, downloads of sync results, assembly).
@@ -40,7 +40,7 @@ impl Ctx {
     }
 
     pub fn provider(&self, name: &str) -> Option<Arc<dyn Provider>> {
-        self.accounts.get(name).cloned().flatten()
+        self.accounts.get(name).cloned()
     }
 
     pub fn backoff(&self) -> Backoff {

@@ -7,7 +7,7 @@
 //! slot, so an idle account cannot starve the others.
 
 use crate::context::Ctx;
-use crate::process;
+use crate::submit;
 use dramaq_common::config::AccountConfig;
 use dramaq_common::queue::{read_ready, Claim, QuotaArgs, QuotaPeek};
 use std::num::NonZeroU32;
@@ -142,7 +142,7 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
                         ctx.metrics
                             .queue_wait(&account, rec.kind, Duration::from_millis(waited));
                     }
-                    tracker.spawn(process::run_claimed(ctx.clone(), *rec, permit));
+                    tracker.spawn(submit::run_claimed(ctx.clone(), *rec, permit));
                 }
                 // Claims stop while the account is paused; entries went back to the stream.
                 Claim::Paused => wait = wait.max(Duration::from_secs(1)),

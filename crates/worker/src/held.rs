@@ -20,12 +20,12 @@ pub struct HeldLeases {
 }
 
 impl HeldLeases {
-    pub fn insert(&self, id: &str, account: &str, fence: u64) {
+    pub(crate) fn insert(&self, lease: &crate::finish::Lease) {
         let held = Held {
-            account: account.to_string(),
-            fence,
+            account: lease.account.clone(),
+            fence: lease.fence,
         };
-        self.lock().insert(id.to_string(), held);
+        self.lock().insert(lease.id.clone(), held);
     }
 
     pub fn remove(&self, id: &str) {
@@ -34,10 +34,6 @@ impl HeldLeases {
 
     pub fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// `(task id, fence)` grouped by account.

@@ -1,23 +1,27 @@
 //! dramaq's worker: claims tasks, submits them to providers, awaits renders without holding a
 //! slot, downloads and stores results; plus the maintenance (reaper) duties.
 //!
-//! Layout, one job per module: [`fetch`] claims, [`process`] submits, [`poll`] awaits renders,
-//! [`storage`] stores, [`assemble`] builds episodes, [`retry`] decides what a failure becomes,
-//! [`heartbeat`] keeps leases alive, [`reaper`] recovers what crashed processes left, and
-//! [`runner`] wires them together with graceful shutdown. [`providers`] speaks each API family.
+//! Layout, one job per module, in the order a task meets them: [`fetch`] claims, [`submit`]
+//! submits, [`poll`] awaits renders, [`finish`] is the one way out of a worker's hands (store,
+//! complete, fail), [`decide`] is the one decision of what a failure becomes, [`storage`]
+//! stores, [`assemble`] builds episodes (an in-process provider), [`heartbeat`] keeps leases
+//! alive, [`reaper`] recovers what crashed processes left, and [`runner`] wires them together
+//! with graceful shutdown. [`providers`] speaks each API family.
 
-pub mod assemble;
+pub(crate) mod assemble;
 pub mod bench;
-pub mod context;
-pub mod fallback;
-pub mod fetch;
-pub mod heartbeat;
-pub mod held;
+pub(crate) mod context;
+pub mod decide;
+pub(crate) mod fetch;
+pub(crate) mod finish;
+pub(crate) mod heartbeat;
+pub(crate) mod held;
 pub mod metrics_server;
-pub mod poll;
-pub mod process;
+pub(crate) mod poll;
 pub mod providers;
 pub mod reaper;
-pub mod retry;
 pub mod runner;
 pub mod storage;
+pub(crate) mod submit;
+
+pub use context::new_worker_id;

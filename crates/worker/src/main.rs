@@ -160,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
                 metrics.clone(),
                 signal.clone(),
             );
-            let id = format!("{}-reaper", dramaq_worker::context::new_worker_id());
+            let id = format!("{}-reaper", dramaq_worker::new_worker_id());
             reaper::run(
                 queue,
                 id,

@@ -2,7 +2,9 @@
 //!
 //! Renders wait in their account's await schedule (a sorted set by next poll time). Each worker
 //! process takes what is due in batches under a short poll lease and polls them concurrently, so
-//! one process can watch tens of thousands of renders (design-notes invariant 5). Cadence: first
+//! one process can watch tens of thousands of renders (docs/invariants.md, "Submit, then
+//! await"). A poll only observes: what a success, a failure or a failed poll request becomes is
+//! decided and applied by [`crate::finish`] and [`crate::decide`]. Cadence: first
 //! poll after the family's typical minimum, then backing off with the render's age to a cap, with
 //! ±25 % jitter. A provider's own hint (`openai-poll-after-ms`) is a floor: never poll sooner
 //! than it asks, nor sooner than the cadence, which is what bounds the poll traffic of tens of
@@ -13,21 +15,20 @@
 //! process watching more renders than it can poll.
 
 use crate::context::Ctx;
-use crate::process;
-use crate::providers::{PollOutcome, Provider, ProviderError};
+use crate::decide::Phase;
+use crate::finish::{self, Context, Holder, Lease};
+use crate::providers::{PollOutcome, Provider, ProviderError, ResultRef};
 use dramaq_common::config::AccountConfig;
 use dramaq_common::metrics::ProviderOperation;
 use dramaq_common::model::{FailureClass, TaskRecord, TaskState};
-use dramaq_common::queue::{FailDecision, FailGuard, QueueError};
+use dramaq_common::queue::QueueError;
+use dramaq_common::text::Shown;
 use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
-
-/// After submit, "not found" is normal for a while on some relays (providers.md §11.3).
-const NOT_FOUND_GRACE_MS: i64 = 60_000;
 
 /// An awaited task whose record cannot be decoded is looked at again after this long.
 const UNREADABLE_RETRY_MS: u64 = 600_000;
@@ -203,15 +204,22 @@ async fn poll_one(
     let Some(ptid) = rec.provider_task_id.clone() else {
         return Ok(());
     };
-    let span = tracing::info_span!("render", season = %rec.season, label = %rec.label, task = %rec.id, provider = %account, provider_task_id = %ptid);
+    let span = tracing::info_span!("render", season = %Shown::id(&rec.season), label = %Shown::id(&rec.label), task = %rec.id, account = %account, provider_task_id = %Shown::id(&ptid));
     async move {
-        let guard = FailGuard::Render {
+        let holder = Holder::Render {
             provider_task_id: ptid.clone(),
         };
         // On the Redis clock, like submitted_ms: a host with a skewed clock must not time out,
         // cancel or back off renders early.
         let age_ms = schedule.redis_now_ms() - rec.submitted_ms.unwrap_or(rec.updated_ms);
-        if age_ms > acct.render_deadline_ms as i64 {
+        let at = |phase| Context {
+            phase,
+            attempt: rec.attempt,
+            render_age_ms: age_ms,
+            next_poll_ms: next_poll_ms(acct, age_ms),
+        };
+        // A render whose download failed has finished: the deadline is for renders only.
+        if rec.fetch_failures == 0 && age_ms > acct.render_deadline_ms as i64 {
             let err = ProviderError::new(
                 FailureClass::Timeout,
                 format!(
@@ -219,7 +227,7 @@ async fn poll_one(
                     age_ms / 1000
                 ),
             );
-            return process::record_failure(ctx, &rec, &guard, FailDecision::Dead, &err).await;
+            return finish::fail(ctx, &holder, &rec, at(Phase::Render), err).await;
         }
         ctx.metrics.poll_lateness(account, schedule.lateness());
         let polled = provider.poll(&ptid, rec.poll_locator.as_deref()).await;
@@ -239,41 +247,26 @@ async fn poll_one(
                     .max_queued_ms
                     .is_some_and(|max| is_queued(&sub_status) && age_ms > max as i64);
                 if stuck {
-                    return give_up_queued(ctx, provider, &rec, &guard, &ptid, &sub_status, age_ms)
-                        .await;
+                    let err = give_up_queued(provider, &rec, &ptid, &sub_status, age_ms).await;
+                    return finish::fail(ctx, &holder, &rec, at(Phase::Render), err).await;
                 }
                 let hinted = poll_after.map_or(0, |d| d.as_millis() as u64);
                 let delay = next_poll_ms(acct, age_ms).max(hinted);
-                debug!(%sub_status, delay_ms = delay, "still rendering");
+                debug!(sub_status = %Shown::id(&sub_status), delay_ms = delay, "still rendering");
                 ctx.queue
                     .poll_again(account, &rec.id, delay)
                     .await
                     .map(drop)
             }
             Ok(PollOutcome::Succeeded(result)) => {
-                let rendered = std::time::Duration::from_millis(age_ms.max(0) as u64);
+                let rendered = Duration::from_millis(age_ms.max(0) as u64);
                 ctx.metrics.render_duration(account, rendered);
-                let result_json = serde_json::to_string(&result).unwrap_or_default();
-                let fence = ctx
-                    .queue
-                    .render_done(
-                        account,
-                        &rec.id,
-                        &ptid,
-                        &result_json,
-                        &ctx.worker_id,
-                        ctx.lease_ms(),
-                    )
-                    .await?;
-                ctx.held.insert(&rec.id, account, fence);
-                let outcome = download_rendered(ctx, provider, &rec, fence, &result).await;
-                ctx.held.remove(&rec.id);
-                outcome
+                download_rendered(ctx, provider, &rec, &ptid, &result, at(Phase::Download)).await
             }
             Ok(PollOutcome::Failed(err)) => {
-                process::apply_failure(ctx, &rec, &guard, rec.attempt, err).await
+                finish::fail(ctx, &holder, &rec, at(Phase::Render), err).await
             }
-            Err(err) => poll_error(ctx, &rec, acct, &guard, age_ms, err).await,
+            Err(err) => finish::fail(ctx, &holder, &rec, at(Phase::Poll), err).await,
         }
     }
     .instrument(span)
@@ -295,17 +288,15 @@ pub fn is_queued(sub_status: &str) -> bool {
     )
 }
 
-/// A render still queued past the account's `max_queued_ms`: cancel it where the family can,
-/// and fail it as `timeout`, which moves it to the next provider of its chain.
+/// A render still queued past the account's `max_queued_ms`: cancel it where the family can;
+/// the failure (`timeout`, code `queued_too_long`) moves it to the next provider of its chain.
 async fn give_up_queued(
-    ctx: &Ctx,
     provider: &dyn Provider,
     rec: &TaskRecord,
-    guard: &FailGuard,
     ptid: &str,
     sub_status: &str,
     age_ms: i64,
-) -> Result<(), QueueError> {
+) -> ProviderError {
     let cancelled = match provider.cancel(ptid, rec.poll_locator.as_deref()).await {
         Ok(c) => c,
         Err(e) => {
@@ -313,10 +304,11 @@ async fn give_up_queued(
             false
         }
     };
-    let err = ProviderError::new(
+    ProviderError::new(
         FailureClass::Timeout,
         format!(
-            "still {sub_status} at the provider after {} s (max_queued_ms); {}",
+            "still {} at the provider after {} s (max_queued_ms); {}",
+            Shown::id(sub_status),
             age_ms / 1000,
             if cancelled {
                 "cancelled"
@@ -325,84 +317,59 @@ async fn give_up_queued(
             }
         ),
     )
-    .with_code("queued_too_long");
-    process::record_failure(ctx, rec, guard, FailDecision::Dead, &err).await
+    .with_code("queued_too_long")
 }
 
-/// The render succeeded: download under the lease `render_done` gave us, then complete.
+/// The render succeeded: take it under a download lease (`render_done`, first poller wins),
+/// store it, complete.
 async fn download_rendered(
     ctx: &Ctx,
     provider: &dyn Provider,
     rec: &TaskRecord,
-    fence: u64,
-    result: &crate::providers::ResultRef,
+    ptid: &str,
+    result: &ResultRef,
+    at: Context,
 ) -> Result<(), QueueError> {
+    let result_json = serde_json::to_string(result).map_err(|e| QueueError::Reply {
+        script: "render_done",
+        detail: format!("result reference not serialisable: {e}"),
+    })?;
+    let fence = ctx
+        .queue
+        .render_done(
+            &rec.account,
+            &rec.id,
+            ptid,
+            &result_json,
+            &ctx.worker_id,
+            ctx.lease_ms(),
+        )
+        .await?;
+    let lease = Lease {
+        account: rec.account.clone(),
+        id: rec.id.clone(),
+        fence,
+    };
+    ctx.held.insert(&lease);
     let started = std::time::Instant::now();
-    let downloaded = process::download(ctx, provider, rec, result).await;
+    let downloaded = finish::download(ctx, provider, rec, result).await;
     let status = match &downloaded {
         Ok(_) => Some(200),
         Err(e) => e.http_status,
     };
     ctx.metrics
         .provider_request(&rec.account, ProviderOperation::Fetch, status);
-    match downloaded {
+    let outcome = match downloaded {
         Ok(stored) => {
             ctx.metrics
                 .download_duration(&rec.account, started.elapsed());
             info!("render downloaded");
-            process::complete(ctx, rec, fence, stored).await
+            finish::complete(ctx, &lease, rec, stored, false).await
         }
-        Err(err) => {
-            let guard = FailGuard::Held { fence };
-            let expired_before = rec
-                .errors
-                .iter()
-                .any(|e| e.class == FailureClass::ResultExpired);
-            let decision = match err.class {
-                // The render exists; poll again (a fresh URL where the family gives one).
-                FailureClass::Network | FailureClass::ProviderError | FailureClass::Unknown => {
-                    FailDecision::Repoll {
-                        delay_ms: ctx.backoff().delay_ms(rec.errors.len() as u32).max(1_000),
-                    }
-                }
-                FailureClass::ResultExpired if !expired_before => {
-                    FailDecision::Repoll { delay_ms: 0 }
-                }
-                _ => FailDecision::Dead,
-            };
-            process::record_failure(ctx, rec, &guard, decision, &err).await
-        }
-    }
-}
-
-/// A poll request itself failed (not the render).
-async fn poll_error(
-    ctx: &Ctx,
-    rec: &TaskRecord,
-    acct: &AccountConfig,
-    guard: &FailGuard,
-    age_ms: i64,
-    err: ProviderError,
-) -> Result<(), QueueError> {
-    let not_found = err.code.as_deref() == Some("not_found");
-    let transient = matches!(
-        err.class,
-        FailureClass::Network
-            | FailureClass::ProviderError
-            | FailureClass::RateLimited
-            | FailureClass::ConcurrencyLimited
-    );
-    if (not_found && age_ms < NOT_FOUND_GRACE_MS) || (transient && !not_found) {
-        let hinted = err.retry_after.map(|d| d.as_millis() as u64).unwrap_or(0);
-        let delay = next_poll_ms(acct, age_ms).max(hinted);
-        debug!(error = %err, delay_ms = delay, "poll failed; trying again later");
-        return ctx
-            .queue
-            .poll_again(&rec.account, &rec.id, delay)
-            .await
-            .map(drop);
-    }
-    process::apply_failure(ctx, rec, guard, rec.attempt, err).await
+        Err(err) => finish::fail(ctx, &Holder::Lease(lease.clone()), rec, at, err).await,
+    };
+    ctx.held.remove(&lease.id);
+    outcome
 }
 
 /// Next poll delay for a render of age `age_ms`: a third of its age, clamped to the account's

@@ -6,6 +6,7 @@
 //! finish within `worker.shutdown_grace_ms`, and leaves awaited renders in Redis for the other
 //! workers. Whatever is still held after the grace period is abandoned to lease expiry.
 
+use crate::assemble::Assembler;
 use crate::context::{new_worker_id, Ctx};
 use crate::held::HeldLeases;
 use crate::providers::{self, Provider};
@@ -68,11 +69,26 @@ pub async fn run(
         }
         cfg.worker.concurrency = c;
     }
-    let accounts = build_accounts(&cfg, &opts.providers)?;
+    let adapters = build_accounts(&cfg, &opts.providers)?;
     let storage = crate::storage::from_config(&cfg.storage)
         .await
         .context("output storage")?;
     let queue = Queue::connect(&cfg.redis).await?;
+    // Every account has a provider: HTTP adapters, and the in-process assembler where there is
+    // none (the assembly account).
+    let accounts: BTreeMap<String, Arc<dyn Provider>> = adapters
+        .iter()
+        .map(|(name, adapter)| {
+            let provider = adapter.clone().unwrap_or_else(|| {
+                Arc::new(Assembler::new(
+                    queue.clone(),
+                    storage.clone(),
+                    cfg.worker.ffmpeg.clone(),
+                ))
+            });
+            (name.clone(), provider)
+        })
+        .collect();
     let metrics = Metrics::new();
     for name in accounts.keys() {
         if let Some(acct) = cfg.accounts.get(name) {
@@ -111,7 +127,7 @@ pub async fn run(
         loops.spawn(reaper::run(
             queue.clone(),
             format!("{}-reaper", ctx.worker_id),
-            accounts.clone(),
+            adapters.clone(),
             reaper::ReaperConfig::from_worker(&ctx.cfg.worker),
             metrics.clone(),
             ctx.stopping.clone(),

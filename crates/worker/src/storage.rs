@@ -97,14 +97,13 @@ pub struct Stored {
     pub bytes: u64,
 }
 
+/// A body to store: a stream of chunks, or the reason it broke off.
+pub type Body = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
 #[async_trait]
 pub trait Storage: Send + Sync {
     /// Stream `body` into `location`, replacing any earlier object atomically.
-    async fn put(
-        &self,
-        location: &Location,
-        body: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>,
-    ) -> Result<Stored, StoreError>;
+    async fn put(&self, location: &Location, body: Body) -> Result<Stored, StoreError>;
 
     async fn get(&self, location: &Location) -> Result<Bytes, StoreError>;
 
@@ -246,7 +245,7 @@ impl Storage for LocalDir {
 }
 
 /// Wrap bytes already in memory as a body stream.
-pub fn once(bytes: Bytes) -> std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>> {
+pub fn once(bytes: Bytes) -> Body {
     Box::pin(futures::stream::once(async move { Ok(bytes) }))
 }
 

@@ -2,7 +2,7 @@
 //! (account, scenario). Each row submits through the adapter built from a real config, polls
 //! until the render is no longer pending, fetches the result, and checks the normalised
 //! outcome: a valid MP4 / PNG / WAV, or the failure class and what the retry policy makes of it
-//! (`retry::decide(class, retry_after, 1, 5, …)`).
+//! (`decide::decide` for a first submit of five allowed, with no fallback account).
 //!
 //! Rows whose expectation follows providers.md but whose adapter does not (yet) are marked with
 //! `adapter_bug`: they are reported, not failed, and a marked row that starts passing fails the
@@ -13,10 +13,10 @@ use dramaq_common::queue::FailDecision;
 use dramaq_common::{FailureClass, TaskPayload};
 use dramaq_sandbox::media::{inspect_mp4, inspect_png, inspect_wav};
 use dramaq_sandbox::{Sandbox, SandboxOptions};
+use dramaq_worker::decide::{self, Backoff, Failure, History, Phase};
 use dramaq_worker::providers::{
     self, PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome, SubmitRequest, SyncResult,
 };
-use dramaq_worker::retry::{self, Backoff};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Once};
@@ -328,13 +328,32 @@ fn payload(account: &str, prompt: String) -> TaskPayload {
 }
 
 fn decision(e: &ProviderError) -> Option<Decision> {
-    match retry::decide(e.class, e.retry_after, 1, 5, BACKOFF) {
-        FailDecision::Dead => Some(Dead),
-        FailDecision::Pause => Some(Pause),
-        FailDecision::Retry { refund_attempt, .. } => Some(Decision::Retry {
-            refund: refund_attempt,
-        }),
-        FailDecision::Repoll { .. } => None,
+    let failure = Failure {
+        class: e.class,
+        code: e.code.as_deref(),
+        retry_after: e.retry_after,
+        phase: Phase::Submit,
+    };
+    let history = History {
+        attempt: 1,
+        max_attempts: 5,
+        fetch_failures: 0,
+        result_expired_before: false,
+        render_age_ms: 0,
+        next_poll_ms: 0,
+        chain: &[],
+        chain_pos: 0,
+    };
+    match decide::decide(&failure, &history, BACKOFF) {
+        decide::Decision::Fail { decision, .. } => match decision {
+            FailDecision::Dead => Some(Dead),
+            FailDecision::Pause => Some(Pause),
+            FailDecision::Retry { refund_attempt, .. } => Some(Decision::Retry {
+                refund: refund_attempt,
+            }),
+            FailDecision::Repoll { .. } | FailDecision::Move { .. } => None,
+        },
+        decide::Decision::PollAgain { .. } => None,
     }
 }
 
@@ -432,6 +451,9 @@ async fn run_row(p: &dyn Provider, row: &Row, task_id: &str) -> Result<(), Strin
     let payload = payload(row.account, prompt);
     let submit = |attempt: u32| {
         p.submit(SubmitRequest {
+            season: "s",
+            group: "g",
+            deps: &[],
             task_id,
             attempt,
             payload: &payload,
@@ -463,6 +485,9 @@ async fn run_row(p: &dyn Provider, row: &Row, task_id: &str) -> Result<(), Strin
             return check_media(kind, &bytes);
         }
         SubmitOutcome::Finished(SyncResult::Ref(r)) => (r, None),
+        SubmitOutcome::Finished(SyncResult::Stream { .. }) => {
+            return Err("an HTTP family answered with a local stream".into())
+        }
         SubmitOutcome::Accepted {
             provider_task_id,
             poll_locator,
@@ -589,6 +614,9 @@ async fn speech_longer_than_4096_characters_is_split_and_joined() {
     };
     let out = p
         .submit(SubmitRequest {
+            season: "s",
+            group: "g",
+            deps: &[],
             task_id: "contract-speech-long",
             attempt: 1,
             payload: &payload,

@@ -4,29 +4,57 @@
 -- KEYS[2]      counts hash
 -- KEYS[3]      notify zset (outbox of stored tasks whose dependents must be told)
 -- KEYS[4]      render slots zset (a synchronous task's slot is released here)
--- KEYS[3+2i]   task record of task i            (i = 1..n; all of one account)
--- KEYS[4+2i]   dependents set of task i
--- ARGV[4i-3..4i]  for task i: fencing token, output location, sha256 hex, size in bytes
+-- KEYS[5]      await zset
+-- KEYS[6]      delayed zset
+-- KEYS[7]      stats hash
+-- KEYS[6+2i]   task record of task i            (i = 1..n; all of one account)
+-- KEYS[7+2i]   dependents set of task i
+-- ARGV[5i-4..5i]  for task i: fencing token, output location, sha256 hex, size in bytes, and
+--                 '1' when the caller paid for this output itself (a synchronous submit's
+--                 answer), '0' for the download of a render the record already knows
 --
--- Stored before done (invariant 7): the caller has already renamed each file into place. A task
+-- Stored before done (invariant 7): the caller has already put each output into place. A task
 -- with dependents enters the notify outbox in the same step, so a crash before they are told
 -- cannot strand them. Coalesced like mark_submitting.lua.
--- Returns, per task: 2 stored and has dependents to tell, 1 stored, 0 no longer held.
+--
+-- The output is in storage, so it is recorded whenever the task still wants one and nobody has
+-- claimed it since the caller did (the record's fencing token is not newer than the caller's):
+-- under the caller's token as usual, or when the record went back in time (Redis lost writes:
+-- its token is older than the caller's) or was taken back without a new claim (`ready`,
+-- `delayed`, `rendering` after the reaper's repoll). A newer token means another holder took
+-- over: refused, as fencing demands; so is a task stored, dead, moving, waiting or gone. If the
+-- caller paid for a refused output, the record is flagged `possible_duplicate` (counted once).
+-- Returns, per task: 2 stored and has dependents to tell, 1 stored, 0 refused.
 
 local now = now_ms()
 local out = {}
 local released = {}
 local outbox = {}
-local n = (#KEYS - 4) / 2
+local wants = { claimed = true, submitting = true, downloading = true, ready = true,
+  delayed = true, rendering = true }
+local n = (#KEYS - 7) / 2
 for i = 1, n do
-  local key = KEYS[3 + 2 * i]
-  local rdeps = KEYS[4 + 2 * i]
-  local a = 4 * (i - 1)
+  local key = KEYS[6 + 2 * i]
+  local rdeps = KEYS[7 + 2 * i]
+  local a = 5 * (i - 1)
   local t = load_task(key)
-  if t == nil or tostring(t.fence) ~= ARGV[a + 1]
-      or (t.state ~= 'claimed' and t.state ~= 'submitting' and t.state ~= 'downloading') then
+  if t == nil or not wants[t.state] or (t.fence or 0) > tonumber(ARGV[a + 1]) then
     out[i] = 0
+    if ARGV[a + 5] == '1' then
+      redis.call('HINCRBY', KEYS[7], 'orphaned_renders', 1)
+      if t ~= nil and not t.possible_duplicate then
+        t.possible_duplicate = true
+        redis.call('HINCRBY', KEYS[7], 'possible_duplicates', 1)
+        save_task(key, t)
+      end
+    end
   else
+    if tostring(t.fence) ~= ARGV[a + 1] or t.state == 'ready' or t.state == 'delayed'
+        or t.state == 'rendering' then
+      redis.call('HINCRBY', KEYS[7], 'adopted_late', 1)
+      redis.call('ZREM', KEYS[5], t.id)
+      redis.call('ZREM', KEYS[6], t.id)
+    end
     t.output = ARGV[a + 2]
     t.sha256 = ARGV[a + 3]
     t.bytes = tonumber(ARGV[a + 4])

@@ -1,22 +1,29 @@
--- ops_move_out.lua: last step of moving a dead task to another account (source hash tag).
+-- ops_move_out.lua: last step of moving a task to another account (source hash tag).
 --
 -- KEYS[1]  task record in the source account
--- KEYS[2]  dead zset of the source account
+-- KEYS[2]  moves zset of the source account
 -- KEYS[3]  counts hash of the source account
 -- KEYS[4]  deps set of the task in the source account
 -- KEYS[5]  dependents set of the task in the source account
 -- KEYS[6]  render slots zset of the source account
--- ARGV[1]  target account
+-- ARGV[1]  target account ('' to only clear a stale outbox entry)
+-- ARGV[2]  task id
 --
 -- Runs only after the copy in the target exists and the season index points at it. Deletes the
--- source copy only when it is still dead and reserved for this very target, so a re-run, or a
--- task that was never reserved, changes nothing. Returns 'removed' | 'not_moving' | 'gone'.
+-- source copy only when it is still `moving` to this very target, so a re-run, or a task that
+-- was never moving, changes nothing. The moves outbox entry goes in the same step; an entry whose
+-- task is gone or no longer moving is cleared too. Returns 'removed' | 'not_moving' | 'gone'.
 
 local t = load_task(KEYS[1])
 if t == nil then
+  redis.call('ZREM', KEYS[2], ARGV[2])
   return 'gone'
 end
-if t.state ~= 'dead' or t.moving_to ~= ARGV[1] then
+if t.state ~= 'moving' then
+  redis.call('ZREM', KEYS[2], t.id)
+  return 'not_moving'
+end
+if t.moving_to ~= ARGV[1] then
   return 'not_moving'
 end
 local deltas = count_deltas[KEYS[3]] or {}

@@ -16,6 +16,9 @@ local t = load_task(KEYS[1])
 if t == nil then
   return 'gone'
 end
+if t.state == 'moving' then
+  return 'moving'
+end
 if t.state ~= 'dead' then
   return 'not_dead'
 end

@@ -21,6 +21,9 @@ local t = load_task(KEYS[1])
 if t == nil then
   return { 'gone', '' }
 end
+if t.state == 'moving' then
+  return { 'moving', t.moving_to }
+end
 if t.state ~= 'dead' then
   return { 'not_dead', tostring(t.state) }
 end

@@ -8,10 +8,15 @@
 -- KEYS[6]  counts hash
 -- KEYS[7]  stats hash
 -- KEYS[8]  render slots zset (released unless the render goes on at the provider)
+-- KEYS[9]  moves zset (outbox of tasks moving to another account)
 -- ARGV[1]  consumer group
 -- ARGV[2]  most stalls allowed before the task is dead as `stalled`
 -- ARGV[3]  provider task id found by reconciliation ('' when none), for `submitting` tasks
 -- ARGV[4]  poll locator found by reconciliation ('' when none)
+-- ARGV[5]  the next account of the task's provider chain ('' when none): a task that stalled
+--          too often falls back there (`moving`, with an outbox entry) instead of dying
+-- ARGV[6]  '1' when the account charges for a submit; an in-process account (assembly) does
+--          not, so a resubmit there is not a possible duplicate payment
 --
 -- Leases, not idle time (invariant 4): nothing happens unless the lease really expired by the
 -- Redis clock. What follows depends on how far the holder got:
@@ -19,7 +24,10 @@
 --   submitting   with a reconciled provider id  -> rendering (adopt; no second submit)
 --   submitting   without                        -> ready again, flagged possible_duplicate
 --   downloading  the render exists              -> rendering, due now (poll, then download)
--- Returns the action: 'not_expired' | 'requeued' | 'adopted' | 'resubmit' | 'repoll' | 'dead' | 'gone'.
+-- Past `max stalls` the task fails as `stalled`: moving to the next account when there is one,
+-- else dead.
+-- Returns the action: 'not_expired' | 'requeued' | 'adopted' | 'resubmit' | 'repoll' | 'moved'
+-- | 'dead' | 'gone'.
 
 local err = ensure_group(KEYS[3], ARGV[1])
 if err then
@@ -61,14 +69,23 @@ if action ~= nil then
   -- the render goes on at the provider (repoll, adopted): it keeps its slot
 elseif t.stalls > tonumber(ARGV[2]) then
   t.failure = 'stalled'
-  t.done_ms = now
   append_error(t, 'stalled', '', 'lease expired ' .. t.stalls .. ' times', now)
-  redis.call('ZADD', KEYS[5], now, t.id)
-  set_state(KEYS[6], t, 'dead', now)
-  action = 'dead'
+  if ARGV[5] ~= '' then
+    t.moving_to = ARGV[5]
+    redis.call('ZADD', KEYS[9], now, t.id)
+    set_state(KEYS[6], t, 'moving', now)
+    action = 'moved'
+  else
+    t.done_ms = now
+    redis.call('ZADD', KEYS[5], now, t.id)
+    set_state(KEYS[6], t, 'dead', now)
+    action = 'dead'
+  end
 elseif t.state == 'submitting' then
-  t.possible_duplicate = true
-  redis.call('HINCRBY', KEYS[7], 'possible_duplicates', 1)
+  if ARGV[6] == '1' then
+    t.possible_duplicate = true
+    redis.call('HINCRBY', KEYS[7], 'possible_duplicates', 1)
+  end
   push_ready(KEYS[3], t, now)
   set_state(KEYS[6], t, 'ready', now)
   action = 'resubmit'

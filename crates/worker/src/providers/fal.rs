@@ -901,6 +901,9 @@ mod tests {
         };
         let out = f
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 task_id: "vid-1",
                 attempt: 1,
                 payload: &p,
@@ -996,6 +999,9 @@ mod tests {
         };
         let out = f
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 task_id: "vid-2",
                 attempt: 1,
                 payload: &p,

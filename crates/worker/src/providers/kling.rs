@@ -825,6 +825,9 @@ mod tests {
         let p = payload(false);
         let out = k
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "vid-7",
                 payload: &p,
@@ -880,6 +883,9 @@ mod tests {
         };
         let out = k
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "vid-8",
                 payload: &p,
@@ -906,6 +912,9 @@ mod tests {
         // Without the image an image-to-video task is refused, not sent as text-to-video.
         let err = k
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "vid-8",
                 payload: &p,
@@ -932,6 +941,9 @@ mod tests {
         let p = payload(false);
         let err = k
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "vid-9",
                 payload: &p,
@@ -1014,6 +1026,9 @@ mod tests {
         let p = payload(false);
         let out = k
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "vid-dup",
                 payload: &p,

@@ -604,6 +604,9 @@ mod tests {
         let p = payload(10, "1080p", false);
         let out = m
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 task_id: "vid-1",
                 attempt: 1,
                 payload: &p,
@@ -638,6 +641,9 @@ mod tests {
             }
             let err = m
                 .submit(SubmitRequest {
+                    season: "s",
+                    group: "g",
+                    deps: &[],
                     task_id: "vid-2",
                     attempt: 1,
                     payload: &p,

@@ -20,7 +20,7 @@ pub mod veo;
 use async_trait::async_trait;
 use bytes::Bytes;
 use dramaq_common::config::{AccountConfig, ConfigError, Family};
-use dramaq_common::{FailureClass, TaskPayload};
+use dramaq_common::{DepRef, FailureClass, TaskPayload};
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -46,6 +46,12 @@ pub struct SubmitRequest<'a> {
     pub payload: &'a TaskPayload,
     /// The first-frame image for image-to-video payloads, read from storage by the worker.
     pub first_frame: Option<InputImage>,
+    /// The task's season and group (episode folder), and its dependencies with the accounts
+    /// holding them: what an in-process family (assembly) reads its inputs from. HTTP families
+    /// ignore them.
+    pub season: &'a str,
+    pub group: &'a str,
+    pub deps: &'a [DepRef],
 }
 
 /// Where a finished result's bytes are. Serialised into the task record's `result` field, so it
@@ -75,11 +81,32 @@ pub enum SubmitOutcome {
     Finished(SyncResult),
 }
 
-/// A synchronous result: bytes in hand or a URL to fetch.
-#[derive(Debug)]
+/// A synchronous result: bytes in hand, a stream (an in-process family's file), or a URL to
+/// fetch.
 pub enum SyncResult {
-    Bytes { bytes: Bytes, ext: String },
+    Bytes {
+        bytes: Bytes,
+        ext: String,
+    },
+    Stream {
+        body: crate::storage::Body,
+        ext: String,
+    },
     Ref(ResultRef),
+}
+
+impl std::fmt::Debug for SyncResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncResult::Bytes { bytes, ext } => f
+                .debug_struct("Bytes")
+                .field("len", &bytes.len())
+                .field("ext", ext)
+                .finish(),
+            SyncResult::Stream { ext, .. } => f.debug_struct("Stream").field("ext", ext).finish(),
+            SyncResult::Ref(r) => f.debug_tuple("Ref").field(r).finish(),
+        }
+    }
 }
 
 /// What one poll saw.
@@ -213,6 +240,12 @@ pub struct Download {
 pub trait Provider: Send + Sync {
     fn family(&self) -> Family;
 
+    /// Whether a submit costs money. An in-process family (assembly) does not, so a resubmit
+    /// after a crash there is no possible duplicate payment.
+    fn charges(&self) -> bool {
+        true
+    }
+
     async fn submit(&self, req: SubmitRequest<'_>) -> Result<SubmitOutcome, ProviderError>;
 
     async fn poll(
@@ -248,8 +281,9 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// Build the adapter for an account. `Assembly` has no HTTP adapter (the worker assembles
-/// episodes itself) and returns `None`.
+/// Build the HTTP adapter for an account. `Assembly` has none and returns `None`: it is the
+/// in-process [`crate::assemble::Assembler`], which needs the queue and storage and is built by
+/// the runner.
 pub fn build(name: &str, acct: &AccountConfig) -> Result<Option<Arc<dyn Provider>>, ConfigError> {
     let client = http::client(acct);
     Ok(match acct.family {

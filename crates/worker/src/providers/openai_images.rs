@@ -326,6 +326,9 @@ mod tests {
         let p = payload("Mira, red coat");
         let out = a
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "img-1",
                 payload: &p,
@@ -356,6 +359,9 @@ mod tests {
         let p = payload("forbidden thing");
         let err = a
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "img-2",
                 payload: &p,
@@ -382,6 +388,9 @@ mod tests {
         let p = payload("a lighthouse");
         let out = a
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "img-3",
                 payload: &p,

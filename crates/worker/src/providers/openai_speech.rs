@@ -538,6 +538,9 @@ mod tests {
         };
         let out = s
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "voc-1",
                 payload: &payload,
@@ -598,6 +601,9 @@ mod tests {
         let p = voice("too slow");
         let err = s
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "voc-2",
                 payload: &p,
@@ -610,6 +616,9 @@ mod tests {
         let p = voice("json200");
         let err = s
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "voc-3",
                 payload: &p,
@@ -621,6 +630,9 @@ mod tests {
         let p = voice("mp3 please");
         match s
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "voc-4",
                 payload: &p,
@@ -635,6 +647,9 @@ mod tests {
         let p = voice("  ");
         let err = s
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "voc-5",
                 payload: &p,

@@ -532,6 +532,9 @@ mod tests {
         let payload = video_payload("9:16", Some("img-1"));
         let out = a
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "vid-1",
                 payload: &payload,
@@ -585,6 +588,9 @@ mod tests {
         let payload = video_payload("16:9", Some("img-1"));
         let out = a
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "vid-2",
                 payload: &payload,
@@ -613,6 +619,9 @@ mod tests {
         let payload = video_payload("1:1", None);
         let err = a
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 attempt: 1,
                 task_id: "vid-3",
                 payload: &payload,
@@ -657,6 +666,9 @@ mod tests {
             }
             let err = a
                 .submit(SubmitRequest {
+                    season: "s",
+                    group: "g",
+                    deps: &[],
                     attempt: 1,
                     task_id: "vid-4",
                     payload: &payload,

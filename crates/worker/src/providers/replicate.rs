@@ -746,6 +746,9 @@ mod tests {
         let p = payload(true);
         let out = rp
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 task_id: "vid-1",
                 attempt: 1,
                 payload: &p,
@@ -806,6 +809,9 @@ mod tests {
         }
         let err = rp
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 task_id: "vid-2",
                 attempt: 1,
                 payload: &p,

@@ -801,6 +801,9 @@ mod tests {
         let p = payload("9:16", true, Some(42));
         let out = r
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 task_id: "vid-1",
                 attempt: 1,
                 payload: &p,
@@ -854,6 +857,9 @@ mod tests {
         let p = payload("16:9", false, None);
         let out = r
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 task_id: "vid-2",
                 attempt: 1,
                 payload: &p,
@@ -875,6 +881,9 @@ mod tests {
         let p = payload("16:9", true, None);
         let err = r
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 task_id: "vid-2",
                 attempt: 1,
                 payload: &p,
@@ -911,6 +920,9 @@ mod tests {
             }
             let err = r
                 .submit(SubmitRequest {
+                    season: "s",
+                    group: "g",
+                    deps: &[],
                     task_id: "vid-3",
                     attempt: 1,
                     payload: &p,

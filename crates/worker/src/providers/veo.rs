@@ -1030,6 +1030,9 @@ mod tests {
         let p = payload("9:16", "720p", true);
         let out = v
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 task_id: "vid-1",
                 attempt: 1,
                 payload: &p,
@@ -1066,6 +1069,9 @@ mod tests {
         let sq = payload("1:1", "720p", false);
         let err = v
             .submit(SubmitRequest {
+                season: "s",
+                group: "g",
+                deps: &[],
                 task_id: "vid-2",
                 attempt: 1,
                 payload: &sq,
@@ -1114,6 +1120,9 @@ mod tests {
             }
             let err = v
                 .submit(SubmitRequest {
+                    season: "s",
+                    group: "g",
+                    deps: &[],
                     task_id: "vid-3",
                     attempt: 1,
                     payload: &p,

@@ -4,13 +4,18 @@ use dramaq_common::queue::{Queue, QueueError};
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// How often due retries are promoted. Default 250 ms.
+    pub interval: std::time::Duration,
     /// Retries promoted per round and account.
     pub batch: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { batch: 500 }
+        Config {
+            interval: std::time::Duration::from_millis(250),
+            batch: 500,
+        }
     }
 }
 

@@ -1,18 +1,24 @@
 //! Duty: expired leases. A holder whose heartbeat stopped loses its tasks.
 //!
 //! Only an expired lease (by the Redis clock) counts as stalled — never idle time alone
-//! (design-notes invariant 4). What happens next depends on how far the holder got, and is
+//! (docs/invariants.md, "Leases, not idle time"). What happens next depends on how far the
+//! holder got, and is
 //! decided inside `reap_lease.lua`; for a task caught mid-submit this duty first asks the
 //! provider whether it already has it (Kling's `external_task_id`), so a render it accepted is
-//! adopted instead of paid for twice.
+//! adopted instead of paid for twice. A task that stalled too often moves to the next account
+//! of its chain in the same script (`moving`); the move is then finished here, or by the moves
+//! duty.
 
 use crate::providers::Provider;
-use dramaq_common::model::{FailureClass, TaskState};
+use dramaq_common::model::TaskState;
+use dramaq_common::ops::Ops;
 use dramaq_common::queue::{LeaseAction, Queue, QueueError};
 use tracing::{info, warn};
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// How often expired leases are looked for. Default 500 ms.
+    pub interval: std::time::Duration,
     /// Expired leases handled per round and account.
     pub batch: usize,
     /// Times a task may be taken back before it is dead as `stalled` (worker.max_stalls).
@@ -22,6 +28,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            interval: std::time::Duration::from_millis(500),
             batch: 200,
             max_stalls: 3,
         }
@@ -35,6 +42,7 @@ pub struct Outcome {
     pub adopted: usize,
     pub resubmitted: usize,
     pub repolled: usize,
+    pub moved: usize,
     pub dead: usize,
 }
 
@@ -46,8 +54,8 @@ pub async fn run_once(
 ) -> Result<Outcome, QueueError> {
     let mut out = Outcome::default();
     for id in queue.expired_leases(account, cfg.batch).await? {
-        // Read once: reconciliation needs it, and so does the fallback after a death (its
-        // account and chain do not change in between).
+        // Read once: reconciliation needs it, and so does the fallback (the next account of
+        // its chain).
         let rec = match queue.get_task(account, &id).await {
             Ok(rec) => rec,
             Err(e @ QueueError::Decode { .. }) => {
@@ -70,12 +78,20 @@ pub async fn run_once(
             }
             _ => None,
         };
+        let next_account = rec
+            .as_ref()
+            .and_then(|r| r.chain.get(r.chain_pos as usize + 1))
+            .map(String::as_str);
+        // No adapter means an in-process account (assembly): a resubmit there costs nothing.
+        let charges = provider.is_some_and(|p| p.charges());
         let action = queue
             .reap_lease(
                 account,
                 &id,
                 cfg.max_stalls,
                 reconciled.as_ref().map(|(p, l)| (p.as_str(), l.as_deref())),
+                next_account,
+                charges,
             )
             .await?;
         match action {
@@ -83,12 +99,13 @@ pub async fn run_once(
             LeaseAction::Adopted => out.adopted += 1,
             LeaseAction::Resubmit => out.resubmitted += 1,
             LeaseAction::Repoll => out.repolled += 1,
-            LeaseAction::Dead => {
-                out.dead += 1;
+            LeaseAction::Moved => {
+                out.moved += 1;
                 if let Some(rec) = &rec {
-                    crate::fallback::after_dead(queue, rec, FailureClass::Stalled).await;
+                    crate::finish::finish_move(&Ops::new(queue.clone()), rec).await;
                 }
             }
+            LeaseAction::Dead => out.dead += 1,
             LeaseAction::NotExpired | LeaseAction::Gone => continue,
         }
         info!(%account, task = %id, ?action, "expired lease handled");

@@ -5,6 +5,8 @@ use dramaq_common::queue::{Queue, QueueError};
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// How often the outbox is read. Default 1 s.
+    pub interval: std::time::Duration,
     /// Leave fresh entries to the worker that stored them.
     pub older_than_ms: u64,
     pub batch: usize,
@@ -13,6 +15,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            interval: std::time::Duration::from_millis(1_000),
             older_than_ms: 2_000,
             batch: 200,
         }

@@ -8,6 +8,8 @@ use dramaq_common::queue::{Queue, QueueError};
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// How often the pending lists are scanned. Default 5 s.
+    pub interval: std::time::Duration,
     /// A delivery idle this long is considered orphaned (a live reader claims within ms).
     pub min_idle_ms: u64,
 }
@@ -15,6 +17,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            interval: std::time::Duration::from_millis(5_000),
             min_idle_ms: 30_000,
         }
     }

@@ -5,45 +5,30 @@
 
 use dramaq_common::ops::{DeadFilter, Ops, OpsError};
 use dramaq_common::queue::{redis_time_ms, Queue};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// How long a dead task is kept; `None` keeps it until an operator purges it.
     pub max_age: Option<Duration>,
-    /// How often the (O(dead tasks)) sweep runs.
-    pub every: Duration,
+    /// How often the (O(dead tasks)) sweep runs. Default 1 h.
+    pub interval: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             max_age: None,
-            every: Duration::from_secs(3_600),
+            interval: Duration::from_secs(3_600),
         }
     }
 }
 
-/// Sweep state: when the last sweep ran.
-#[derive(Debug, Default)]
-pub struct State {
-    last: Option<Instant>,
-}
-
-/// How many dead tasks were purged (0 when retention is off or the sweep is not due).
-pub async fn run_once(
-    queue: &Queue,
-    account: &str,
-    cfg: &Config,
-    state: &mut State,
-) -> Result<usize, OpsError> {
+/// How many dead tasks were purged (0 when retention is off).
+pub async fn run_once(queue: &Queue, account: &str, cfg: &Config) -> Result<usize, OpsError> {
     let Some(max_age) = cfg.max_age else {
         return Ok(0);
     };
-    if state.last.is_some_and(|t| t.elapsed() < cfg.every) {
-        return Ok(0);
-    }
-    state.last = Some(Instant::now());
     let now = {
         let mut conn = queue
             .redis()
