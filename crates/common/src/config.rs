@@ -57,6 +57,15 @@ pub struct RedisConfig {
     /// Connections in the shared pool of each process.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Make the `submitting` record durable before each paid HTTP submit (docs/durability.md):
+    /// `none` (the default: as durable as the server's `appendfsync`), `fsync` (`WAITAOF 1 0`,
+    /// Redis 7.2 or newer: the local AOF is fsynced) or `replica` (`WAIT 1`: one replica has
+    /// it). A submit whose record is not confirmed in time is not sent; the task is retried.
+    #[serde(default)]
+    pub durable_submit: DurableSubmit,
+    /// How long `WAITAOF`/`WAIT` may take before the submit is given up (ms).
+    #[serde(default = "default_durable_timeout_ms")]
+    pub durable_timeout_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -65,8 +74,29 @@ impl Default for RedisConfig {
             url: default_redis_url(),
             allow_eviction: false,
             pool_size: default_pool_size(),
+            durable_submit: DurableSubmit::default(),
+            durable_timeout_ms: default_durable_timeout_ms(),
         }
     }
+}
+
+fn default_durable_timeout_ms() -> u64 {
+    1_000
+}
+
+/// How durable the `submitting` record must be before a paid submit is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DurableSubmit {
+    /// No extra wait: what the server's `appendfsync` gives (`everysec`: up to a second of
+    /// writes can be lost with the host; a worker that then finds its record regressed adopts or
+    /// flags its render).
+    #[default]
+    None,
+    /// `WAITAOF 1 0 <timeout>`: the server's AOF is fsynced (Redis 7.2+, `appendonly yes`).
+    Fsync,
+    /// `WAIT 1 <timeout>`: at least one replica acknowledged (Cluster or replicated setups).
+    Replica,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

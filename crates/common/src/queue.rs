@@ -6,6 +6,7 @@
 //! work instead of losing it (ARCHITECTURE.md, "Dependencies").
 
 use crate::coalesce::Coalescer;
+use crate::config::DurableSubmit;
 use crate::keys::{self, fleet, AccountKeys, SeasonKeys, GROUP};
 use crate::model::{DepRef, FailureClass, NewTask, TaskRecord, TaskState};
 use crate::redis_conn::{ConnError, RedisHandle};
@@ -31,6 +32,9 @@ pub enum QueueError {
     /// A batched call failed as a whole (connection lost, script error).
     #[error("batched Redis call failed: {0}")]
     Batch(String),
+    /// `redis.durable_submit` could not be confirmed: the submit must not be sent.
+    #[error("{0}")]
+    NotDurable(String),
     #[error("unexpected reply from script {script}: {detail}")]
     Reply {
         script: &'static str,
@@ -321,6 +325,48 @@ struct Coalescers {
 pub struct Queue {
     redis: RedisHandle,
     coalescers: Arc<Coalescers>,
+    durable: Durability,
+}
+
+/// `redis.durable_submit` and its timeout.
+#[derive(Debug, Clone, Copy, Default)]
+struct Durability {
+    mode: DurableSubmit,
+    timeout_ms: u64,
+}
+
+impl Durability {
+    /// Wait until the writes made so far on `conn` are durable as configured. Run on the very
+    /// connection the `submitting` records were written on: `WAIT`/`WAITAOF` cover the writes
+    /// of the calling connection.
+    async fn wait(&self, conn: &mut crate::redis_conn::Conn) -> Result<()> {
+        let (cmd, needed) = match self.mode {
+            DurableSubmit::None => return Ok(()),
+            DurableSubmit::Fsync => {
+                let mut c = redis::cmd("WAITAOF");
+                c.arg(1).arg(0).arg(self.timeout_ms);
+                (c, "the local AOF fsync")
+            }
+            DurableSubmit::Replica => {
+                let mut c = redis::cmd("WAIT");
+                c.arg(1).arg(self.timeout_ms);
+                (c, "one replica")
+            }
+        };
+        let acked: redis::Value = cmd.query_async(conn).await?;
+        // WAIT answers the replica count; WAITAOF [local fsyncs, replica fsyncs].
+        let first = match &acked {
+            redis::Value::Array(v) => v.first().cloned(),
+            other => Some(other.clone()),
+        };
+        match first {
+            Some(redis::Value::Int(n)) if n >= 1 => Ok(()),
+            _ => Err(QueueError::NotDurable(format!(
+                "redis.durable_submit: {needed} did not confirm the submit record within {} ms",
+                self.timeout_ms
+            ))),
+        }
+    }
 }
 
 /// The account's coalescer from `map`, started on first use with `run`, which gets the Redis
@@ -371,6 +417,7 @@ impl Queue {
         Queue {
             redis,
             coalescers: Arc::new(Coalescers::default()),
+            durable: Durability::default(),
         }
     }
 
@@ -378,7 +425,43 @@ impl Queue {
     pub async fn connect(cfg: &crate::config::RedisConfig) -> Result<Queue> {
         let redis = RedisHandle::connect(&cfg.url, cfg.pool_size).await?;
         redis.check_no_eviction(cfg.allow_eviction).await?;
-        Ok(Queue::new(redis))
+        let mut queue = Queue::new(redis);
+        queue.durable = Durability {
+            mode: cfg.durable_submit,
+            timeout_ms: cfg.durable_timeout_ms,
+        };
+        queue.check_durability().await?;
+        Ok(queue)
+    }
+
+    /// Make `mark_submitting` wait for durability as `redis.durable_submit` says (tests and
+    /// benchmarks that build a queue by hand; call [`Queue::check_durability`] next).
+    pub fn with_durable_submit(mut self, mode: DurableSubmit, timeout_ms: u64) -> Queue {
+        self.durable = Durability { mode, timeout_ms };
+        self
+    }
+
+    /// Refuse at startup rather than fail every submit: `fsync` needs `WAITAOF` (Redis 7.2+,
+    /// with `appendonly yes`).
+    pub async fn check_durability(&self) -> Result<()> {
+        if self.durable.mode != DurableSubmit::Fsync {
+            return Ok(());
+        }
+        let mut conn = self.redis.conn().await?;
+        let probe: redis::RedisResult<redis::Value> = redis::cmd("WAITAOF")
+            .arg(0)
+            .arg(0)
+            .arg(1)
+            .query_async(&mut conn)
+            .await;
+        match probe {
+            Ok(_) => Ok(()),
+            Err(e) => Err(QueueError::NotDurable(format!(
+                "redis.durable_submit = \"fsync\" needs WAITAOF (Redis 7.2 or newer, with \
+                 appendonly yes); the server said: {e}. Use \"replica\" with a replica, \
+                 \"none\" with appendfsync always, or upgrade Redis"
+            ))),
+        }
     }
 
     pub fn redis(&self) -> &RedisHandle {
@@ -753,11 +836,12 @@ impl Queue {
     /// Record the attempt before the HTTP submit. Returns the attempt number. Concurrent calls
     /// for one account are coalesced into one script run.
     pub async fn mark_submitting(&self, account: &str, id: &str, fence: u64) -> Result<u32> {
+        let durable = self.durable;
         let coalescer = coalescer_for(
             &self.coalescers.submitting,
             &self.redis,
             account,
-            |redis, k, reqs: Vec<(String, u64)>| async move {
+            move |redis, k, reqs: Vec<(String, u64)>| async move {
                 let mut inv = SCRIPTS.mark_submitting.prepare_invoke();
                 inv.key(k.counts());
                 for (id, fence) in &reqs {
@@ -765,6 +849,8 @@ impl Queue {
                 }
                 let mut conn = redis.conn().await?;
                 let attempts: Vec<u32> = inv.invoke_async(&mut conn).await?;
+                // One durability wait covers the whole batch (group commit).
+                durable.wait(&mut conn).await?;
                 Ok(reqs
                     .iter()
                     .zip(attempts)

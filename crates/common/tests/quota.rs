@@ -273,3 +273,35 @@ async fn a_dead_holders_slot_returns_when_the_reaper_takes_its_claim_back() {
     let (claimed, _) = claim(&q, &quota, 2).await;
     assert_eq!(claimed.len(), 1, "the dead holder's slot came back");
 }
+
+/// `redis.durable_submit = "replica"`: the submit record waits for a replica (`WAIT 1`). With
+/// no replica it is refused within the timeout (so the worker sends nothing); once a replica
+/// follows the server, it goes through.
+#[tokio::test]
+async fn durable_submit_waits_for_a_replica() {
+    use dramaq_common::config::DurableSubmit;
+    let (primary, q) = setup(12).await;
+    let q = q.with_durable_submit(DurableSubmit::Replica, 200);
+    let (mut claimed, _) = claim(&q, &QuotaArgs::default(), 12).await;
+    let r = claimed.pop().expect("claimed");
+    let started = std::time::Instant::now();
+    let refused = q.mark_submitting(A, &r.id, r.fence).await;
+    assert!(refused.is_err(), "no replica, yet durable: {refused:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let port = primary.port.to_string();
+    let _replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]).expect("replica");
+    // The replica needs a moment to sync; WAIT then answers 1.
+    let mut confirmed = false;
+    while let Some(r) = claimed.pop() {
+        if q.mark_submitting(A, &r.id, r.fence).await.is_ok() {
+            confirmed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        confirmed,
+        "a replica follows, but no submit record was confirmed"
+    );
+}

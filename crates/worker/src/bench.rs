@@ -40,6 +40,8 @@ pub struct BenchOptions {
     pub tasks: usize,
     pub concurrency: usize,
     pub redis_url: Option<String>,
+    /// `redis.durable_submit` for the lifecycle (docs/durability.md).
+    pub durable_submit: dramaq_common::config::DurableSubmit,
 }
 
 #[derive(Debug, Serialize)]
@@ -173,7 +175,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         }
     };
     let redis = RedisHandle::connect(&url, 8).await?;
-    let queue = Queue::new(redis);
+    let queue = Queue::new(redis).with_durable_submit(opts.durable_submit, 5_000);
+    queue.check_durability().await?;
     {
         let mut conn = queue.redis().conn().await?;
         let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use dramaq_common::config::Config;
+use dramaq_common::config::{Config, DurableSubmit};
 use dramaq_common::logging::{self, LogFormat};
 use dramaq_worker::{bench, metrics_server, reaper, runner};
 use std::path::PathBuf;
@@ -51,6 +51,10 @@ enum Cmd {
         /// Use this Redis instead of a throwaway one. ITS DATA IS FLUSHED.
         #[arg(long)]
         redis_url: Option<String>,
+        /// Wait for durability before each submit, as `redis.durable_submit` does: none, fsync
+        /// (WAITAOF, Redis 7.2+) or replica (WAIT 1; point --redis-url at a server with one).
+        #[arg(long, default_value = "none", value_parser = parse_durable)]
+        durable_submit: DurableSubmit,
         #[arg(long)]
         json: bool,
     },
@@ -64,6 +68,18 @@ enum Cmd {
         #[arg(long, default_value = metrics_server::DEFAULT_REAPER_ADDR)]
         metrics_addr: String,
     },
+}
+
+fn parse_durable(text: &str) -> Result<DurableSubmit, String> {
+    match text {
+        "none" => Ok(DurableSubmit::None),
+        "fsync" => Ok(DurableSubmit::Fsync),
+        "replica" => Ok(DurableSubmit::Replica),
+        other => Err(format!(
+            "unknown durability '{}' (use none, fsync or replica)",
+            dramaq_common::text::shown_default(other)
+        )),
+    }
 }
 
 /// `off` or a socket address.
@@ -90,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         tasks,
         concurrency,
         redis_url,
+        durable_submit,
         json,
     } = cli.cmd
     {
@@ -97,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
             tasks,
             concurrency,
             redis_url,
+            durable_submit,
         })
         .await?;
         if json {

@@ -116,6 +116,24 @@ pub async fn run(
         let bound = metrics_server::serve(addr, metrics.clone(), ctx.abort.clone()).await?;
         info!(%bound, "serving /metrics");
     }
+    // Temporary files of writers killed mid-write (this host's dead processes, or anyone's
+    // untouched for an hour) go at start and every ten minutes.
+    let sweeper = {
+        let (storage, stopping) = (ctx.storage.clone(), ctx.stopping.clone());
+        tokio::spawn(async move {
+            while !stopping.is_cancelled() {
+                match storage.sweep_leftovers().await {
+                    Ok(0) => {}
+                    Ok(n) => info!(removed = n, "removed temporary files of dead writers"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping temporary files failed"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+                    _ = stopping.cancelled() => {}
+                }
+            }
+        })
+    };
     let work = TaskTracker::new();
     let loops = TaskTracker::new();
     for account in ctx.accounts.keys() {
@@ -159,6 +177,7 @@ pub async fn run(
     }
     ctx.abort.cancel();
     let _ = beat.await;
+    let _ = sweeper.await;
     info!("worker stopped");
     Ok(())
 }

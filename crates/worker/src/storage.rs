@@ -22,6 +22,7 @@ use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +123,16 @@ pub trait Storage: Send + Sync {
 
     /// A local file path for tools that need one (ffmpeg), when the backend has one.
     fn local_path(&self, location: &Location) -> Option<PathBuf>;
+
+    /// Remove what writers that died mid-write left behind ([`LocalDir::sweep_parts`]); S3
+    /// needs nothing here (an upload cut off leaves parts for the bucket's lifecycle rule).
+    async fn sweep_leftovers(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
+
+/// How long another host's temporary file may sit untouched before a sweep removes it.
+pub const STALE_PART: Duration = Duration::from_secs(3_600);
 
 /// The backend `storage.backend` selects. For S3 this reads the credentials from the environment
 /// and lists the bucket once, so a wrong bucket, endpoint or key stops the worker at startup
@@ -165,6 +175,78 @@ impl LocalDir {
     fn path(&self, location: &Location) -> PathBuf {
         self.root.join(location.as_str())
     }
+
+    /// Remove temporary files left by writers that died mid-write: those of this host whose
+    /// process is gone, and any not touched for `stale_after` (another host's dead writer; a
+    /// live writer touches its file with every chunk). Walks `<root>/<season>/<episode>/`.
+    /// Returns how many were removed.
+    pub fn sweep_parts(&self, stale_after: Duration) -> std::io::Result<usize> {
+        let mut removed = 0;
+        let mut dirs = vec![(self.root.clone(), 0)];
+        let me = host_name();
+        while let Some((dir, depth)) = dirs.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    if depth < 2 {
+                        dirs.push((path, depth + 1));
+                    }
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !(name.starts_with('.') && name.ends_with(".part")) {
+                    continue;
+                }
+                let writer_gone =
+                    part_writer(&name).is_some_and(|(host, pid)| host == me && !process_alive(pid));
+                let stale = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age > stale_after);
+                if (writer_gone || stale) && std::fs::remove_file(&path).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// This host's name as it appears in temporary file names (alphanumerics and `-` only).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_else(|_| "host".into())
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(32)
+        .collect()
+}
+
+/// `(host, pid)` of a temporary file named `.<file>.<host>~<pid>.<random>.part`.
+fn part_writer(name: &str) -> Option<(&str, i32)> {
+    let stem = name.strip_suffix(".part")?;
+    let (rest, _random) = stem.rsplit_once('.')?;
+    let (rest, pid) = rest.rsplit_once('~')?;
+    let (_, host) = rest.rsplit_once('.')?;
+    Some((host, pid.parse().ok()?))
+}
+
+/// Whether a process of this host is alive (signal 0 probes without sending anything).
+fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -188,9 +270,12 @@ impl Storage for LocalDir {
             .map_err(io_err(&dir))?;
         // A unique temporary name in the same directory, so the rename is atomic and two writers
         // of the same task never share a temporary file.
+        // Named after this host and process, so a sweep can tell a dead writer's leftovers
+        // (`kill -9` mid-write) from a live writer's file.
         let tmp = dir.join(format!(
-            ".{}.{}.{}.part",
+            ".{}.{}~{}.{}.part",
             path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+            host_name(),
             std::process::id(),
             rand::random::<u64>()
         ));
@@ -242,6 +327,14 @@ impl Storage for LocalDir {
     fn local_path(&self, location: &Location) -> Option<PathBuf> {
         Some(self.path(location))
     }
+
+    async fn sweep_leftovers(&self) -> Result<usize, StoreError> {
+        let store = LocalDir::new(self.root.clone(), self.max_bytes);
+        tokio::task::spawn_blocking(move || store.sweep_parts(STALE_PART))
+            .await
+            .map_err(|e| StoreError::Body(format!("sweep task: {e}")))?
+            .map_err(io_err(&self.root))
+    }
 }
 
 /// Wrap bytes already in memory as a body stream.
@@ -252,6 +345,30 @@ pub fn once(bytes: Bytes) -> Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweep_removes_dead_writers_parts_and_keeps_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let ep = dir.path().join("s").join("ep01");
+        std::fs::create_dir_all(&ep).unwrap();
+        let me = host_name();
+        // A pid that cannot be alive (above the kernel's maximum).
+        let dead = ep.join(format!(".vid-1.mp4.{me}~99999999.42.part"));
+        let live = ep.join(format!(".vid-2.mp4.{me}~{}.7.part", std::process::id()));
+        let other_host = ep.join(".vid-3.mp4.elsewhere~1.9.part");
+        let done = ep.join("vid-4.mp4");
+        for p in [&dead, &live, &other_host, &done] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        assert_eq!(part_writer(".vid-1.mp4.h-1~12.3.part"), Some(("h-1", 12)));
+        let store = LocalDir::new(dir.path(), 10);
+        assert_eq!(store.sweep_parts(Duration::from_secs(3_600)).unwrap(), 1);
+        assert!(!dead.exists());
+        assert!(live.exists() && other_host.exists() && done.exists());
+        // Another host's leftover goes once it is stale; a finished file never does.
+        assert_eq!(store.sweep_parts(Duration::ZERO).unwrap(), 2);
+        assert!(done.exists());
+    }
 
     #[test]
     fn locations_cannot_escape() {

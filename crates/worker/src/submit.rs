@@ -69,10 +69,25 @@ async fn handle(ctx: &Ctx, lease: &Lease, rec: &TaskRecord) -> Result<(), QueueE
             return finish::fail(ctx, &holder, rec, Context::new(Phase::Prepare, tries), e).await;
         }
     };
-    let attempt = ctx
+    let attempt = match ctx
         .queue
         .mark_submitting(&lease.account, &lease.id, lease.fence)
-        .await?;
+        .await
+    {
+        Ok(attempt) => attempt,
+        Err(e @ QueueError::Fenced(_)) => return Err(e),
+        // Not known to be recorded (or not durable as `redis.durable_submit` asks): nothing is
+        // sent, and the task is retried later like any failure before a submit.
+        Err(e) => {
+            let err = ProviderError::new(
+                FailureClass::Network,
+                format!("the submit was not sent: recording it failed: {e}"),
+            )
+            .with_code("submit_not_recorded");
+            let at = Context::new(Phase::Prepare, rec.attempt + 1);
+            return finish::fail(ctx, &holder, rec, at, err).await;
+        }
+    };
     let req = SubmitRequest {
         task_id: &rec.id,
         attempt,
