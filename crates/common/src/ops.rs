@@ -851,7 +851,12 @@ impl Ops {
             .arg(src.dependents(id))
             .query_async(&mut conn)
             .await?;
-        let moved = moved_record(record, target).to_msgpack();
+        let moved = moved_record(record, target)
+            .to_msgpack()
+            .map_err(|source| QueueError::Encode {
+                key: dst.task(id),
+                source,
+            })?;
         let mut inv = SCRIPTS.move_in.prepare_invoke();
         inv.key(dst.task(id))
             .key(dst.ready())
