@@ -82,6 +82,13 @@ pub enum OpsError {
         script: &'static str,
         detail: String,
     },
+    /// A value could not be encoded for Redis; nothing was written.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl From<redis::RedisError> for OpsError {
@@ -1048,7 +1055,10 @@ impl Ops {
             by: by.map(str::to_string),
             message: None,
         };
-        let value = serde_json::to_string(&info).unwrap_or_else(|_| "{}".to_string());
+        let value = serde_json::to_string(&info).map_err(|source| OpsError::Encode {
+            what: "the pause reason",
+            source,
+        })?;
         let key = AccountKeys::new(account).paused();
         let set: Option<String> = redis::cmd("SET")
             .arg(&key)
