@@ -450,14 +450,14 @@ fn prometheus_scrapes_the_sample_season() {
         .expect("scrape the worker");
     assert_eq!(code, 200);
     let exported = exported_families(&text);
-    let missing: Vec<&str> = dramaq_common::metrics::FAMILY_NAMES
+    let missing: Vec<&str> = dramaq_worker::metrics::FAMILY_NAMES
         .iter()
         .copied()
         .filter(|n| !family_exported(n, &exported))
         .collect();
     assert!(
         missing.is_empty(),
-        "families declared in dramaq_common::metrics but not exported by the worker after the \
+        "families declared in dramaq_worker::metrics but not exported by the worker after the \
          sample season: {missing:?}\nexported: {exported:?}"
     );
 }

@@ -1101,7 +1101,7 @@ impl Ops {
             .arg(AccountKeys::new(account).counts())
             .query_async(&mut conn)
             .await?;
-        Ok(crate::metrics::sum_counts_by_state(&fields)
+        Ok(sum_counts_by_state(&fields)
             .into_iter()
             .map(|(s, n)| (s, n as u64))
             .collect())
@@ -1211,9 +1211,45 @@ impl Ops {
     }
 }
 
+/// Per-state totals of one account from its counts hash (`<season>|<state>` → n), summed over
+/// seasons. Every state is present (0 when absent); unknown fields are ignored and negative
+/// values read as 0.
+pub fn sum_counts_by_state(counts: &HashMap<String, i64>) -> BTreeMap<TaskState, i64> {
+    let mut out: BTreeMap<TaskState, i64> = TaskState::ALL.into_iter().map(|s| (s, 0)).collect();
+    for (field, n) in counts {
+        let Some((_, state)) = field.rsplit_once('|') else {
+            continue;
+        };
+        if let Some(state) = TaskState::parse(state) {
+            *out.entry(state).or_default() += (*n).max(0);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_summed_over_seasons() {
+        let counts: HashMap<String, i64> = [
+            ("s1|ready".to_string(), 3),
+            ("s2|ready".to_string(), 4),
+            ("s1|rendering".to_string(), 2),
+            ("s1|stored".to_string(), -1),
+            ("junk".to_string(), 9),
+            ("s1|bogus".to_string(), 9),
+        ]
+        .into_iter()
+        .collect();
+        let by_state = sum_counts_by_state(&counts);
+        assert_eq!(by_state[&TaskState::Ready], 7);
+        assert_eq!(by_state[&TaskState::Rendering], 2);
+        assert_eq!(by_state[&TaskState::Stored], 0);
+        assert_eq!(by_state[&TaskState::Dead], 0);
+        assert_eq!(by_state.len(), TaskState::ALL.len());
+    }
 
     #[test]
     fn unknown_class_lists_valid_ones() {

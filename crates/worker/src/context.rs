@@ -6,7 +6,7 @@ use crate::providers::Provider;
 use crate::retry::Backoff;
 use crate::storage::Storage;
 use dramaq_common::config::{AccountConfig, Config};
-use dramaq_common::metrics::Metrics;
+use crate::metrics::Metrics;
 use dramaq_common::queue::Queue;
 use std::collections::BTreeMap;
 use std::sync::Arc;

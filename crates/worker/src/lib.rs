@@ -4,7 +4,8 @@
 //! Layout, one job per module: [`fetch`] claims, [`process`] submits, [`poll`] awaits renders,
 //! [`storage`] stores, [`assemble`] builds episodes, [`retry`] decides what a failure becomes,
 //! [`heartbeat`] keeps leases alive, [`reaper`] recovers what crashed processes left, and
-//! [`runner`] wires them together with graceful shutdown. [`providers`] speaks each API family.
+//! [`runner`] wires them together with graceful shutdown. [`providers`] speaks each API family;
+//! [`metrics`] is the Prometheus registry they all record into.
 
 pub mod assemble;
 pub mod bench;
@@ -13,6 +14,7 @@ pub mod fallback;
 pub mod fetch;
 pub mod heartbeat;
 pub mod held;
+pub mod metrics;
 pub mod metrics_server;
 pub mod poll;
 pub mod process;

@@ -149,14 +149,14 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let accounts = runner::build_accounts(&cfg, &providers)?;
             let queue = dramaq_common::queue::Queue::connect(&cfg.redis).await?;
-            let metrics = dramaq_common::metrics::Metrics::new();
+            let metrics = dramaq_worker::metrics::Metrics::new();
             if let Some(addr) = metrics_addr(&addr)? {
                 metrics_server::serve(addr, metrics.clone(), signal.clone()).await?;
             }
-            dramaq_common::metrics::spawn_queue_gauges(
+            dramaq_worker::metrics::spawn_queue_gauges(
                 queue.clone(),
                 accounts.keys().cloned().collect(),
-                dramaq_common::metrics::QUEUE_GAUGES_EVERY,
+                dramaq_worker::metrics::QUEUE_GAUGES_EVERY,
                 metrics.clone(),
                 signal.clone(),
             );

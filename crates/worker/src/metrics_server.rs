@@ -2,7 +2,7 @@
 //!
 //! `GET /metrics` answers with [`Metrics::encode`] in the OpenMetrics text format; `GET /healthz`
 //! answers `ok` while the process runs. Encoding reads only in-process atomics (the queue-state
-//! gauges are refreshed in the background by `dramaq_common::metrics::spawn_queue_gauges`), so a
+//! gauges are refreshed in the background by `crate::metrics::spawn_queue_gauges`), so a
 //! scrape never waits on Redis or a provider.
 //!
 //! Default addresses (`--metrics-addr`): workers `127.0.0.1:9464`, the reaper `127.0.0.1:9465`,
@@ -14,7 +14,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use dramaq_common::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics};
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 

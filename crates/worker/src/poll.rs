@@ -16,7 +16,7 @@ use crate::context::Ctx;
 use crate::process;
 use crate::providers::{PollOutcome, Provider, ProviderError};
 use dramaq_common::config::AccountConfig;
-use dramaq_common::metrics::ProviderOperation;
+use crate::metrics::ProviderOperation;
 use dramaq_common::model::{FailureClass, TaskRecord, TaskState};
 use dramaq_common::queue::{FailDecision, FailGuard, QueueError};
 use rand::Rng;

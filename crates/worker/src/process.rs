@@ -14,7 +14,7 @@ use crate::retry;
 use crate::storage::{self, Location, StoreError};
 use backon::{ExponentialBuilder, Retryable};
 use dramaq_common::config::Family;
-use dramaq_common::metrics::{FailOutcome, ProviderOperation};
+use crate::metrics::{FailOutcome, ProviderOperation};
 use dramaq_common::model::{FailureClass, TaskPayload, TaskRecord, TaskState};
 use dramaq_common::queue::{FailDecision, FailGuard, FailInfo, QueueError};
 use futures::StreamExt;

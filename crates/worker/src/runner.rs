@@ -12,7 +12,7 @@ use crate::providers::{self, Provider};
 use crate::{fetch, heartbeat, metrics_server, poll, reaper};
 use anyhow::{bail, Context};
 use dramaq_common::config::Config;
-use dramaq_common::metrics::{spawn_queue_gauges, Metrics, QUEUE_GAUGES_EVERY};
+use crate::metrics::{spawn_queue_gauges, Metrics, QUEUE_GAUGES_EVERY};
 use dramaq_common::queue::Queue;
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -12,7 +12,7 @@ pub mod orphans;
 pub mod retention;
 
 use crate::providers::Provider;
-use dramaq_common::metrics::{Metrics, ReaperAction, ReaperDuty};
+use crate::metrics::{Metrics, ReaperAction, ReaperDuty};
 use dramaq_common::queue::Queue;
 use std::collections::BTreeMap;
 use std::sync::Arc;

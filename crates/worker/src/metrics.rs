@@ -1,5 +1,5 @@
 //! The process's Prometheus registry: every metric dramaq exports, with typed labels and small
-//! recording methods for the worker, the reaper and the sandbox to call.
+//! recording methods for the worker and the reaper to call (the sandbox keeps its own).
 //!
 //! Why it looks like this:
 //!
@@ -23,16 +23,17 @@
 //! [`Metrics`] is cheap to clone (one `Arc`); every recording method is lock-free apart from the
 //! family's label lookup.
 
-use crate::keys::AccountKeys;
-use crate::model::{FailureClass, TaskKind, TaskState};
-use crate::queue::{FailDecision, Queue, QueueError};
+use dramaq_common::keys::AccountKeys;
+use dramaq_common::model::{FailureClass, TaskKind, TaskState};
+use dramaq_common::ops::sum_counts_by_state;
+use dramaq_common::queue::{FailDecision, Queue, QueueError};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry, Unit};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -103,15 +104,41 @@ macro_rules! label_value_as_str {
     )*};
 }
 
-label_value_as_str!(
-    TaskKind,
-    TaskState,
-    FailureClass,
-    FailOutcome,
-    ProviderOperation,
-    ReaperDuty,
-    ReaperAction
-);
+label_value_as_str!(FailOutcome, ProviderOperation, ReaperDuty, ReaperAction);
+
+/// A label value of a `dramaq_common` type (the orphan rule keeps `EncodeLabelValue` impls for
+/// those out of this crate, so they are wrapped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Name<T>(T);
+
+/// `dramaq_common` types that name themselves with `as_str`.
+trait AsLabel: Copy {
+    fn as_label(self) -> &'static str;
+}
+
+impl AsLabel for TaskKind {
+    fn as_label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl AsLabel for TaskState {
+    fn as_label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl AsLabel for FailureClass {
+    fn as_label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl<T: AsLabel> EncodeLabelValue for Name<T> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.0.as_label())
+    }
+}
 
 /// What became of a failed attempt (`outcome` label of `dramaq_tasks_failed_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -250,14 +277,14 @@ struct ProviderLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ProviderKindLabels {
     provider: String,
-    kind: TaskKind,
+    kind: Name<TaskKind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct FailedLabels {
     provider: String,
-    kind: TaskKind,
-    class: FailureClass,
+    kind: Name<TaskKind>,
+    class: Name<FailureClass>,
     outcome: FailOutcome,
 }
 
@@ -271,7 +298,7 @@ struct RequestLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StateLabels {
     provider: String,
-    state: TaskState,
+    state: Name<TaskState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -289,7 +316,7 @@ fn by_provider(p: &str) -> ProviderLabels {
 fn by_provider_kind(p: &str, kind: TaskKind) -> ProviderKindLabels {
     ProviderKindLabels {
         provider: p.to_string(),
-        kind,
+        kind: Name(kind),
     }
 }
 
@@ -513,8 +540,8 @@ impl Metrics {
             for class in FailureClass::ALL {
                 let _ = f.tasks_failed.get_or_create(&FailedLabels {
                     provider: provider.to_string(),
-                    kind: *kind,
-                    class,
+                    kind: Name(*kind),
+                    class: Name(class),
                     outcome: FailOutcome::Dead,
                 });
             }
@@ -582,8 +609,8 @@ impl Metrics {
             .tasks_failed
             .get_or_create(&FailedLabels {
                 provider: provider.to_string(),
-                kind,
-                class,
+                kind: Name(kind),
+                class: Name(class),
                 outcome,
             })
             .inc();
@@ -735,7 +762,7 @@ impl Metrics {
             .queue_tasks
             .get_or_create(&StateLabels {
                 provider: provider.to_string(),
-                state,
+                state: Name(state),
             })
             .set(n);
     }
@@ -759,22 +786,6 @@ impl Metrics {
 
 // ---------------------------------------------------------------------------------------------
 // Queue-state refresher
-
-/// Per-state totals of one account from its counts hash (`<season>|<state>` → n), summed over
-/// seasons. Every state is present (0 when absent); unknown fields are ignored and negative
-/// values read as 0.
-pub fn sum_counts_by_state(counts: &HashMap<String, i64>) -> BTreeMap<TaskState, i64> {
-    let mut out: BTreeMap<TaskState, i64> = TaskState::ALL.into_iter().map(|s| (s, 0)).collect();
-    for (field, n) in counts {
-        let Some((_, state)) = field.rsplit_once('|') else {
-            continue;
-        };
-        if let Some(state) = TaskState::parse(state) {
-            *out.entry(state).or_default() += (*n).max(0);
-        }
-    }
-    out
-}
 
 /// One refresh of one account: `HGETALL dq:{A}:counts` and `ZCARD dq:{A}:dead`, pipelined (same
 /// hash tag, so one slot on a cluster).
@@ -852,8 +863,8 @@ pub fn spawn_queue_gauges(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redis_conn::RedisHandle;
-    use crate::testkit::RedisServer;
+    use dramaq_common::redis_conn::RedisHandle;
+    use dramaq_common::testkit::RedisServer;
     use redis::AsyncCommands;
 
     /// One sample in every family (the encoder leaves out families without series).
@@ -910,26 +921,6 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
-    }
-
-    #[test]
-    fn counts_summed_over_seasons() {
-        let counts: HashMap<String, i64> = [
-            ("s1|ready".to_string(), 3),
-            ("s2|ready".to_string(), 4),
-            ("s1|rendering".to_string(), 2),
-            ("s1|stored".to_string(), -1),
-            ("junk".to_string(), 9),
-            ("s1|bogus".to_string(), 9),
-        ]
-        .into_iter()
-        .collect();
-        let by_state = sum_counts_by_state(&counts);
-        assert_eq!(by_state[&TaskState::Ready], 7);
-        assert_eq!(by_state[&TaskState::Rendering], 2);
-        assert_eq!(by_state[&TaskState::Stored], 0);
-        assert_eq!(by_state[&TaskState::Dead], 0);
-        assert_eq!(by_state.len(), TaskState::ALL.len());
     }
 
     #[test]

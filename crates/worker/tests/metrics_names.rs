@@ -3,7 +3,7 @@
 //! an alert silently dead. These tests record one sample of every family, check the encoded
 //! names, labels and help, and check that every name the deploy files use is exported.
 
-use dramaq_common::metrics::{
+use dramaq_worker::metrics::{
     FailOutcome, GaugeGuard, Metrics, ProviderOperation, ReaperAction, ReaperDuty, FAMILY_NAMES,
 };
 use dramaq_common::model::{FailureClass, TaskKind, TaskState};
