@@ -87,7 +87,7 @@ const RESERVED: [&str; 6] = ["timestamp", "level", "target", "span", "spans", "f
 
 /// The JSON event format (module docs).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct JsonLines;
+struct JsonLines;
 
 impl<S, N> FormatEvent<S, N> for JsonLines
 where

@@ -53,7 +53,7 @@ impl TaskKind {
     }
 
     /// Short prefix of task ids, so an id alone says what it is (`vid-3f9c…`).
-    pub fn id_prefix(self) -> &'static str {
+    pub(crate) fn id_prefix(self) -> &'static str {
         match self {
             TaskKind::Image => "img",
             TaskKind::Video => "vid",
@@ -424,7 +424,7 @@ pub struct TaskRecord {
 const BODY_FIELDS: [&str; 7] = ["group", "label", "kind", "chain", "deps", "payload", "ext"];
 
 /// Largest header the frame's big-endian `u16` length can describe.
-pub const MAX_HEADER_BYTES: usize = u16::MAX as usize;
+pub(crate) const MAX_HEADER_BYTES: usize = u16::MAX as usize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordCodecError {
@@ -449,7 +449,7 @@ impl TaskRecord {
     /// The Redis encoding: `[u16 header length][header][body]`, both MessagePack maps with
     /// field names (as `cmsgpack` reads them); see `scripts/prelude.lua`.
     ///
-    /// Fails instead of writing anything doubtful: a header over [`MAX_HEADER_BYTES`] is
+    /// Fails instead of writing anything doubtful: a header over 65,535 bytes is
     /// [`RecordCodecError::HeaderTooLarge`], and a serializer error is returned as such (never an
     /// empty or partial record).
     pub fn to_msgpack(&self) -> Result<Vec<u8>, RecordCodecError> {

@@ -522,7 +522,7 @@ impl Ops {
     }
 
     /// Accounts that ever held tasks (`dq:{dramaq}:accounts`), sorted.
-    pub async fn known_accounts(&self) -> Result<Vec<String>> {
+    async fn known_accounts(&self) -> Result<Vec<String>> {
         Ok(self.queue.accounts().await?)
     }
 
@@ -688,7 +688,7 @@ impl Ops {
 
     /// Check that every task may go to `target`: a configured account whose family produces the
     /// task's kind. Nothing is changed when any task may not.
-    pub fn check_target(cfg: &Config, target: &str, tasks: &[DeadTask]) -> Result<()> {
+    fn check_target(cfg: &Config, target: &str, tasks: &[DeadTask]) -> Result<()> {
         check_configured(cfg, target)?;
         let Some(acct) = cfg.account(target) else {
             return Ok(());

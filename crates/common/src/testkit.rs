@@ -48,7 +48,7 @@ impl RedisServer {
     }
 
     /// Start with extra `--name value` arguments.
-    pub fn start_with(extra: &[&str]) -> Result<RedisServer, TestkitError> {
+    pub(crate) fn start_with(extra: &[&str]) -> Result<RedisServer, TestkitError> {
         let mut last = None;
         for _ in 0..5 {
             match Self::try_start(extra) {

@@ -36,10 +36,6 @@ impl HeldLeases {
         self.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// `(task id, fence)` grouped by account.
     pub fn by_account(&self) -> HashMap<String, Vec<(String, u64)>> {
         let mut out: HashMap<String, Vec<(String, u64)>> = HashMap::new();

@@ -7,17 +7,17 @@
 //! [`runner`] wires them together with graceful shutdown. [`providers`] speaks each API family;
 //! [`metrics`] is the Prometheus registry they all record into.
 
-pub mod assemble;
+pub(crate) mod assemble;
 pub mod bench;
 pub mod context;
-pub mod fallback;
-pub mod fetch;
-pub mod heartbeat;
-pub mod held;
+pub(crate) mod fallback;
+pub(crate) mod fetch;
+pub(crate) mod heartbeat;
+pub(crate) mod held;
 pub mod metrics;
 pub mod metrics_server;
-pub mod poll;
-pub mod process;
+pub(crate) mod poll;
+pub(crate) mod process;
 pub mod providers;
 pub mod reaper;
 pub mod retry;

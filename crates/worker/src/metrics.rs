@@ -41,7 +41,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Content type of [`Metrics::encode`]'s output, for the `/metrics` response.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A sensible refresh period for [`spawn_queue_gauges`]: two cheap commands per account.
 pub const QUEUE_GAUGES_EVERY: Duration = Duration::from_secs(10);
@@ -529,7 +529,7 @@ impl Metrics {
     /// Create the account's main series at zero, so dashboards and `rate()` see them from the
     /// first scrape instead of from the first event (the encoder leaves out a family until it
     /// has a series). Call once per served account at start-up with the kinds it produces.
-    pub fn init_account(&self, account: &str, kinds: &[TaskKind]) {
+    pub(crate) fn init_account(&self, account: &str, kinds: &[TaskKind]) {
         let f = self.f();
         for kind in kinds {
             let labels = by_account_kind(account, *kind);
@@ -811,7 +811,7 @@ async fn refresh_account(
 /// Refresh the queue-state gauges of every account once. An account whose read fails keeps its
 /// previous values (and counts a refresh failure); the first error is returned after all
 /// accounts were tried.
-pub async fn refresh_queue_gauges(
+pub(crate) async fn refresh_queue_gauges(
     queue: &Queue,
     accounts: &[String],
     metrics: &Metrics,

@@ -8,13 +8,13 @@
 //! Default addresses (`--metrics-addr`): workers `127.0.0.1:9464`, the reaper `127.0.0.1:9465`,
 //! the sandbox `127.0.0.1:9466`; `deploy/prometheus/prometheus.yml` scrapes exactly these.
 
+use crate::metrics::{self, Metrics};
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use crate::metrics::{self, Metrics};
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +26,7 @@ pub const DEFAULT_REAPER_ADDR: &str = "127.0.0.1:9465";
 pub const DEFAULT_SANDBOX_ADDR: &str = "127.0.0.1:9466";
 
 /// The endpoint's routes, for embedding or testing without a socket.
-pub fn router(metrics: Metrics) -> Router {
+pub(crate) fn router(metrics: Metrics) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(healthz))

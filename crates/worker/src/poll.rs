@@ -13,10 +13,10 @@
 //! process watching more renders than it can poll.
 
 use crate::context::Ctx;
+use crate::metrics::ProviderOperation;
 use crate::process;
 use crate::providers::{PollOutcome, Provider, ProviderError};
 use dramaq_common::config::AccountConfig;
-use crate::metrics::ProviderOperation;
 use dramaq_common::model::{FailureClass, TaskRecord, TaskState};
 use dramaq_common::queue::{FailDecision, FailGuard, QueueError};
 use rand::Rng;

@@ -7,6 +7,7 @@
 
 use crate::assemble;
 use crate::context::Ctx;
+use crate::metrics::{FailOutcome, ProviderOperation};
 use crate::providers::{
     InputImage, Provider, ProviderError, ResultRef, SubmitOutcome, SubmitRequest, SyncResult,
 };
@@ -14,7 +15,6 @@ use crate::retry;
 use crate::storage::{self, Location, StoreError};
 use backon::{ExponentialBuilder, Retryable};
 use dramaq_common::config::Family;
-use crate::metrics::{FailOutcome, ProviderOperation};
 use dramaq_common::model::{FailureClass, TaskPayload, TaskRecord, TaskState};
 use dramaq_common::queue::{FailDecision, FailGuard, FailInfo, QueueError};
 use futures::StreamExt;

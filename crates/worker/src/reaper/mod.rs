@@ -11,8 +11,8 @@ pub mod notify;
 pub mod orphans;
 pub mod retention;
 
-use crate::providers::Provider;
 use crate::metrics::{Metrics, ReaperAction, ReaperDuty};
+use crate::providers::Provider;
 use dramaq_common::queue::Queue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
