@@ -107,8 +107,8 @@ mod tests {
         );
         let body = resp.text().await.expect("body");
         for want in [
-            "dramaq_tasks_claimed_total{provider=\"acct\",kind=\"video\"} 1",
-            "dramaq_render_duration_seconds_bucket{le=\"60.0\",provider=\"acct\"} 1",
+            "dramaq_tasks_claimed_total{account=\"acct\",kind=\"video\"} 1",
+            "dramaq_render_duration_seconds_bucket{le=\"60.0\",account=\"acct\"} 1",
             "# HELP dramaq_tasks_claimed Tasks this process claimed",
             "# TYPE dramaq_render_duration_seconds histogram",
         ] {
