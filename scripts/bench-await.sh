@@ -56,7 +56,7 @@ def metrics():
 
 def polls(text):
     return sum(float(v) for labels, v in re.findall(r'^dramaq_provider_requests_total\{([^}]*)\} (\S+)$', text, re.M)
-               if 'provider="sandbox-sora"' in labels and 'operation="poll"' in labels)
+               if 'account="sandbox-sora"' in labels and 'operation="poll"' in labels)
 
 start = time.time()
 peak_in_flight, peak_at = 0, 0.0
@@ -75,7 +75,7 @@ text = metrics()
 buckets = []
 for labels, v in re.findall(r'^dramaq_poll_lateness_seconds_bucket\{([^}]*)\} (\S+)$', text, re.M):
     le = re.search(r'le="([^"]+)"', labels).group(1)
-    if 'provider="sandbox-sora"' in labels:
+    if 'account="sandbox-sora"' in labels:
         buckets.append((float("inf") if le == "+Inf" else float(le), float(v)))
 buckets.sort()
 total = buckets[-1][1] if buckets else 0

@@ -28,7 +28,7 @@ write_season bench-quota "$SCENES"
 use_bench_env
 "$BIN/dramaq" enqueue "$WORK/season.yaml" --json >/dev/null
 for _ in $(seq "$WORKERS"); do
-  "$BIN/dramaq-worker" run --concurrency "$CONC" --providers sandbox-sora --metrics-addr off 2>/dev/null &
+  "$BIN/dramaq-worker" run --concurrency "$CONC" --accounts sandbox-sora --metrics-addr off 2>/dev/null &
   PIDS+=($!)
 done
 sleep $(( SECS + 5 ))

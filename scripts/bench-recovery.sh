@@ -19,10 +19,10 @@ sed -e "s#http://127.0.0.1:8787#$SANDBOX#g" -e "s/^lease_ms = .*/lease_ms = $LEA
 write_season bench-recovery "$CLAIMS"
 use_bench_env
 "$BIN/dramaq" enqueue "$WORK/season.yaml" --json >/dev/null
-"$BIN/dramaq-worker" run --concurrency "$CLAIMS" --providers sandbox-sora --no-reaper --metrics-addr off 2>/dev/null &
+"$BIN/dramaq-worker" run --concurrency "$CLAIMS" --accounts sandbox-sora --no-reaper --metrics-addr off 2>/dev/null &
 VICTIM=$!
 PIDS+=($VICTIM)
-"$BIN/dramaq-worker" reaper --providers sandbox-sora --metrics-addr off 2>/dev/null &
+"$BIN/dramaq-worker" reaper --accounts sandbox-sora --metrics-addr off 2>/dev/null &
 PIDS+=($!)
 
 held() { "$BIN/dramaq" status --season bench-recovery --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["claimed"] + d["submitting"])'; }

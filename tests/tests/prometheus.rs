@@ -398,9 +398,9 @@ fn prometheus_scrapes_the_sample_season() {
         Check::new("sum(dramaq_submit_duration_seconds_count)", "> 0", |v| {
             v > 0.0
         }),
-        // Fleet-wide gauges: every refreshing process reports the same, hence max by provider.
+        // Fleet-wide gauges: every refreshing process reports the same, hence max by account.
         Check::new(
-            r#"sum(max by (provider) (dramaq_queue_tasks{state="stored"}))"#,
+            r#"sum(max by (account) (dramaq_queue_tasks{state="stored"}))"#,
             "== 36 (refreshed every 10 s)",
             |v| v == SAMPLE_TASKS,
         ),
@@ -414,7 +414,7 @@ fn prometheus_scrapes_the_sample_season() {
     ];
     for a in &video_accounts {
         checks.push(Check::new(
-            format!(r#"sum(dramaq_render_duration_seconds_count{{provider="{a}"}})"#),
+            format!(r#"sum(dramaq_render_duration_seconds_count{{account="{a}"}})"#),
             "> 0",
             |v| v > 0.0,
         ));
@@ -450,14 +450,14 @@ fn prometheus_scrapes_the_sample_season() {
         .expect("scrape the worker");
     assert_eq!(code, 200);
     let exported = exported_families(&text);
-    let missing: Vec<&str> = dramaq_common::metrics::FAMILY_NAMES
+    let missing: Vec<&str> = dramaq_worker::metrics::FAMILY_NAMES
         .iter()
         .copied()
         .filter(|n| !family_exported(n, &exported))
         .collect();
     assert!(
         missing.is_empty(),
-        "families declared in dramaq_common::metrics but not exported by the worker after the \
+        "families declared in dramaq_worker::metrics but not exported by the worker after the \
          sample season: {missing:?}\nexported: {exported:?}"
     );
 }

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Most calls merged into one script run.
-pub const MAX_BATCH: usize = 128;
+pub(crate) const MAX_BATCH: usize = 128;
 /// Batches of one coalescer in flight at once.
-pub const MAX_IN_FLIGHT: usize = 4;
+pub(crate) const MAX_IN_FLIGHT: usize = 4;
 
 type Job<Req, Resp, E> = (Req, oneshot::Sender<Result<Resp, E>>);
 
-pub struct Coalescer<Req, Resp, E> {
+pub(crate) struct Coalescer<Req, Resp, E> {
     tx: mpsc::UnboundedSender<Job<Req, Resp, E>>,
 }
 
@@ -30,7 +30,7 @@ where
     /// Start the coalescer's task (needs a Tokio runtime). `run` executes one batch and returns
     /// one result per request, in order; `on_batch_error` turns a whole-batch failure into each
     /// caller's error.
-    pub fn spawn<F, Fut>(run: F, on_batch_error: fn(&E) -> E) -> Self
+    pub(crate) fn spawn<F, Fut>(run: F, on_batch_error: fn(&E) -> E) -> Self
     where
         F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<Result<Resp, E>>, E>> + Send + 'static,
@@ -75,7 +75,7 @@ where
     }
 
     /// Queue one call and wait for its result. `closed` is returned if the coalescer is gone.
-    pub async fn call(&self, req: Req, closed: E) -> Result<Resp, E> {
+    pub(crate) async fn call(&self, req: Req, closed: E) -> Result<Resp, E> {
         let (reply, rx) = oneshot::channel();
         if self.tx.send((req, reply)).is_err() {
             return Err(closed);

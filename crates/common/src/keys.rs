@@ -9,7 +9,7 @@
 pub const PREFIX: &str = "dq";
 
 /// The consumer group every worker joins on every ready stream.
-pub const GROUP: &str = "workers";
+pub(crate) const GROUP: &str = "workers";
 
 /// Keys of one provider account (one hash tag).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -105,12 +105,12 @@ impl AccountKeys {
     }
 
     /// STRING: the GCRA limiter's theoretical arrival time (µs, Redis clock) for submits.
-    pub fn gcra(&self) -> String {
+    pub(crate) fn gcra(&self) -> String {
         format!("{}:gcra", self.tag)
     }
 
     /// STRING: the GCRA state (µs) of the account's poll-rate limiter.
-    pub fn gcra_poll(&self) -> String {
+    pub(crate) fn gcra_poll(&self) -> String {
         format!("{}:gcra_poll", self.tag)
     }
 
@@ -126,7 +126,7 @@ impl AccountKeys {
 }
 
 /// Field of [`AccountKeys::counts`].
-pub fn count_field(season: &str, state: crate::model::TaskState) -> String {
+pub(crate) fn count_field(season: &str, state: crate::model::TaskState) -> String {
     format!("{season}|{}", state.as_str())
 }
 
@@ -144,7 +144,7 @@ impl SeasonKeys {
     }
 
     /// HASH: title, created_ms, script digest of the last enqueue.
-    pub fn meta(&self) -> String {
+    pub(crate) fn meta(&self) -> String {
         format!("{}:meta", self.tag)
     }
 

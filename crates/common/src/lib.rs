@@ -3,15 +3,15 @@
 //! Everything that the producer (operator CLI), the workers and the reaper must agree on lives
 //! here: the task model and its lifecycle ([`model`]), content-addressed ids ([`ids`]), the
 //! configuration file ([`config`]), the Redis key map ([`keys`]), the Lua transition scripts and
-//! their typed Rust front ([`queue`]), Redis connections ([`redis_conn`]) and the metrics
-//! registry ([`metrics`]). Nothing here talks HTTP to a provider.
+//! their typed Rust front ([`queue`]), Redis connections ([`redis_conn`]), operator actions
+//! ([`ops`]) and log setup ([`logging`]). Nothing here talks HTTP to a provider; the metrics
+//! registry is the worker's (`dramaq_worker::metrics`).
 
-pub mod coalesce;
+pub(crate) mod coalesce;
 pub mod config;
 pub mod ids;
 pub mod keys;
 pub mod logging;
-pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod queue;

@@ -53,7 +53,7 @@ impl TaskKind {
     }
 
     /// Short prefix of task ids, so an id alone says what it is (`vid-3f9c…`).
-    pub fn id_prefix(self) -> &'static str {
+    pub(crate) fn id_prefix(self) -> &'static str {
         match self {
             TaskKind::Image => "img",
             TaskKind::Video => "vid",
@@ -438,10 +438,22 @@ pub struct TaskRecord {
 /// transition script. Everything else is in the header the scripts decode.
 const BODY_FIELDS: [&str; 7] = ["group", "label", "kind", "chain", "deps", "payload", "ext"];
 
+/// Largest header the frame's big-endian `u16` length can describe.
+pub(crate) const MAX_HEADER_BYTES: usize = u16::MAX as usize;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RecordCodecError {
     #[error("record too short or header length out of range")]
     Framing,
+    /// The header does not fit the frame's 2-byte length. Writing it anyway would store a record
+    /// whose header length points into the middle of the header (or body).
+    #[error("record header is {bytes} bytes; the record frame allows at most {MAX_HEADER_BYTES}")]
+    HeaderTooLarge { bytes: usize },
+    /// The record could not be turned into its field map (a serializer refused a value).
+    #[error("record cannot be serialized into fields: {0}")]
+    Serialize(#[source] serde_json::Error),
+    #[error("record part cannot be encoded as MessagePack: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
     #[error("record part is not MessagePack: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
     #[error("record fields do not form a task: {0}")]
@@ -451,21 +463,32 @@ pub enum RecordCodecError {
 impl TaskRecord {
     /// The Redis encoding: `[u16 header length][header][body]`, both MessagePack maps with
     /// field names (as `cmsgpack` reads them); see `scripts/prelude.lua`.
-    pub fn to_msgpack(&self) -> Vec<u8> {
-        let serde_json::Value::Object(all) = serde_json::to_value(self).unwrap_or_default() else {
-            return Vec::new();
+    ///
+    /// Fails instead of writing anything doubtful: a header over 65,535 bytes is
+    /// [`RecordCodecError::HeaderTooLarge`], and a serializer error is returned as such (never an
+    /// empty or partial record).
+    pub fn to_msgpack(&self) -> Result<Vec<u8>, RecordCodecError> {
+        let all = match serde_json::to_value(self).map_err(RecordCodecError::Serialize)? {
+            serde_json::Value::Object(all) => all,
+            _ => {
+                return Err(RecordCodecError::Serialize(serde::ser::Error::custom(
+                    "a task record must serialize to a map",
+                )))
+            }
         };
         let (body, header): (serde_json::Map<_, _>, serde_json::Map<_, _>) = all
             .into_iter()
             .partition(|(k, _)| BODY_FIELDS.contains(&k.as_str()));
-        let header = rmp_serde::to_vec_named(&header).unwrap_or_default();
-        let body = rmp_serde::to_vec_named(&body).unwrap_or_default();
-        let len = u16::try_from(header.len()).unwrap_or(u16::MAX);
+        let header = rmp_serde::to_vec_named(&header)?;
+        let body = rmp_serde::to_vec_named(&body)?;
+        let len = u16::try_from(header.len()).map_err(|_| RecordCodecError::HeaderTooLarge {
+            bytes: header.len(),
+        })?;
         let mut out = Vec::with_capacity(2 + header.len() + body.len());
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&header);
         out.extend_from_slice(&body);
-        out
+        Ok(out)
     }
 
     pub fn from_msgpack(bytes: &[u8]) -> Result<TaskRecord, RecordCodecError> {
@@ -544,6 +567,95 @@ mod tests {
                 voice: vec!["voc-1".into()]
             }
         );
+    }
+
+    fn small_record() -> TaskRecord {
+        TaskRecord {
+            id: "img-1".into(),
+            season: "s1".into(),
+            group: "characters".into(),
+            label: "char/mira".into(),
+            kind: TaskKind::Image,
+            state: TaskState::Ready,
+            account: "acct".into(),
+            chain: vec!["acct".into()],
+            chain_pos: 0,
+            fence: 0,
+            attempt: 0,
+            max_attempts: 3,
+            stalls: 0,
+            entry: None,
+            holder: None,
+            provider_task_id: None,
+            poll_locator: None,
+            result: None,
+            polls: 0,
+            fetch_failures: 0,
+            moving_to: None,
+            deps: vec![],
+            payload: TaskPayload::Image {
+                prompt: "Mira".into(),
+                seed: 1,
+                aspect_ratio: "9:16".into(),
+                reference_image: None,
+            },
+            ext: "png".into(),
+            output: None,
+            sha256: None,
+            bytes: None,
+            failure: None,
+            errors: vec![],
+            possible_duplicate: false,
+            created_ms: 1,
+            updated_ms: 0,
+            ready_ms: None,
+            submitted_ms: None,
+            done_ms: None,
+        }
+    }
+
+    #[test]
+    fn header_over_u16_is_refused_not_truncated() {
+        // `season` lives in the header: past 65,535 bytes the frame cannot describe it.
+        let mut r = small_record();
+        r.season = "s".repeat(70_000);
+        match r.to_msgpack() {
+            Err(RecordCodecError::HeaderTooLarge { bytes }) => assert!(bytes > MAX_HEADER_BYTES),
+            other => panic!("expected HeaderTooLarge, got {other:?}"),
+        }
+
+        // The body has no such limit.
+        let mut r = small_record();
+        r.label = "l".repeat(70_000);
+        let bytes = r.to_msgpack().expect("a large body is fine");
+        assert_eq!(TaskRecord::from_msgpack(&bytes).expect("decode"), r);
+    }
+
+    #[test]
+    fn header_right_at_the_limit_round_trips() {
+        // Grow the header one byte at a time around the limit: the largest that fits encodes
+        // and decodes; one more is refused.
+        let base = small_record().to_msgpack().expect("encode");
+        let base_header = u16::from_be_bytes([base[0], base[1]]) as usize;
+        let mut r = small_record();
+        // str16/str32 headers change the size in steps; search the exact boundary.
+        let mut pad = MAX_HEADER_BYTES - base_header - 8;
+        loop {
+            r.season = format!("s1{}", "x".repeat(pad));
+            match r.to_msgpack() {
+                Ok(bytes) => {
+                    let hlen = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
+                    assert_eq!(hlen, bytes.len() - 2 - (base.len() - 2 - base_header));
+                    assert_eq!(TaskRecord::from_msgpack(&bytes).expect("decode"), r);
+                    pad += 1;
+                }
+                Err(RecordCodecError::HeaderTooLarge { bytes }) => {
+                    assert_eq!(bytes, MAX_HEADER_BYTES + 1);
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     #[test]

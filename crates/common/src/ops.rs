@@ -82,6 +82,13 @@ pub enum OpsError {
         script: &'static str,
         detail: String,
     },
+    /// A value could not be encoded for Redis; nothing was written.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl From<redis::RedisError> for OpsError {
@@ -531,7 +538,7 @@ impl Ops {
     }
 
     /// Accounts that ever held tasks (`dq:{dramaq}:accounts`), sorted.
-    pub async fn known_accounts(&self) -> Result<Vec<String>> {
+    async fn known_accounts(&self) -> Result<Vec<String>> {
         Ok(self.queue.accounts().await?)
     }
 
@@ -697,7 +704,7 @@ impl Ops {
 
     /// Check that every task may go to `target`: a configured account whose family produces the
     /// task's kind. Nothing is changed when any task may not.
-    pub fn check_target(cfg: &Config, target: &str, tasks: &[DeadTask]) -> Result<()> {
+    fn check_target(cfg: &Config, target: &str, tasks: &[DeadTask]) -> Result<()> {
         check_configured(cfg, target)?;
         let Some(acct) = cfg.account(target) else {
             return Ok(());
@@ -873,7 +880,12 @@ impl Ops {
             .arg(src.dependents(id))
             .query_async(&mut conn)
             .await?;
-        let moved = moved_record(record, target).to_msgpack();
+        let moved = moved_record(record, target)
+            .to_msgpack()
+            .map_err(|source| QueueError::Encode {
+                key: dst.task(id),
+                source,
+            })?;
         let mut inv = SCRIPTS.move_in.prepare_invoke();
         inv.key(dst.task(id))
             .key(dst.ready())
@@ -1085,7 +1097,10 @@ impl Ops {
             by: by.map(str::to_string),
             message: None,
         };
-        let value = serde_json::to_string(&info).unwrap_or_else(|_| "{}".to_string());
+        let value = serde_json::to_string(&info).map_err(|source| OpsError::Encode {
+            what: "the pause reason",
+            source,
+        })?;
         let key = AccountKeys::new(account).paused();
         let set: Option<String> = redis::cmd("SET")
             .arg(&key)
@@ -1128,7 +1143,7 @@ impl Ops {
             .arg(AccountKeys::new(account).counts())
             .query_async(&mut conn)
             .await?;
-        Ok(crate::metrics::sum_counts_by_state(&fields)
+        Ok(sum_counts_by_state(&fields)
             .into_iter()
             .map(|(s, n)| (s, n as u64))
             .collect())
@@ -1238,9 +1253,45 @@ impl Ops {
     }
 }
 
+/// Per-state totals of one account from its counts hash (`<season>|<state>` → n), summed over
+/// seasons. Every state is present (0 when absent); unknown fields are ignored and negative
+/// values read as 0.
+pub fn sum_counts_by_state(counts: &HashMap<String, i64>) -> BTreeMap<TaskState, i64> {
+    let mut out: BTreeMap<TaskState, i64> = TaskState::ALL.into_iter().map(|s| (s, 0)).collect();
+    for (field, n) in counts {
+        let Some((_, state)) = field.rsplit_once('|') else {
+            continue;
+        };
+        if let Some(state) = TaskState::parse(state) {
+            *out.entry(state).or_default() += (*n).max(0);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_summed_over_seasons() {
+        let counts: HashMap<String, i64> = [
+            ("s1|ready".to_string(), 3),
+            ("s2|ready".to_string(), 4),
+            ("s1|rendering".to_string(), 2),
+            ("s1|stored".to_string(), -1),
+            ("junk".to_string(), 9),
+            ("s1|bogus".to_string(), 9),
+        ]
+        .into_iter()
+        .collect();
+        let by_state = sum_counts_by_state(&counts);
+        assert_eq!(by_state[&TaskState::Ready], 7);
+        assert_eq!(by_state[&TaskState::Rendering], 2);
+        assert_eq!(by_state[&TaskState::Stored], 0);
+        assert_eq!(by_state[&TaskState::Dead], 0);
+        assert_eq!(by_state.len(), TaskState::ALL.len());
+    }
 
     #[test]
     fn unknown_class_lists_valid_ones() {

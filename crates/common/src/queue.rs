@@ -29,6 +29,13 @@ pub enum QueueError {
         #[source]
         source: crate::model::RecordCodecError,
     },
+    /// A record could not be encoded; nothing was written for it.
+    #[error("task record {key} cannot be encoded: {source}")]
+    Encode {
+        key: String,
+        #[source]
+        source: crate::model::RecordCodecError,
+    },
     /// A batched call failed as a whole (connection lost, script error).
     #[error("batched Redis call failed: {0}")]
     Batch(String),
@@ -645,7 +652,14 @@ impl Queue {
                         .filter(|d| !stored.contains(&d.id))
                         .map(|d| d.id.as_str())
                         .collect();
-                    inv.arg(initial_record(t, max_attempts).to_msgpack());
+                    let record =
+                        initial_record(t, max_attempts)
+                            .to_msgpack()
+                            .map_err(|source| QueueError::Encode {
+                                key: k.task(&t.id),
+                                source,
+                            })?;
+                    inv.arg(record);
                     inv.arg(pending.len());
                     for p in pending {
                         inv.arg(p);

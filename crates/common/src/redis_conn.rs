@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// How long a non-blocking command may take before the client gives up. Long enough for the
 /// largest batched script (enqueue of a few hundred tasks) on a busy server.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -187,7 +187,7 @@ impl RedisHandle {
     }
 
     /// Refuse a server that may evict keys (design-notes invariant 10), unless allowed.
-    pub async fn check_no_eviction(&self, allow_eviction: bool) -> Result<(), ConnError> {
+    pub(crate) async fn check_no_eviction(&self, allow_eviction: bool) -> Result<(), ConnError> {
         let mut conn = self.conn().await?;
         let reply: Vec<String> = redis::cmd("CONFIG")
             .arg("GET")
@@ -214,7 +214,7 @@ impl RedisHandle {
 }
 
 /// Drop a password from a Redis URL before it goes into a log or an error.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             format!("{}://[redacted]@{}", &url[..scheme_end], &url[at + 1..])

@@ -769,7 +769,8 @@ async fn listing_pages_through_large_dead_sets() {
     for i in 1..n {
         let mut r = rec.clone();
         r.id = format!("vid-copy-{i}");
-        pipe.set(k.task(&r.id), r.to_msgpack()).ignore();
+        pipe.set(k.task(&r.id), r.to_msgpack().expect("encode"))
+            .ignore();
         pipe.zadd(k.dead(), &r.id, 1_000 + (i / 300) as i64)
             .ignore();
     }

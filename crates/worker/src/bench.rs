@@ -211,7 +211,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         held: HeldLeases::default(),
         stopping: CancellationToken::new(),
         abort: CancellationToken::new(),
-        metrics: dramaq_common::metrics::Metrics::new(),
+        metrics: crate::metrics::Metrics::new(),
         cfg,
     });
     let work = TaskTracker::new();

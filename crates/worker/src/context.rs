@@ -3,17 +3,17 @@
 
 use crate::decide::Backoff;
 use crate::held::HeldLeases;
+use crate::metrics::Metrics;
 use crate::providers::Provider;
 use crate::storage::Storage;
 use dramaq_common::config::{AccountConfig, Config};
-use dramaq_common::metrics::Metrics;
 use dramaq_common::queue::Queue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub cfg: Config,
     pub queue: Queue,
     /// Unique per process: `<host>-<pid>-<random>`.

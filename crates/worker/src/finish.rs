@@ -13,10 +13,10 @@
 
 use crate::context::Ctx;
 use crate::decide::{self, Decision, Failure, History, Phase};
+use crate::metrics::FailOutcome;
 use crate::providers::{Provider, ProviderError, ResultRef};
 use crate::storage::{self, Location, StoreError, Stored};
 use backon::{ExponentialBuilder, Retryable};
-use dramaq_common::metrics::FailOutcome;
 use dramaq_common::model::{FailureClass, TaskRecord, TaskState};
 use dramaq_common::ops::Ops;
 use dramaq_common::queue::{Completion, FailGuard, FailInfo, QueueError};

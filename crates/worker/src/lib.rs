@@ -6,7 +6,8 @@
 //! complete, fail), [`decide`] is the one decision of what a failure becomes, [`storage`]
 //! stores, [`assemble`] builds episodes (an in-process provider), [`heartbeat`] keeps leases
 //! alive, [`reaper`] recovers what crashed processes left, and [`runner`] wires them together
-//! with graceful shutdown. [`providers`] speaks each API family.
+//! with graceful shutdown. [`providers`] speaks each API family; [`metrics`] is the
+//! Prometheus registry they all record into.
 
 pub(crate) mod assemble;
 pub mod bench;
@@ -16,6 +17,7 @@ pub(crate) mod fetch;
 pub(crate) mod finish;
 pub(crate) mod heartbeat;
 pub(crate) mod held;
+pub mod metrics;
 pub mod metrics_server;
 pub(crate) mod poll;
 pub mod providers;

@@ -31,9 +31,11 @@ enum Cmd {
         /// Tasks held at once (submits, downloads, assembly); awaited renders hold none.
         #[arg(long)]
         concurrency: Option<usize>,
-        /// Serve only these accounts (comma-separated); default: every configured account.
-        #[arg(long, value_delimiter = ',')]
-        providers: Vec<String>,
+        /// Serve only these provider accounts (comma-separated names from the config);
+        /// default: every configured account.
+        // `--providers`, its old name, stays as a hidden alias for existing scripts.
+        #[arg(long, value_delimiter = ',', alias = "providers")]
+        accounts: Vec<String>,
         /// Do not run the maintenance (reaper) role in this process.
         #[arg(long)]
         no_reaper: bool,
@@ -61,9 +63,11 @@ enum Cmd {
     /// Run only the maintenance duties: expired leases, orphaned deliveries, due retries, the
     /// dependency outbox. Safe to run several at once and beside workers.
     Reaper {
-        /// Only these accounts (comma-separated); default: every configured account.
-        #[arg(long, value_delimiter = ',')]
-        providers: Vec<String>,
+        /// Only these provider accounts (comma-separated names from the config); default:
+        /// every configured account.
+        // `--providers`, its old name, stays as a hidden alias for existing scripts.
+        #[arg(long, value_delimiter = ',', alias = "providers")]
+        accounts: Vec<String>,
         /// Serve Prometheus metrics at this address (`off` to disable).
         #[arg(long, default_value = metrics_server::DEFAULT_REAPER_ADDR)]
         metrics_addr: String,
@@ -145,14 +149,14 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Bench { .. } => unreachable!("handled above"),
         Cmd::Run {
             concurrency,
-            providers,
+            accounts,
             no_reaper,
             metrics_addr: addr,
         } => {
             runner::run(
                 cfg,
                 runner::RunOptions {
-                    providers,
+                    accounts,
                     concurrency,
                     reaper: !no_reaper,
                     metrics_addr: metrics_addr(&addr)?,
@@ -162,19 +166,19 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Cmd::Reaper {
-            providers,
+            accounts,
             metrics_addr: addr,
         } => {
-            let accounts = runner::build_accounts(&cfg, &providers)?;
+            let accounts = runner::build_accounts(&cfg, &accounts)?;
             let queue = dramaq_common::queue::Queue::connect(&cfg.redis).await?;
-            let metrics = dramaq_common::metrics::Metrics::new();
+            let metrics = dramaq_worker::metrics::Metrics::new();
             if let Some(addr) = metrics_addr(&addr)? {
                 metrics_server::serve(addr, metrics.clone(), signal.clone()).await?;
             }
-            dramaq_common::metrics::spawn_queue_gauges(
+            dramaq_worker::metrics::spawn_queue_gauges(
                 queue.clone(),
                 accounts.keys().cloned().collect(),
-                dramaq_common::metrics::QUEUE_GAUGES_EVERY,
+                dramaq_worker::metrics::QUEUE_GAUGES_EVERY,
                 metrics.clone(),
                 signal.clone(),
             );
@@ -190,5 +194,42 @@ async fn main() -> anyhow::Result<()> {
             .await;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accounts_of(args: &[&str]) -> Vec<String> {
+        match Cli::try_parse_from(args).expect("parses").cmd {
+            Cmd::Run { accounts, .. } | Cmd::Reaper { accounts, .. } => accounts,
+            Cmd::Bench { .. } => panic!("not a serving command"),
+        }
+    }
+
+    #[test]
+    fn accounts_flag_and_its_old_name() {
+        let want = vec!["a".to_string(), "b".to_string()];
+        for cmd in ["run", "reaper"] {
+            assert_eq!(
+                accounts_of(&["dramaq-worker", cmd, "--accounts", "a,b"]),
+                want
+            );
+            // Scripts written before the rename keep working.
+            assert_eq!(
+                accounts_of(&["dramaq-worker", cmd, "--providers", "a,b"]),
+                want
+            );
+            assert!(accounts_of(&["dramaq-worker", cmd]).is_empty());
+        }
+        // The old name is not advertised.
+        let help = <Cli as clap::CommandFactory>::command()
+            .find_subcommand_mut("run")
+            .expect("run")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--accounts"), "{help}");
+        assert!(!help.contains("--providers"), "{help}");
     }
 }

@@ -2,19 +2,19 @@
 //!
 //! `GET /metrics` answers with [`Metrics::encode`] in the OpenMetrics text format; `GET /healthz`
 //! answers `ok` while the process runs. Encoding reads only in-process atomics (the queue-state
-//! gauges are refreshed in the background by `dramaq_common::metrics::spawn_queue_gauges`), so a
+//! gauges are refreshed in the background by `crate::metrics::spawn_queue_gauges`), so a
 //! scrape never waits on Redis or a provider.
 //!
 //! Default addresses (`--metrics-addr`): workers `127.0.0.1:9464`, the reaper `127.0.0.1:9465`,
 //! the sandbox `127.0.0.1:9466`; `deploy/prometheus/prometheus.yml` scrapes exactly these.
 
+use crate::metrics::{self, Metrics};
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use dramaq_common::metrics::{self, Metrics};
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +26,7 @@ pub const DEFAULT_REAPER_ADDR: &str = "127.0.0.1:9465";
 pub const DEFAULT_SANDBOX_ADDR: &str = "127.0.0.1:9466";
 
 /// The endpoint's routes, for embedding or testing without a socket.
-pub fn router(metrics: Metrics) -> Router {
+pub(crate) fn router(metrics: Metrics) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(healthz))
@@ -107,8 +107,8 @@ mod tests {
         );
         let body = resp.text().await.expect("body");
         for want in [
-            "dramaq_tasks_claimed_total{provider=\"acct\",kind=\"video\"} 1",
-            "dramaq_render_duration_seconds_bucket{le=\"60.0\",provider=\"acct\"} 1",
+            "dramaq_tasks_claimed_total{account=\"acct\",kind=\"video\"} 1",
+            "dramaq_render_duration_seconds_bucket{le=\"60.0\",account=\"acct\"} 1",
             "# HELP dramaq_tasks_claimed Tasks this process claimed",
             "# TYPE dramaq_render_duration_seconds histogram",
         ] {

@@ -17,9 +17,9 @@
 use crate::context::Ctx;
 use crate::decide::Phase;
 use crate::finish::{self, Context, Holder, Lease};
+use crate::metrics::ProviderOperation;
 use crate::providers::{PollOutcome, Provider, ProviderError, ResultRef};
 use dramaq_common::config::AccountConfig;
-use dramaq_common::metrics::ProviderOperation;
 use dramaq_common::model::{FailureClass, TaskRecord, TaskState};
 use dramaq_common::queue::QueueError;
 use dramaq_common::text::Shown;

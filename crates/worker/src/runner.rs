@@ -9,11 +9,11 @@
 use crate::assemble::Assembler;
 use crate::context::{new_worker_id, Ctx};
 use crate::held::HeldLeases;
+use crate::metrics::{spawn_queue_gauges, Metrics, QUEUE_GAUGES_EVERY};
 use crate::providers::{self, Provider};
 use crate::{fetch, heartbeat, metrics_server, poll, reaper};
 use anyhow::{bail, Context};
 use dramaq_common::config::Config;
-use dramaq_common::metrics::{spawn_queue_gauges, Metrics, QUEUE_GAUGES_EVERY};
 use dramaq_common::queue::Queue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,8 +24,8 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 pub struct RunOptions {
-    /// Accounts to serve; empty = every configured account.
-    pub providers: Vec<String>,
+    /// Provider accounts to serve (`--accounts`); empty = every configured account.
+    pub accounts: Vec<String>,
     pub concurrency: Option<usize>,
     /// Run the maintenance role inside this worker.
     pub reaper: bool,
@@ -42,7 +42,7 @@ pub fn build_accounts(
         if !cfg.accounts.contains_key(name) {
             let known: Vec<&str> = cfg.accounts.keys().map(|s| s.as_str()).collect();
             bail!(
-                "--providers names unknown account '{name}' (configured: {})",
+                "--accounts names unknown account '{name}' (configured: {})",
                 known.join(", ")
             );
         }
@@ -69,7 +69,7 @@ pub async fn run(
         }
         cfg.worker.concurrency = c;
     }
-    let adapters = build_accounts(&cfg, &opts.providers)?;
+    let adapters = build_accounts(&cfg, &opts.accounts)?;
     let storage = crate::storage::from_config(&cfg.storage)
         .await
         .context("output storage")?;

@@ -159,7 +159,7 @@ pub async fn from_config(cfg: &StorageConfig) -> anyhow::Result<Arc<dyn Storage>
 }
 
 /// A local (or network-mounted) directory.
-pub struct LocalDir {
+pub(crate) struct LocalDir {
     root: PathBuf,
     max_bytes: u64,
 }

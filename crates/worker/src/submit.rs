@@ -10,9 +10,9 @@
 use crate::context::Ctx;
 use crate::decide::Phase;
 use crate::finish::{self, Context, Holder, Lease};
+use crate::metrics::ProviderOperation;
 use crate::providers::{InputImage, ProviderError, SubmitOutcome, SubmitRequest, SyncResult};
 use crate::storage::{self, Location};
-use dramaq_common::metrics::ProviderOperation;
 use dramaq_common::model::{FailureClass, TaskPayload, TaskRecord};
 use dramaq_common::queue::{Accepted, QueueError};
 use dramaq_common::text::Shown;

@@ -23,8 +23,8 @@ pub mod notify;
 pub mod orphans;
 pub mod retention;
 
+use crate::metrics::{Metrics, ReaperAction, ReaperDuty};
 use crate::providers::Provider;
-use dramaq_common::metrics::{Metrics, ReaperAction, ReaperDuty};
 use dramaq_common::queue::Queue;
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -1,11 +1,11 @@
 //! The process's Prometheus registry: every metric dramaq exports, with typed labels and small
-//! recording methods for the worker, the reaper and the sandbox to call.
+//! recording methods for the worker and the reaper to call (the sandbox keeps its own).
 //!
 //! Why it looks like this:
 //!
-//! - **Bounded labels only.** Labels are the provider account name (from the config), task kind,
-//!   failure class, outcome, operation, HTTP status, reaper duty and action, and task state. Task
-//!   ids and seasons never become labels: they are unbounded and would grow the registry (and
+//! - **Bounded labels only.** Labels are the provider account (`account`, a name from the
+//!   config), task kind, failure class, outcome, operation, HTTP status, reaper duty and action,
+//!   and task state. Task ids and seasons never become labels: they are unbounded and would grow the registry (and
 //!   Prometheus) without limit.
 //! - **One source for names and help.** Each family is declared once below with its doc comment;
 //!   the same text is registered as the family's `HELP`. Counters are registered without
@@ -16,23 +16,24 @@
 //!   every transition script) and one `ZCARD dq:{A}:dead` every few seconds, and sets
 //!   `dramaq_queue_tasks` and `dramaq_dead_tasks`. A scrape costs Redis nothing and no task is
 //!   ever scanned. These gauges describe the whole fleet, so every process that runs the refresher
-//!   exports the same values: aggregate them with `max by (provider, state)`, not `sum`.
+//!   exports the same values: aggregate them with `max by (account, state)`, not `sum`.
 //! - **A family appears once it has a series.** The encoder leaves out families nobody recorded
 //!   into yet; [`Metrics::init_account`] creates an account's main series at zero at start-up.
 //!
 //! [`Metrics`] is cheap to clone (one `Arc`); every recording method is lock-free apart from the
 //! family's label lookup.
 
-use crate::keys::AccountKeys;
-use crate::model::{FailureClass, TaskKind, TaskState};
-use crate::queue::{FailDecision, Queue, QueueError};
+use dramaq_common::keys::AccountKeys;
+use dramaq_common::model::{FailureClass, TaskKind, TaskState};
+use dramaq_common::ops::sum_counts_by_state;
+use dramaq_common::queue::{FailDecision, Queue, QueueError};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry, Unit};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -40,7 +41,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Content type of [`Metrics::encode`]'s output, for the `/metrics` response.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A sensible refresh period for [`spawn_queue_gauges`]: two cheap commands per account.
 pub const QUEUE_GAUGES_EVERY: Duration = Duration::from_secs(10);
@@ -103,15 +104,41 @@ macro_rules! label_value_as_str {
     )*};
 }
 
-label_value_as_str!(
-    TaskKind,
-    TaskState,
-    FailureClass,
-    FailOutcome,
-    ProviderOperation,
-    ReaperDuty,
-    ReaperAction
-);
+label_value_as_str!(FailOutcome, ProviderOperation, ReaperDuty, ReaperAction);
+
+/// A label value of a `dramaq_common` type (the orphan rule keeps `EncodeLabelValue` impls for
+/// those out of this crate, so they are wrapped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Name<T>(T);
+
+/// `dramaq_common` types that name themselves with `as_str`.
+trait AsLabel: Copy {
+    fn as_label(self) -> &'static str;
+}
+
+impl AsLabel for TaskKind {
+    fn as_label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl AsLabel for TaskState {
+    fn as_label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl AsLabel for FailureClass {
+    fn as_label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl<T: AsLabel> EncodeLabelValue for Name<T> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.0.as_label())
+    }
+}
 
 /// What became of a failed attempt (`outcome` label of `dramaq_tasks_failed_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -252,35 +279,35 @@ impl EncodeLabelValue for HttpStatus {
 // Label sets
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ProviderLabels {
-    provider: String,
+struct AccountLabels {
+    account: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ProviderKindLabels {
-    provider: String,
-    kind: TaskKind,
+struct AccountKindLabels {
+    account: String,
+    kind: Name<TaskKind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct FailedLabels {
-    provider: String,
-    kind: TaskKind,
-    class: FailureClass,
+    account: String,
+    kind: Name<TaskKind>,
+    class: Name<FailureClass>,
     outcome: FailOutcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
-    provider: String,
+    account: String,
     operation: ProviderOperation,
     status: HttpStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StateLabels {
-    provider: String,
-    state: TaskState,
+    account: String,
+    state: Name<TaskState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -289,16 +316,16 @@ struct ReaperLabels {
     action: ReaperAction,
 }
 
-fn by_provider(p: &str) -> ProviderLabels {
-    ProviderLabels {
-        provider: p.to_string(),
+fn by_account(a: &str) -> AccountLabels {
+    AccountLabels {
+        account: a.to_string(),
     }
 }
 
-fn by_provider_kind(p: &str, kind: TaskKind) -> ProviderKindLabels {
-    ProviderKindLabels {
-        provider: p.to_string(),
-        kind,
+fn by_account_kind(a: &str, kind: TaskKind) -> AccountKindLabels {
+    AccountKindLabels {
+        account: a.to_string(),
+        kind: Name(kind),
     }
 }
 
@@ -368,10 +395,10 @@ macro_rules! families {
 
 families! {
     /// Tasks this process claimed from a ready stream, by provider account and task kind.
-    tasks_claimed: Family<ProviderKindLabels, Counter> = "dramaq_tasks_claimed", Family::default();
+    tasks_claimed: Family<AccountKindLabels, Counter> = "dramaq_tasks_claimed", Family::default();
 
     /// Tasks this process stored (output file in place, checksum recorded).
-    tasks_stored: Family<ProviderKindLabels, Counter> = "dramaq_tasks_stored", Family::default();
+    tasks_stored: Family<AccountKindLabels, Counter> = "dramaq_tasks_stored", Family::default();
 
     /// Failed attempts by failure class and outcome (retry, repoll or dead).
     tasks_failed: Family<FailedLabels, Counter> = "dramaq_tasks_failed", Family::default();
@@ -382,53 +409,53 @@ families! {
         "dramaq_provider_requests", Family::default();
 
     /// Provider responses that said the account is rate limited (HTTP 429 or equivalent).
-    provider_rate_limited: Family<ProviderLabels, Counter> =
+    provider_rate_limited: Family<AccountLabels, Counter> =
         "dramaq_provider_rate_limited", Family::default();
 
     /// Time an account spent cooling down after a rate-limit or concurrency-limit answer.
-    provider_cooldown: Family<ProviderLabels, FloatCounter> =
+    provider_cooldown: Family<AccountLabels, FloatCounter> =
         "dramaq_provider_cooldown" in Unit::Seconds, Family::default();
 
     /// Duration of submit requests, from sending to the provider's answer.
-    submit_duration: HistogramFamily<ProviderLabels> =
+    submit_duration: HistogramFamily<AccountLabels> =
         "dramaq_submit_duration" in Unit::Seconds, Family::new_with_constructor(submit_histogram);
 
     /// Render time: from the provider accepting a task to the render being reported done.
-    render_duration: HistogramFamily<ProviderLabels> =
+    render_duration: HistogramFamily<AccountLabels> =
         "dramaq_render_duration" in Unit::Seconds, Family::new_with_constructor(render_histogram);
 
     /// Time a task waited in its ready stream, from becoming ready to being claimed.
-    queue_wait: HistogramFamily<ProviderKindLabels> =
+    queue_wait: HistogramFamily<AccountKindLabels> =
         "dramaq_queue_wait" in Unit::Seconds, Family::new_with_constructor(queue_wait_histogram);
 
     /// Duration of result downloads, from the first byte requested to the file stored.
-    download_duration: HistogramFamily<ProviderLabels> =
+    download_duration: HistogramFamily<AccountLabels> =
         "dramaq_download_duration" in Unit::Seconds,
         Family::new_with_constructor(download_histogram);
 
     /// Poll lateness: when a render's status request was sent minus when its poll was due in
     /// the await schedule (both on the Redis clock at the take). Growing lateness means the
     /// pollers cannot keep up with the renders awaited.
-    poll_lateness: HistogramFamily<ProviderLabels> =
+    poll_lateness: HistogramFamily<AccountLabels> =
         "dramaq_poll_lateness" in Unit::Seconds,
         Family::new_with_constructor(poll_lateness_histogram);
 
     /// Renders this process is polling or downloading right now.
-    renders_in_flight: Family<ProviderLabels, Gauge> =
+    renders_in_flight: Family<AccountLabels, Gauge> =
         "dramaq_renders_in_flight", Family::default();
 
     /// Tasks this process holds under a lease right now (claimed, submitting, downloading).
-    tasks_held: Family<ProviderLabels, Gauge> = "dramaq_tasks_held", Family::default();
+    tasks_held: Family<AccountLabels, Gauge> = "dramaq_tasks_held", Family::default();
 
     /// Tasks per account and state, fleet-wide, summed over seasons from the account's counts
     /// hash; refreshed in the background, so every exporting process reports the same values.
     queue_tasks: Family<StateLabels, Gauge> = "dramaq_queue_tasks", Family::default();
 
     /// Tasks in the account's dead-letter set, fleet-wide; refreshed in the background.
-    dead_tasks: Family<ProviderLabels, Gauge> = "dramaq_dead_tasks", Family::default();
+    dead_tasks: Family<AccountLabels, Gauge> = "dramaq_dead_tasks", Family::default();
 
     /// Failed background refreshes of the queue-state gauges (their values are then stale).
-    queue_gauge_refresh_failures: Family<ProviderLabels, Counter> =
+    queue_gauge_refresh_failures: Family<AccountLabels, Counter> =
         "dramaq_queue_gauge_refresh_failures", Family::default();
 
     /// Tasks a maintenance duty acted on, by duty and action.
@@ -436,26 +463,26 @@ families! {
 
     /// Tasks submitted again after a crash mid-submit that could not be reconciled: the
     /// provider may have rendered (and billed) them twice.
-    possible_duplicates: Family<ProviderLabels, Counter> =
+    possible_duplicates: Family<AccountLabels, Counter> =
         "dramaq_possible_duplicate_submissions", Family::default();
 
     /// Renders accepted by the provider after the task record went back in time (Redis lost
     /// writes) or was taken back from a slow holder, attached to the task instead of being
     /// paid for a second time.
-    adopted_renders: Family<ProviderLabels, Counter> =
+    adopted_renders: Family<AccountLabels, Counter> =
         "dramaq_adopted_renders", Family::default();
 
     /// Estimated spend in US dollars from the configured prices, counted when a provider
     /// task succeeds.
-    spend: Family<ProviderLabels, FloatCounter> =
+    spend: Family<AccountLabels, FloatCounter> =
         "dramaq_spend" in Unit::Other("usd".to_string()), Family::default();
 
     /// Time spent waiting for the in-process rate limiter before a provider request.
-    rate_limiter_wait: Family<ProviderLabels, FloatCounter> =
+    rate_limiter_wait: Family<AccountLabels, FloatCounter> =
         "dramaq_rate_limiter_wait" in Unit::Seconds, Family::default();
 
     /// Current request rate allowed by the adaptive rate limiter, in requests per second.
-    adaptive_rate: Family<ProviderLabels, FloatGauge> = "dramaq_adaptive_rate", Family::default();
+    adaptive_rate: Family<AccountLabels, FloatGauge> = "dramaq_adaptive_rate", Family::default();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -517,24 +544,24 @@ impl Metrics {
     /// Create the account's main series at zero, so dashboards and `rate()` see them from the
     /// first scrape instead of from the first event (the encoder leaves out a family until it
     /// has a series). Call once per served account at start-up with the kinds it produces.
-    pub fn init_account(&self, provider: &str, kinds: &[TaskKind]) {
+    pub(crate) fn init_account(&self, account: &str, kinds: &[TaskKind]) {
         let f = self.f();
         for kind in kinds {
-            let labels = by_provider_kind(provider, *kind);
+            let labels = by_account_kind(account, *kind);
             let _ = f.tasks_claimed.get_or_create(&labels);
             let _ = f.tasks_stored.get_or_create(&labels);
             // Dead-letter counts per class start at zero, so "DLQ by class" and the growing-DLQ
             // alert see the series before the first failure (14 series per kind).
             for class in FailureClass::ALL {
                 let _ = f.tasks_failed.get_or_create(&FailedLabels {
-                    provider: provider.to_string(),
-                    kind: *kind,
-                    class,
+                    account: account.to_string(),
+                    kind: Name(*kind),
+                    class: Name(class),
                     outcome: FailOutcome::Dead,
                 });
             }
         }
-        let labels = by_provider(provider);
+        let labels = by_account(account);
         let _ = f.provider_rate_limited.get_or_create(&labels);
         let _ = f.provider_cooldown.get_or_create(&labels);
         let _ = f.renders_in_flight.get_or_create(&labels);
@@ -565,33 +592,33 @@ impl Metrics {
     // --- task lifecycle (fetch, process, poll, storage) ---
 
     /// A task was claimed (fetcher, after `claim.lua` returned it).
-    pub fn task_claimed(&self, provider: &str, kind: TaskKind) {
+    pub fn task_claimed(&self, account: &str, kind: TaskKind) {
         self.f()
             .tasks_claimed
-            .get_or_create(&by_provider_kind(provider, kind))
+            .get_or_create(&by_account_kind(account, kind))
             .inc();
     }
 
     /// How long a claimed task waited since it became ready (`ready_ms` to the claim).
-    pub fn queue_wait(&self, provider: &str, kind: TaskKind, waited: Duration) {
+    pub fn queue_wait(&self, account: &str, kind: TaskKind, waited: Duration) {
         self.f()
             .queue_wait
-            .get_or_create(&by_provider_kind(provider, kind))
+            .get_or_create(&by_account_kind(account, kind))
             .observe(waited.as_secs_f64());
     }
 
     /// A task was stored (after `complete.lua` accepted it).
-    pub fn task_stored(&self, provider: &str, kind: TaskKind) {
+    pub fn task_stored(&self, account: &str, kind: TaskKind) {
         self.f()
             .tasks_stored
-            .get_or_create(&by_provider_kind(provider, kind))
+            .get_or_create(&by_account_kind(account, kind))
             .inc();
     }
 
     /// A failed attempt and what the retry decision made of it (after `fail.lua`).
     pub fn task_failed(
         &self,
-        provider: &str,
+        account: &str,
         kind: TaskKind,
         class: FailureClass,
         outcome: FailOutcome,
@@ -599,30 +626,30 @@ impl Metrics {
         self.f()
             .tasks_failed
             .get_or_create(&FailedLabels {
-                provider: provider.to_string(),
-                kind,
-                class,
+                account: account.to_string(),
+                kind: Name(kind),
+                class: Name(class),
                 outcome,
             })
             .inc();
     }
 
     /// Count a task as held while the returned guard lives (claim to complete, fail or release).
-    pub fn track_held(&self, provider: &str) -> GaugeGuard {
+    pub fn track_held(&self, account: &str) -> GaugeGuard {
         let gauge = self
             .f()
             .tasks_held
-            .get_or_create_owned(&by_provider(provider));
+            .get_or_create_owned(&by_account(account));
         gauge.inc();
         GaugeGuard { gauge }
     }
 
     /// Count a render as in flight while the returned guard lives (one poll or one download).
-    pub fn track_render(&self, provider: &str) -> GaugeGuard {
+    pub fn track_render(&self, account: &str) -> GaugeGuard {
         let gauge = self
             .f()
             .renders_in_flight
-            .get_or_create_owned(&by_provider(provider));
+            .get_or_create_owned(&by_account(account));
         gauge.inc();
         GaugeGuard { gauge }
     }
@@ -633,14 +660,14 @@ impl Metrics {
     /// response came back.
     pub fn provider_request(
         &self,
-        provider: &str,
+        account: &str,
         operation: ProviderOperation,
         status: Option<u16>,
     ) {
         self.f()
             .provider_requests
             .get_or_create(&RequestLabels {
-                provider: provider.to_string(),
+                account: account.to_string(),
                 operation,
                 status: HttpStatus(status),
             })
@@ -648,78 +675,78 @@ impl Metrics {
     }
 
     /// The provider said the account is rate limited.
-    pub fn rate_limited(&self, provider: &str) {
+    pub fn rate_limited(&self, account: &str) {
         self.f()
             .provider_rate_limited
-            .get_or_create(&by_provider(provider))
+            .get_or_create(&by_account(account))
             .inc();
     }
 
     /// The account waits `wait` before its next request (rate or concurrency limit hint).
-    pub fn cooldown(&self, provider: &str, wait: Duration) {
+    pub fn cooldown(&self, account: &str, wait: Duration) {
         self.f()
             .provider_cooldown
-            .get_or_create(&by_provider(provider))
+            .get_or_create(&by_account(account))
             .inc_by(wait.as_secs_f64());
     }
 
     /// Duration of one submit request.
-    pub fn submit_duration(&self, provider: &str, took: Duration) {
+    pub fn submit_duration(&self, account: &str, took: Duration) {
         self.f()
             .submit_duration
-            .get_or_create(&by_provider(provider))
+            .get_or_create(&by_account(account))
             .observe(took.as_secs_f64());
     }
 
     /// Render time of one task: accepted by the provider to reported done (`submitted_ms` to
     /// the poll that saw it finish).
-    pub fn render_duration(&self, provider: &str, took: Duration) {
+    pub fn render_duration(&self, account: &str, took: Duration) {
         self.f()
             .render_duration
-            .get_or_create(&by_provider(provider))
+            .get_or_create(&by_account(account))
             .observe(took.as_secs_f64());
     }
 
     /// How late one poll was sent against its scheduled time.
-    pub fn poll_lateness(&self, provider: &str, late: Duration) {
+    pub fn poll_lateness(&self, account: &str, late: Duration) {
         self.f()
             .poll_lateness
-            .get_or_create(&by_provider(provider))
+            .get_or_create(&by_account(account))
             .observe(late.as_secs_f64());
     }
 
     /// Duration of one result download, including writing the file.
-    pub fn download_duration(&self, provider: &str, took: Duration) {
+    pub fn download_duration(&self, account: &str, took: Duration) {
         self.f()
             .download_duration
-            .get_or_create(&by_provider(provider))
+            .get_or_create(&by_account(account))
             .observe(took.as_secs_f64());
     }
 
     /// Estimated cost of a successful provider task, in USD. Ignores values that are not
     /// positive and finite (a counter never goes down).
-    pub fn spend(&self, provider: &str, usd: f64) {
+    pub fn spend(&self, account: &str, usd: f64) {
         if usd.is_finite() && usd > 0.0 {
             self.f()
                 .spend
-                .get_or_create(&by_provider(provider))
+                .get_or_create(&by_account(account))
                 .inc_by(usd);
         }
     }
 
     /// Time a request waited for the in-process rate limiter.
-    pub fn rate_limiter_wait(&self, provider: &str, waited: Duration) {
+    pub fn rate_limiter_wait(&self, account: &str, waited: Duration) {
         self.f()
             .rate_limiter_wait
-            .get_or_create(&by_provider(provider))
+            .get_or_create(&by_account(account))
             .inc_by(waited.as_secs_f64());
     }
 
     /// The adaptive limiter's current allowed rate (requests per second).
-    pub fn set_adaptive_rate(&self, provider: &str, per_second: f64) {
+    pub fn set_adaptive_rate(&self, account: &str, per_second: f64) {
         self.f()
             .adaptive_rate
-            .get_or_create(&by_provider(provider))
+            .get_or_create(&by_account(account))
             .set(per_second);
     }
 
@@ -736,72 +763,56 @@ impl Metrics {
     }
 
     /// `n` tasks were resubmitted after an unreconciled crash mid-submit.
-    pub fn possible_duplicates(&self, provider: &str, n: u64) {
+    pub fn possible_duplicates(&self, account: &str, n: u64) {
         if n > 0 {
             self.f()
                 .possible_duplicates
-                .get_or_create(&by_provider(provider))
+                .get_or_create(&by_account(account))
                 .inc_by(n);
         }
     }
 
     /// A paid render was attached to a record that had gone back in time (see
     /// `mark_accepted.lua`).
-    pub fn adopted_after_regression(&self, provider: &str) {
+    pub fn adopted_after_regression(&self, account: &str) {
         self.f()
             .adopted_renders
-            .get_or_create(&by_provider(provider))
+            .get_or_create(&by_account(account))
             .inc();
     }
 
     // --- queue state (set by the background refresher) ---
 
     /// Fleet-wide count of the account's tasks in `state`.
-    pub fn set_queue_tasks(&self, provider: &str, state: TaskState, n: i64) {
+    pub fn set_queue_tasks(&self, account: &str, state: TaskState, n: i64) {
         self.f()
             .queue_tasks
             .get_or_create(&StateLabels {
-                provider: provider.to_string(),
-                state,
+                account: account.to_string(),
+                state: Name(state),
             })
             .set(n);
     }
 
     /// Fleet-wide size of the account's dead-letter set.
-    pub fn set_dead_tasks(&self, provider: &str, n: i64) {
+    pub fn set_dead_tasks(&self, account: &str, n: i64) {
         self.f()
             .dead_tasks
-            .get_or_create(&by_provider(provider))
+            .get_or_create(&by_account(account))
             .set(n);
     }
 
     /// A background refresh of the account's queue-state gauges failed.
-    pub fn queue_gauge_refresh_failed(&self, provider: &str) {
+    pub fn queue_gauge_refresh_failed(&self, account: &str) {
         self.f()
             .queue_gauge_refresh_failures
-            .get_or_create(&by_provider(provider))
+            .get_or_create(&by_account(account))
             .inc();
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Queue-state refresher
-
-/// Per-state totals of one account from its counts hash (`<season>|<state>` → n), summed over
-/// seasons. Every state is present (0 when absent); unknown fields are ignored and negative
-/// values read as 0.
-pub fn sum_counts_by_state(counts: &HashMap<String, i64>) -> BTreeMap<TaskState, i64> {
-    let mut out: BTreeMap<TaskState, i64> = TaskState::ALL.into_iter().map(|s| (s, 0)).collect();
-    for (field, n) in counts {
-        let Some((_, state)) = field.rsplit_once('|') else {
-            continue;
-        };
-        if let Some(state) = TaskState::parse(state) {
-            *out.entry(state).or_default() += (*n).max(0);
-        }
-    }
-    out
-}
 
 /// One refresh of one account: `HGETALL dq:{A}:counts` and `ZCARD dq:{A}:dead`, pipelined (same
 /// hash tag, so one slot on a cluster).
@@ -827,7 +838,7 @@ async fn refresh_account(
 /// Refresh the queue-state gauges of every account once. An account whose read fails keeps its
 /// previous values (and counts a refresh failure); the first error is returned after all
 /// accounts were tried.
-pub async fn refresh_queue_gauges(
+pub(crate) async fn refresh_queue_gauges(
     queue: &Queue,
     accounts: &[String],
     metrics: &Metrics,
@@ -879,8 +890,8 @@ pub fn spawn_queue_gauges(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redis_conn::RedisHandle;
-    use crate::testkit::RedisServer;
+    use dramaq_common::redis_conn::RedisHandle;
+    use dramaq_common::testkit::RedisServer;
     use redis::AsyncCommands;
 
     /// One sample in every family (the encoder leaves out families without series).
@@ -931,33 +942,13 @@ mod tests {
         m.init_account("img", &[TaskKind::Image]);
         let text = m.encode();
         for line in [
-            "dramaq_tasks_claimed_total{provider=\"img\",kind=\"image\"} 0\n",
-            "dramaq_tasks_stored_total{provider=\"img\",kind=\"image\"} 0\n",
-            "dramaq_renders_in_flight{provider=\"img\"} 0\n",
-            "dramaq_spend_usd_total{provider=\"img\"} 0.0\n",
+            "dramaq_tasks_claimed_total{account=\"img\",kind=\"image\"} 0\n",
+            "dramaq_tasks_stored_total{account=\"img\",kind=\"image\"} 0\n",
+            "dramaq_renders_in_flight{account=\"img\"} 0\n",
+            "dramaq_spend_usd_total{account=\"img\"} 0.0\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
-    }
-
-    #[test]
-    fn counts_summed_over_seasons() {
-        let counts: HashMap<String, i64> = [
-            ("s1|ready".to_string(), 3),
-            ("s2|ready".to_string(), 4),
-            ("s1|rendering".to_string(), 2),
-            ("s1|stored".to_string(), -1),
-            ("junk".to_string(), 9),
-            ("s1|bogus".to_string(), 9),
-        ]
-        .into_iter()
-        .collect();
-        let by_state = sum_counts_by_state(&counts);
-        assert_eq!(by_state[&TaskState::Ready], 7);
-        assert_eq!(by_state[&TaskState::Rendering], 2);
-        assert_eq!(by_state[&TaskState::Stored], 0);
-        assert_eq!(by_state[&TaskState::Dead], 0);
-        assert_eq!(by_state.len(), TaskState::ALL.len());
     }
 
     #[test]
@@ -968,17 +959,17 @@ mod tests {
         let h = m.track_held("p");
         assert!(m
             .encode()
-            .contains("dramaq_renders_in_flight{provider=\"p\"} 2\n"));
+            .contains("dramaq_renders_in_flight{account=\"p\"} 2\n"));
         drop(a);
         drop(b);
         drop(h);
         let text = m.encode();
         assert!(
-            text.contains("dramaq_renders_in_flight{provider=\"p\"} 0\n"),
+            text.contains("dramaq_renders_in_flight{account=\"p\"} 0\n"),
             "{text}"
         );
         assert!(
-            text.contains("dramaq_tasks_held{provider=\"p\"} 0\n"),
+            text.contains("dramaq_tasks_held{account=\"p\"} 0\n"),
             "{text}"
         );
     }
@@ -1022,14 +1013,14 @@ mod tests {
             .expect("refresh");
         let text = m.encode();
         for line in [
-            "dramaq_queue_tasks{provider=\"acct-a\",state=\"ready\"} 5\n",
-            "dramaq_queue_tasks{provider=\"acct-a\",state=\"rendering\"} 4\n",
-            "dramaq_queue_tasks{provider=\"acct-a\",state=\"stored\"} 10\n",
-            "dramaq_queue_tasks{provider=\"acct-a\",state=\"dead\"} 2\n",
-            "dramaq_queue_tasks{provider=\"acct-a\",state=\"waiting\"} 0\n",
-            "dramaq_queue_tasks{provider=\"acct-empty\",state=\"ready\"} 0\n",
-            "dramaq_dead_tasks{provider=\"acct-a\"} 2\n",
-            "dramaq_dead_tasks{provider=\"acct-empty\"} 0\n",
+            "dramaq_queue_tasks{account=\"acct-a\",state=\"ready\"} 5\n",
+            "dramaq_queue_tasks{account=\"acct-a\",state=\"rendering\"} 4\n",
+            "dramaq_queue_tasks{account=\"acct-a\",state=\"stored\"} 10\n",
+            "dramaq_queue_tasks{account=\"acct-a\",state=\"dead\"} 2\n",
+            "dramaq_queue_tasks{account=\"acct-a\",state=\"waiting\"} 0\n",
+            "dramaq_queue_tasks{account=\"acct-empty\",state=\"ready\"} 0\n",
+            "dramaq_dead_tasks{account=\"acct-a\"} 2\n",
+            "dramaq_dead_tasks{account=\"acct-empty\"} 0\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
@@ -1044,7 +1035,7 @@ mod tests {
             .expect("refresh");
         let text = m.encode();
         assert!(
-            text.contains("dramaq_queue_tasks{provider=\"acct-a\",state=\"ready\"} 0\n"),
+            text.contains("dramaq_queue_tasks{account=\"acct-a\",state=\"ready\"} 0\n"),
             "{text}"
         );
     }
@@ -1062,7 +1053,7 @@ mod tests {
             m.clone(),
             stop.clone(),
         );
-        let want = "dramaq_dead_tasks{provider=\"acct-a\"} 2\n";
+        let want = "dramaq_dead_tasks{account=\"acct-a\"} 2\n";
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !m.encode().contains(want) {
             assert!(tokio::time::Instant::now() < deadline, "gauges never set");
@@ -1094,11 +1085,11 @@ mod tests {
         assert!(refresh_queue_gauges(&queue, &accounts, &m).await.is_err());
         let text = m.encode();
         assert!(
-            text.contains("dramaq_queue_gauge_refresh_failures_total{provider=\"broken\"} 1\n"),
+            text.contains("dramaq_queue_gauge_refresh_failures_total{account=\"broken\"} 1\n"),
             "{text}"
         );
         assert!(
-            text.contains("dramaq_dead_tasks{provider=\"fine\"} 0\n"),
+            text.contains("dramaq_dead_tasks{account=\"fine\"} 0\n"),
             "{text}"
         );
     }

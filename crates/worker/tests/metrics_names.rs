@@ -3,10 +3,10 @@
 //! an alert silently dead. These tests record one sample of every family, check the encoded
 //! names, labels and help, and check that every name the deploy files use is exported.
 
-use dramaq_common::metrics::{
+use dramaq_common::model::{FailureClass, TaskKind, TaskState};
+use dramaq_worker::metrics::{
     FailOutcome, GaugeGuard, Metrics, ProviderOperation, ReaperAction, ReaperDuty, FAMILY_NAMES,
 };
-use dramaq_common::model::{FailureClass, TaskKind, TaskState};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,32 +50,32 @@ fn metrics_every_family_encoded_with_labels_and_help() {
     let (m, _guards) = recorded();
     let text = m.encode();
     let samples = [
-        r#"dramaq_tasks_claimed_total{provider="kling-main",kind="video"} 1"#,
-        r#"dramaq_queue_wait_seconds_count{provider="kling-main",kind="video"} 1"#,
-        r#"dramaq_queue_wait_seconds_bucket{le="5.0",provider="kling-main",kind="video"} 1"#,
-        r#"dramaq_tasks_stored_total{provider="kling-main",kind="video"} 1"#,
-        r#"dramaq_tasks_failed_total{provider="kling-main",kind="video",class="content_policy",outcome="dead"} 1"#,
-        r#"dramaq_provider_requests_total{provider="kling-main",operation="submit",status="429"} 1"#,
-        r#"dramaq_provider_requests_total{provider="kling-main",operation="poll",status="error"} 1"#,
-        r#"dramaq_provider_rate_limited_total{provider="kling-main"} 1"#,
-        r#"dramaq_provider_cooldown_seconds_total{provider="kling-main"} 2.5"#,
-        r#"dramaq_submit_duration_seconds_sum{provider="kling-main"} 0.3"#,
-        r#"dramaq_render_duration_seconds_bucket{le="90.0",provider="kling-main"} 0"#,
-        r#"dramaq_render_duration_seconds_bucket{le="120.0",provider="kling-main"} 1"#,
-        r#"dramaq_render_duration_seconds_bucket{le="+Inf",provider="kling-main"} 1"#,
-        r#"dramaq_download_duration_seconds_count{provider="kling-main"} 1"#,
-        r#"dramaq_poll_lateness_seconds_bucket{le="0.025",provider="kling-main"} 0"#,
-        r#"dramaq_poll_lateness_seconds_bucket{le="0.05",provider="kling-main"} 1"#,
-        r#"dramaq_renders_in_flight{provider="kling-main"} 1"#,
-        r#"dramaq_tasks_held{provider="kling-main"} 1"#,
-        r#"dramaq_queue_tasks{provider="kling-main",state="ready"} 7"#,
-        r#"dramaq_dead_tasks{provider="kling-main"} 2"#,
+        r#"dramaq_tasks_claimed_total{account="kling-main",kind="video"} 1"#,
+        r#"dramaq_queue_wait_seconds_count{account="kling-main",kind="video"} 1"#,
+        r#"dramaq_queue_wait_seconds_bucket{le="5.0",account="kling-main",kind="video"} 1"#,
+        r#"dramaq_tasks_stored_total{account="kling-main",kind="video"} 1"#,
+        r#"dramaq_tasks_failed_total{account="kling-main",kind="video",class="content_policy",outcome="dead"} 1"#,
+        r#"dramaq_provider_requests_total{account="kling-main",operation="submit",status="429"} 1"#,
+        r#"dramaq_provider_requests_total{account="kling-main",operation="poll",status="error"} 1"#,
+        r#"dramaq_provider_rate_limited_total{account="kling-main"} 1"#,
+        r#"dramaq_provider_cooldown_seconds_total{account="kling-main"} 2.5"#,
+        r#"dramaq_submit_duration_seconds_sum{account="kling-main"} 0.3"#,
+        r#"dramaq_render_duration_seconds_bucket{le="90.0",account="kling-main"} 0"#,
+        r#"dramaq_render_duration_seconds_bucket{le="120.0",account="kling-main"} 1"#,
+        r#"dramaq_render_duration_seconds_bucket{le="+Inf",account="kling-main"} 1"#,
+        r#"dramaq_download_duration_seconds_count{account="kling-main"} 1"#,
+        r#"dramaq_poll_lateness_seconds_bucket{le="0.025",account="kling-main"} 0"#,
+        r#"dramaq_poll_lateness_seconds_bucket{le="0.05",account="kling-main"} 1"#,
+        r#"dramaq_renders_in_flight{account="kling-main"} 1"#,
+        r#"dramaq_tasks_held{account="kling-main"} 1"#,
+        r#"dramaq_queue_tasks{account="kling-main",state="ready"} 7"#,
+        r#"dramaq_dead_tasks{account="kling-main"} 2"#,
         r#"dramaq_reaper_actions_total{duty="leases",action="requeued"} 3"#,
-        r#"dramaq_possible_duplicate_submissions_total{provider="kling-main"} 1"#,
-        r#"dramaq_spend_usd_total{provider="kling-main"} 0.75"#,
-        r#"dramaq_rate_limiter_wait_seconds_total{provider="kling-main"} 0.25"#,
-        r#"dramaq_adaptive_rate{provider="kling-main"} 1.5"#,
-        r#"dramaq_queue_gauge_refresh_failures_total{provider="kling-main"} 1"#,
+        r#"dramaq_possible_duplicate_submissions_total{account="kling-main"} 1"#,
+        r#"dramaq_spend_usd_total{account="kling-main"} 0.75"#,
+        r#"dramaq_rate_limiter_wait_seconds_total{account="kling-main"} 0.25"#,
+        r#"dramaq_adaptive_rate{account="kling-main"} 1.5"#,
+        r#"dramaq_queue_gauge_refresh_failures_total{account="kling-main"} 1"#,
     ];
     for s in samples {
         assert!(
@@ -140,7 +140,7 @@ fn metrics_every_family_encoded_with_labels_and_help() {
 fn metrics_labels_stay_bounded() {
     // No label may carry a task id or a season: only these label names are ever exported.
     let allowed: BTreeSet<&str> = [
-        "provider",
+        "account",
         "kind",
         "class",
         "outcome",
@@ -383,7 +383,7 @@ fn metrics_dashboard_and_alerts_use_exported_names() {
 fn metrics_name_scanner() {
     assert_eq!(
         metric_names(
-            r#"sum by (le) (rate(dramaq_render_duration_seconds_bucket{provider=~"$p"}[5m])) / x_dramaq_not"#
+            r#"sum by (le) (rate(dramaq_render_duration_seconds_bucket{account=~"$p"}[5m])) / x_dramaq_not"#
         ),
         vec!["dramaq_render_duration_seconds_bucket".to_string()]
     );
@@ -391,4 +391,29 @@ fn metrics_name_scanner() {
         rule_exprs("    - alert: A\n      expr: >-\n        dramaq_a > 0\n        unless dramaq_b\n      for: 1m\n    - alert: B\n      expr: dramaq_c == 0\n"),
         vec!["dramaq_a > 0 unless dramaq_b".to_string(), "dramaq_c == 0".to_string()]
     );
+}
+
+#[test]
+fn deploy_files_group_by_the_account_label() {
+    // The account label is `account` (it was `provider`, which named the wrong thing); a query
+    // still grouping or filtering by `provider` would silently match nothing.
+    for rel in [
+        "grafana/dashboards/dramaq.json",
+        "prometheus/alerts.yml",
+        "prometheus/alerts_test.yml",
+    ] {
+        let text = deploy_file(rel);
+        for old in [
+            "(provider",
+            "provider)",
+            "provider=",
+            ", provider",
+            "labels.provider",
+            "{{provider}}",
+            "provider:",
+            "$provider",
+        ] {
+            assert!(!text.contains(old), "{rel} still uses {old:?}");
+        }
+    }
 }
