@@ -16,16 +16,16 @@
 //! - Output moderation shows up as `Fail`; a failure message about sensitive content is
 //!   `content_policy`.
 
-use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
+use super::http::{self, openai, Auth, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
 use super::{
-    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef,
+    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, RenderPhase, ResultRef,
     SubmitOutcome, SubmitRequest,
 };
 use async_trait::async_trait;
 use base64::Engine;
 use dramaq_common::config::{AccountConfig, Family, Secret};
 use dramaq_common::{FailureClass, TaskPayload};
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 pub struct Minimax {
@@ -207,7 +207,12 @@ pub fn query_step(v: &Value, scrub: &Scrubber) -> Step {
         "fail" | "failed" | "failure" | "error" => {
             Step::Done(PollOutcome::Failed(render_failure(v, scrub)))
         }
-        _ => Step::Done(PollOutcome::Pending {
+        lower => Step::Done(PollOutcome::Pending {
+            // v1 `Preparing`/`Queueing`, v2 `queued`: not started yet.
+            phase: match lower {
+                "preparing" | "queueing" | "queued" => RenderPhase::Queued,
+                _ => RenderPhase::Running,
+            },
             sub_status: if status.is_empty() {
                 "unknown".to_string()
             } else {
@@ -287,7 +292,7 @@ impl Minimax {
         }
     }
 
-    fn auth(&self) -> Result<Option<HeaderValue>, ProviderError> {
+    fn auth(&self) -> Result<Option<Auth>, ProviderError> {
         http::auth_header("Bearer", self.api_key.as_ref())
     }
 
@@ -298,22 +303,15 @@ impl Minimax {
         rb: reqwest::RequestBuilder,
         keep_fail: bool,
     ) -> Result<Value, ProviderError> {
-        let resp = http::send(http::with_auth(rb, self.auth()?)).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = if resp.status().is_success() {
-            http::read_body(resp, JSON_BODY_CAP).await?
-        } else {
-            http::read_error_body(resp).await
-        };
-        if keep_fail && (200..300).contains(&status) {
-            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+        let a = http::exchange(http::with_auth(rb, self.auth()?), JSON_BODY_CAP).await?;
+        if keep_fail && a.is_success() {
+            if let Ok(v) = serde_json::from_slice::<Value>(&a.body) {
                 if is_fail(&v) {
                     return Ok(v);
                 }
             }
         }
-        open_response(status, &headers, &body, &self.scrub)
+        open_response(a.status, &a.headers, &a.body, &self.scrub)
     }
 
     fn url(&self, path: &str) -> String {
@@ -337,7 +335,7 @@ impl Provider for Minimax {
         let v = self.call(rb, false).await?;
         match v.get("task_id").and_then(http::json_string) {
             Some(id) => Ok(SubmitOutcome::Accepted {
-                provider_task_id: id,
+                provider_task_id: http::accept_task_id(id)?,
                 poll_locator: None,
                 poll_after: None,
             }),
@@ -385,6 +383,7 @@ mod tests {
     use super::*;
     use crate::providers::http::testing::{self, account, json, reply};
     use bytes::Bytes;
+    use reqwest::header::HeaderValue;
 
     fn scrub() -> Scrubber {
         Scrubber::default()

@@ -20,6 +20,7 @@ pub mod veo;
 use async_trait::async_trait;
 use bytes::Bytes;
 use dramaq_common::config::{AccountConfig, ConfigError, Family};
+use dramaq_common::text::shown;
 use dramaq_common::{FailureClass, TaskPayload};
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
@@ -82,11 +83,24 @@ pub enum SyncResult {
     Ref(ResultRef),
 }
 
+/// Where a pending render is, as its family reads its own status words: still waiting in the
+/// provider's queue, or being rendered. The poller acts on this (a render queued past the
+/// account's `max_queued_ms` is given up), never on the words themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderPhase {
+    /// Accepted but not started: queued, submitted, pending, throttled, starting, …
+    Queued,
+    /// Rendering, or a word the family does not know (keep polling, never give up as queued).
+    Running,
+}
+
 /// What one poll saw.
 #[derive(Debug)]
 pub enum PollOutcome {
-    /// Still queued or running. `sub_status` is the provider's own word (e.g. `THROTTLED`).
+    /// Still queued or running. `sub_status` is the provider's own word (e.g. `THROTTLED`),
+    /// kept for logs only (escape it with `dramaq_common::text::Shown` when showing it).
     Pending {
+        phase: RenderPhase,
         sub_status: String,
         progress: Option<f32>,
         poll_after: Option<Duration>,
@@ -96,6 +110,12 @@ pub enum PollOutcome {
     /// Finished without usable output; never `Succeeded` without a result.
     Failed(ProviderError),
 }
+
+/// Longest [`ProviderError::message`] kept (characters, before escaping).
+pub const ERROR_MESSAGE_MAX_CHARS: usize = 500;
+
+/// Longest [`ProviderError::code`] kept (characters, before escaping).
+pub const ERROR_CODE_MAX_CHARS: usize = 100;
 
 /// A failed provider call, already classified. `message` is the provider's text with anything
 /// secret removed; it is stored in Redis and shown to operators.
@@ -112,18 +132,21 @@ pub struct ProviderError {
 }
 
 impl ProviderError {
+    /// `message` is stored escaped (control characters) and capped at
+    /// [`ERROR_MESSAGE_MAX_CHARS`]: it often quotes the provider.
     pub fn new(class: FailureClass, message: impl Into<String>) -> ProviderError {
         ProviderError {
             class,
             code: None,
-            message: message.into(),
+            message: shown(&message.into(), ERROR_MESSAGE_MAX_CHARS),
             retry_after: None,
             http_status: None,
         }
     }
 
+    /// The code is escaped and capped like the message (provider codes are provider text).
     pub fn with_code(mut self, code: impl Into<String>) -> ProviderError {
-        self.code = Some(code.into());
+        self.code = Some(shown(&code.into(), ERROR_CODE_MAX_CHARS));
         self
     }
 
