@@ -14,7 +14,7 @@
 
 use crate::context::Ctx;
 use crate::process;
-use crate::providers::{PollOutcome, Provider, ProviderError};
+use crate::providers::{PollOutcome, Provider, ProviderError, RenderPhase};
 use dramaq_common::config::AccountConfig;
 use dramaq_common::metrics::ProviderOperation;
 use dramaq_common::model::{FailureClass, TaskRecord, TaskState};
@@ -231,13 +231,14 @@ async fn poll_one(
             .provider_request(account, ProviderOperation::Poll, status);
         match polled {
             Ok(PollOutcome::Pending {
+                phase,
                 sub_status,
                 poll_after,
                 ..
             }) => {
                 let stuck = acct
                     .max_queued_ms
-                    .is_some_and(|max| is_queued(&sub_status) && age_ms > max as i64);
+                    .is_some_and(|max| phase == RenderPhase::Queued && age_ms > max as i64);
                 if stuck {
                     return give_up_queued(ctx, provider, &rec, &guard, &ptid, &sub_status, age_ms)
                         .await;
@@ -278,21 +279,6 @@ async fn poll_one(
     }
     .instrument(span)
     .await
-}
-
-/// True when a provider's pending word means "waiting in its queue", not "rendering".
-pub fn is_queued(sub_status: &str) -> bool {
-    matches!(
-        sub_status.to_ascii_lowercase().as_str(),
-        "queued"
-            | "submitted"
-            | "pending"
-            | "in_queue"
-            | "preparing"
-            | "queueing"
-            | "starting"
-            | "throttled"
-    )
 }
 
 /// A render still queued past the account's `max_queued_ms`: cancel it where the family can,
