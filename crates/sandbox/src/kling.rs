@@ -8,7 +8,7 @@ use crate::scenario::Scenario;
 use crate::state::{lock, unix_ms, Api, Job, Phase, Shared};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
@@ -346,7 +346,11 @@ pub async fn list(
     envelope(StatusCode::OK, 0, "SUCCEED", json!(data))
 }
 
-pub async fn file(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
+pub async fn file(
+    State(shared): State<Arc<Shared>>,
+    Path(file): Path<String>,
+    uri: Uri,
+) -> Response {
     shared.count_request();
     let id = file.trim_end_matches(".mp4");
     let now = Instant::now();
@@ -355,6 +359,9 @@ pub async fn file(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -
         Some(j)
             if j.phase(now) == Phase::Succeeded && j.scenario != Scenario::SuccessWithoutOutput =>
         {
+            if let Some(r) = j.redirect_loop(&uri) {
+                return r;
+            }
             if j.url_expired(shared.opts.url_ttl_ms, now) {
                 return (StatusCode::FORBIDDEN, "Request has expired").into_response();
             }

@@ -24,7 +24,7 @@ use crate::state::{
 };
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -389,6 +389,7 @@ pub async fn file(
     State(shared): State<Arc<Shared>>,
     Path(file): Path<String>,
     RawQuery(q): RawQuery,
+    uri: Uri,
 ) -> Response {
     shared.count_request();
     let id = file.strip_suffix(".mp4").unwrap_or(&file);
@@ -413,6 +414,9 @@ pub async fn file(
                 && j.phase(now) == Phase::Succeeded
                 && j.scenario != Scenario::SuccessWithoutOutput =>
         {
+            if let Some(r) = j.redirect_loop(&uri) {
+                return r;
+            }
             if j.url_expired(shared.opts.url_ttl_ms, now) {
                 return denied("Request has expired");
             }

@@ -8,7 +8,7 @@ use crate::scenario::Scenario;
 use crate::state::{lock, unix_ms, Api, Job, Phase, Shared};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
@@ -345,6 +345,7 @@ pub async fn video_content(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    uri: Uri,
 ) -> Response {
     shared.count_request();
     if let Err(r) = bearer(&shared, &headers) {
@@ -360,6 +361,9 @@ pub async fn video_content(
         || job.url_expired(shared.opts.url_ttl_ms, now)
     {
         return not_found(&id);
+    }
+    if let Some(r) = job.redirect_loop(&uri) {
+        return r;
     }
     ([(header::CONTENT_TYPE, "video/mp4")], job.video_bytes()).into_response()
 }

@@ -30,7 +30,7 @@ use crate::state::{
 };
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
@@ -468,6 +468,7 @@ pub async fn cancel(
 pub async fn delivery(
     State(shared): State<Arc<Shared>>,
     Path((id, _name)): Path<(String, String)>,
+    uri: Uri,
 ) -> Response {
     shared.count_request();
     let now = Instant::now();
@@ -490,6 +491,9 @@ pub async fn delivery(
                 && j.scenario != Scenario::SuccessWithoutOutput
                 && !j.url_expired(shared.opts.url_ttl_ms, now) =>
         {
+            if let Some(r) = j.redirect_loop(&uri) {
+                return r;
+            }
             ([(header::CONTENT_TYPE, "video/mp4")], j.video_bytes()).into_response()
         }
         _ => (StatusCode::NOT_FOUND, "Not Found").into_response(),

@@ -43,7 +43,7 @@ use crate::state::{
 };
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
@@ -840,6 +840,7 @@ pub async fn file(
     State(shared): State<Arc<Shared>>,
     Path(file): Path<String>,
     RawQuery(query): RawQuery,
+    uri: Uri,
 ) -> Response {
     shared.count_request();
     let denied = |message: &str| {
@@ -879,6 +880,9 @@ pub async fn file(
                 && j.phase_after_input_check(now) == Phase::Succeeded
                 && j.scenario != Scenario::SuccessWithoutOutput =>
         {
+            if let Some(r) = j.redirect_loop(&uri) {
+                return r;
+            }
             ([(header::CONTENT_TYPE, "video/mp4")], j.video_bytes()).into_response()
         }
         _ => (StatusCode::NOT_FOUND, "Not Found").into_response(),

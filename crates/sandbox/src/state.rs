@@ -180,6 +180,24 @@ impl Job {
         }
     }
 
+    /// `redirect_loop`: the result download at `uri` answers `302` to itself (path and query
+    /// kept), so a client following redirects never arrives. `None` for any other scenario.
+    pub fn redirect_loop(&self, uri: &axum::http::Uri) -> Option<axum::response::Response> {
+        use axum::response::IntoResponse;
+        if self.scenario != Scenario::RedirectLoop {
+            return None;
+        }
+        let here = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+        let location = axum::http::HeaderValue::from_str(here).ok()?;
+        Some(
+            (
+                axum::http::StatusCode::FOUND,
+                [(axum::http::header::LOCATION, location)],
+            )
+                .into_response(),
+        )
+    }
+
     pub fn video_bytes(&self) -> Vec<u8> {
         let (w, h) = self
             .size

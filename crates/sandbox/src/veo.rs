@@ -36,7 +36,7 @@ use crate::state::{
 };
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
@@ -498,6 +498,7 @@ pub async fn download(
     Path(file): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Response {
     shared.count_request();
     let Some(id) = file.strip_suffix(":download") else {
@@ -529,6 +530,9 @@ pub async fn download(
     }) else {
         return gone();
     };
+    if let Some(r) = job.redirect_loop(&uri) {
+        return r;
+    }
     if job.url_expired(shared.opts.url_ttl_ms, now) {
         return gone();
     }

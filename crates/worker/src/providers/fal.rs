@@ -389,11 +389,7 @@ pub fn status_step(v: &Value, scrub: &Scrubber) -> Result<Status, ProviderError>
         } else {
             RenderPhase::Running
         },
-        sub_status: if status.is_empty() {
-            "unknown".to_string()
-        } else {
-            status.to_string()
-        },
+        sub_status: super::sub_status(status),
         progress: None,
         poll_after: None,
     }))

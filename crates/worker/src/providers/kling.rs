@@ -301,11 +301,7 @@ pub fn poll_outcome(data: &Value, scrub: &Scrubber) -> PollOutcome {
             } else {
                 RenderPhase::Running
             },
-            sub_status: if status.is_empty() {
-                "unknown".to_string()
-            } else {
-                status.to_string()
-            },
+            sub_status: super::sub_status(status),
             progress: None,
             poll_after: None,
         },

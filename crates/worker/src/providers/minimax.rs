@@ -213,11 +213,7 @@ pub fn query_step(v: &Value, scrub: &Scrubber) -> Step {
                 "preparing" | "queueing" | "queued" => RenderPhase::Queued,
                 _ => RenderPhase::Running,
             },
-            sub_status: if status.is_empty() {
-                "unknown".to_string()
-            } else {
-                status.to_string()
-            },
+            sub_status: super::sub_status(status),
             progress: None,
             poll_after: None,
         }),

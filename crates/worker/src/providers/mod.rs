@@ -94,6 +94,20 @@ pub enum RenderPhase {
     Running,
 }
 
+/// Longest [`PollOutcome::Pending`] `sub_status` kept (characters, before escaping).
+pub const SUB_STATUS_MAX_CHARS: usize = 60;
+
+/// A provider's pending status word as kept in `sub_status`: escaped and capped (it goes to
+/// logs), `unknown` when the provider sent none.
+pub fn sub_status(word: &str) -> String {
+    let word = word.trim();
+    if word.is_empty() {
+        "unknown".to_string()
+    } else {
+        shown(word, SUB_STATUS_MAX_CHARS)
+    }
+}
+
 /// What one poll saw.
 #[derive(Debug)]
 pub enum PollOutcome {

@@ -228,7 +228,7 @@ pub fn poll_outcome(
     Ok(match phase(status) {
         Phase::Pending => PollOutcome::Pending {
             phase: render_phase(status),
-            sub_status: status.to_string(),
+            sub_status: super::sub_status(status),
             progress: progress(v),
             poll_after,
         },

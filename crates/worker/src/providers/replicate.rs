@@ -290,11 +290,7 @@ pub fn poll_outcome(v: &Value, scrub: &Scrubber) -> Result<PollOutcome, Provider
             } else {
                 RenderPhase::Running
             },
-            sub_status: if status.is_empty() {
-                "unknown".to_string()
-            } else {
-                status.to_string()
-            },
+            sub_status: super::sub_status(status),
             progress: None,
             poll_after: None,
         },

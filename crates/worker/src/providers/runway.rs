@@ -344,11 +344,7 @@ pub fn poll_outcome(body: &Value, scrub: &Scrubber) -> Result<PollOutcome, Provi
                 }
                 _ => RenderPhase::Running,
             },
-            sub_status: if status.is_empty() {
-                "unknown".to_string()
-            } else {
-                status.to_string()
-            },
+            sub_status: super::sub_status(status),
             progress: progress(task.get("progress"))
                 .or_else(|| wrapper.and_then(|w| progress(w.get("progress")))),
             poll_after: None,
