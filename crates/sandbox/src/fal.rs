@@ -213,20 +213,17 @@ pub async fn submit(
     let now = Instant::now();
     let start = shared.queued_start(&key, now, |j| matches!(j.api, Api::Fal { .. }));
     let job = Job {
-        id: id.clone(),
-        api: Api::Fal { app: app.clone() },
-        key: key.clone(),
         model: path.clone(),
         prompt,
         seconds: seconds_of(&input),
         size: size_of(&input).to_string(),
-        external_id: None,
-        created: start,
-        created_unix_ms: unix_ms(),
-        render: shared.render_time(scenario, &id),
-        scenario,
-        random_failure: shared.random_failure(&id),
-        polls: 0,
+        ..shared.new_job(
+            &id,
+            Api::Fal { app: app.clone() },
+            key.clone(),
+            scenario,
+            start,
+        )
     };
     shared.with_extra(&id, |x| x.input = Some(input));
     shared.count_submission(&idem);

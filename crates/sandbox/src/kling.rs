@@ -257,11 +257,6 @@ pub async fn create(
         );
     }
     let job = Job {
-        id: id.clone(),
-        api: Api::Kling {
-            action: action.clone(),
-        },
-        key: account,
         model: v["model_name"].as_str().unwrap_or("kling-v1").to_string(),
         prompt: prompt.to_string(),
         seconds: duration.parse().unwrap_or(5),
@@ -271,12 +266,15 @@ pub async fn create(
             _ => "720x1280".into(),
         },
         external_id: external.clone(),
-        created: Instant::now(),
-        created_unix_ms: unix_ms(),
-        render: shared.render_time(scenario, &id),
-        scenario,
-        random_failure: shared.random_failure(&id),
-        polls: 0,
+        ..shared.new_job(
+            &id,
+            Api::Kling {
+                action: action.clone(),
+            },
+            account,
+            scenario,
+            Instant::now(),
+        )
     };
     if let Some(ext) = external {
         lock(&shared.external).insert(ext, id.clone());

@@ -20,7 +20,7 @@
 use crate::media;
 use crate::scenario::Scenario;
 use crate::state::{
-    idempotency_key, lock, origin, query_param, scenario_header, unix_ms, Api, Job, Phase, Shared,
+    idempotency_key, lock, origin, query_param, scenario_header, Api, Job, Phase, Shared,
 };
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -252,20 +252,11 @@ pub async fn create(
         return refuse(1002, "rate limit exceeded(RPM)");
     }
     let job = Job {
-        id: id.clone(),
-        api: Api::Minimax,
-        key,
         model: create.model.to_string(),
         prompt: create.prompt,
         seconds: create.duration,
         size: create.size,
-        external_id: None,
-        created: Instant::now(),
-        created_unix_ms: unix_ms(),
-        render: shared.render_time(scenario, &id),
-        scenario,
-        random_failure: shared.random_failure(&id),
-        polls: 0,
+        ..shared.new_job(&id, Api::Minimax, key, scenario, Instant::now())
     };
     shared.count_submission(&idem);
     shared.insert_job(job);

@@ -203,20 +203,11 @@ pub async fn create_video(State(shared): State<Arc<Shared>>, req: Request) -> Re
         return r;
     }
     let job = Job {
-        id: id.clone(),
-        api: Api::OpenaiVideo,
-        key,
         model: create.model,
         prompt: create.prompt,
         seconds: create.seconds.parse().unwrap_or(4),
         size: create.size,
-        external_id: None,
-        created: Instant::now(),
-        created_unix_ms: unix_ms(),
-        render: shared.render_time(scenario, &id),
-        scenario,
-        random_failure: shared.random_failure(&id),
-        polls: 0,
+        ..shared.new_job(&id, Api::OpenaiVideo, key, scenario, Instant::now())
     };
     shared.count_submission(&idem);
     let body = video_json(&shared, &job, Instant::now());

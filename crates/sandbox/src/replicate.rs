@@ -282,20 +282,12 @@ fn create(
         _ => "1280x720",
     };
     let job = Job {
-        id: id.clone(),
-        api: Api::Replicate,
-        key,
         model,
         prompt,
         seconds,
         size: size.to_string(),
         external_id: Some(version),
-        created: start,
-        created_unix_ms: unix_ms(),
-        render: shared.render_time(scenario, &id),
-        scenario,
-        random_failure: shared.random_failure(&id),
-        polls: 0,
+        ..shared.new_job(&id, Api::Replicate, key, scenario, start)
     };
     shared.with_extra(&id, |x| {
         x.input = Some(input);

@@ -561,23 +561,20 @@ fn create_task(
     let now = Instant::now();
     let start = shared.queued_start(&key, now, |j| matches!(j.api, Api::Runway { .. }));
     let job = Job {
-        id: id.clone(),
-        api: Api::Runway {
-            action: action.to_string(),
-            relay,
-        },
-        key,
         model: create.model.to_string(),
         prompt: create.prompt,
         seconds: create.duration,
         size: create.size,
-        external_id: None,
-        created: start,
-        created_unix_ms: unix_ms(),
-        render: shared.render_time(scenario, &id),
-        scenario,
-        random_failure: shared.random_failure(&id),
-        polls: 0,
+        ..shared.new_job(
+            &id,
+            Api::Runway {
+                action: action.to_string(),
+                relay,
+            },
+            key,
+            scenario,
+            start,
+        )
     };
     shared.count_submission(&idem);
     shared.insert_job(job);

@@ -363,6 +363,35 @@ impl Shared {
         format!("{prefix}{:016x}", h)
     }
 
+    /// A new job's common part: everything but its model, prompt, length and size (which
+    /// each family reads from its own request shape). Render time and the random failure come
+    /// from the id, so a job behaves the same on every run with the same seed.
+    pub fn new_job(
+        &self,
+        id: &str,
+        api: Api,
+        key: String,
+        scenario: Scenario,
+        created: Instant,
+    ) -> Job {
+        Job {
+            id: id.to_string(),
+            api,
+            key,
+            model: String::new(),
+            prompt: String::new(),
+            seconds: 0,
+            size: String::new(),
+            external_id: None,
+            created,
+            created_unix_ms: unix_ms(),
+            render: self.render_time(scenario, id),
+            scenario,
+            random_failure: self.random_failure(id),
+            polls: 0,
+        }
+    }
+
     pub fn render_time(&self, scenario: Scenario, id: &str) -> Option<Duration> {
         let jitter = if self.opts.render_jitter_ms > 0 {
             media::mix(self.opts.seed, &[id.as_bytes(), b"jitter"])

@@ -387,20 +387,11 @@ pub async fn predict(
         return per_minute_limit(model, 1_000);
     }
     let job = Job {
-        id: id.clone(),
-        api: Api::Veo,
-        key,
         model: model.to_string(),
         prompt: create.prompt,
         seconds: create.seconds,
         size: create.size,
-        external_id: None,
-        created: Instant::now(),
-        created_unix_ms: unix_ms(),
-        render: shared.render_time(scenario, &id),
-        scenario,
-        random_failure: shared.random_failure(&id),
-        polls: 0,
+        ..shared.new_job(&id, Api::Veo, key, scenario, Instant::now())
     };
     shared.count_submission(&idem);
     shared.insert_job(job);
