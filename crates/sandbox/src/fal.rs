@@ -1,4 +1,4 @@
-//! The fal.ai queue (providers.md §8), under `/fal`.
+//! The fal.ai queue (docs/providers.md, "fal"), under `/fal`.
 //!
 //! `POST /fal/{model_id}[/{subpath}]` (any depth, at least `owner/name`) takes the model's input
 //! JSON and answers `{request_id, response_url, status_url, cancel_url, queue_position}`. The

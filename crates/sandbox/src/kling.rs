@@ -1,5 +1,5 @@
-//! Kling-shaped routes (providers.md §3): HS256 JWT per request (`iss` = access key, `exp`,
-//! `nbf`), the `{code, message, request_id, data}` envelope with errors inside it (even on
+//! Kling-shaped routes (docs/providers.md, "kling"): HS256 JWT per request (`iss` = access
+//! key, `exp`, `nbf`), the `{code, message, request_id, data}` envelope with errors inside it (even on
 //! HTTP 429: 1102 out of credits, 1302 rate, 1303 concurrency), `text2video` and `image2video`
 //! whose poll path must match the submit path, `external_task_id` unique per account and usable
 //! in place of the task id, `succeed` spelled Kling's way, millisecond timestamps.

@@ -1,4 +1,4 @@
-//! MiniMax Hailuo video, API v1 (providers.md §5), under `/minimax`.
+//! MiniMax Hailuo video, API v1 (docs/providers.md, "minimax"), under `/minimax`.
 //!
 //! `POST /v1/video_generation` answers `{"task_id","base_resp"}` with a numeric `task_id`;
 //! `GET /v1/query/video_generation?task_id=` reports `Preparing`, `Queueing`, `Processing`, then

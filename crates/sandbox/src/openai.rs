@@ -1,7 +1,7 @@
 //! OpenAI-shaped routes: `/v1/videos` (Sora and the relays that copy it; multipart and JSON),
 //! `/v1/images/generations` and `/v1/audio/speech`, with OpenAI's error envelope, bearer auth,
-//! `retry-after`/`retry-after-ms` on 429 and the `openai-poll-after-ms` hint (providers.md §1,
-//! §12, §13).
+//! `retry-after`/`retry-after-ms` on 429 and the `openai-poll-after-ms` hint (docs/providers.md,
+//! "openai-videos", "openai-images", "openai-speech").
 
 use crate::media;
 use crate::scenario::Scenario;

@@ -1,4 +1,4 @@
-//! Replicate predictions (providers.md §9), under `/replicate`.
+//! Replicate predictions (docs/providers.md, "replicate"), under `/replicate`.
 //!
 //! `POST /v1/models/{owner}/{name}/predictions` (or `POST /v1/predictions` with `version`) takes
 //! `{"input":{…}}` and answers 201 with the prediction object: `id`, `model`, `version`, the

@@ -1,4 +1,5 @@
-//! Runway-shaped routes (providers.md §4) and the CometAPI passthrough of them (§10.1).
+//! Runway-shaped routes and the CometAPI passthrough of them
+//! (docs/providers.md, "runway").
 //!
 //! Native, under `/runway`: `POST /v1/image_to_video` and `/v1/text_to_video` answer `{"id"}`;
 //! `GET /v1/tasks/{id}` is the task, discriminated by `status` (`PENDING`, `THROTTLED`,

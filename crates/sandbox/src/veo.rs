@@ -1,4 +1,4 @@
-//! Veo through the Gemini API's long-running operations (providers.md §2), under `/gemini`.
+//! Veo through the Gemini API's long-running operations (docs/providers.md, "veo"), under `/gemini`.
 //!
 //! `POST /v1beta/models/{model}:predictLongRunning` takes `{"instances":[{prompt, image?}],
 //! "parameters":{…}}` and answers `{"name":"models/{model}/operations/{id}"}`;

@@ -1,6 +1,6 @@
 //! Wire-shape tests: raw HTTP against a running sandbox, checking each family's exact shapes
-//! (paths, headers, status codes, field names and types, error envelopes) as providers.md
-//! describes them, independent of any client adapter.
+//! (paths, headers, status codes, field names and types, error envelopes) as the providers
+//! document them (summarised in docs/providers.md), independent of any client adapter.
 
 use dramaq_sandbox::media::{inspect_mp4, inspect_png, inspect_wav};
 use dramaq_sandbox::{Sandbox, SandboxOptions};

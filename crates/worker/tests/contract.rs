@@ -4,8 +4,8 @@
 //! outcome: a valid MP4 / PNG / WAV, or the failure class and what the retry policy makes of it
 //! (`retry::decide(class, retry_after, 1, 5, …)`).
 //!
-//! Rows whose expectation follows providers.md but whose adapter does not (yet) are marked with
-//! `adapter_bug`: they are reported, not failed, and a marked row that starts passing fails the
+//! Rows whose expectation follows the provider's documented behaviour (docs/providers.md) but
+//! whose adapter does not (yet) are marked with `adapter_bug`: they are reported, not failed, and a marked row that starts passing fails the
 //! test so the marker gets removed.
 
 use dramaq_common::config::Config;
@@ -148,7 +148,7 @@ struct Row {
     account: &'static str,
     scenario: &'static str,
     expect: Expect,
-    /// providers.md and the adapter disagree: what the adapter does instead.
+    /// The provider's documented behaviour and the adapter disagree: what the adapter does instead.
     adapter_bug: Option<&'static str>,
 }
 

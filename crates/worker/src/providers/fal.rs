@@ -1,4 +1,5 @@
-//! Family `fal`: the fal.ai queue (`queue.fal.run`, providers.md §8; Pika is served here too).
+//! Family `fal`: the fal.ai queue (`queue.fal.run`; docs/providers.md, "fal"); Pika is served
+//! here too.
 //!
 //! Quirks handled here:
 //! - Auth is `Authorization: Key <FAL_KEY>`, not `Bearer`.

@@ -1,5 +1,5 @@
-//! Family `kling`: Kling's official video API and relay passthroughs of it (providers.md §3,
-//! §10.1 "Kling passthrough").
+//! Family `kling`: Kling's official video API and relay passthroughs of it (docs/providers.md,
+//! "kling").
 //!
 //! Quirks handled here:
 //! - Auth is a fresh HS256 JWT per request (`iss` = access key, `exp` = now+30 min, `nbf` =
@@ -128,7 +128,7 @@ fn now_s() -> i64 {
         .unwrap_or(0)
 }
 
-/// Class of a Kling error code (providers.md §3 error table).
+/// Class of a Kling error code (docs/providers.md, "kling", error table).
 pub fn class_for_code(code: i64, message: &str, http_status: u16) -> FailureClass {
     match code {
         1000..=1004 => FailureClass::Auth,

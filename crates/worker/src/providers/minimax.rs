@@ -1,4 +1,4 @@
-//! Family `minimax`: MiniMax Hailuo video generation, API v1 (providers.md §5).
+//! Family `minimax`: MiniMax Hailuo video generation, API v1 (docs/providers.md, "minimax").
 //!
 //! Quirks handled here:
 //! - Errors arrive as HTTP 200 with `base_resp.status_code != 0`: 1002 is a rate limit,

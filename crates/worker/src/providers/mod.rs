@@ -3,7 +3,7 @@
 //! The worker core never speaks a provider's wire format. It calls [`Provider::submit`] once per
 //! attempt, [`Provider::poll`] on the await schedule, and [`Provider::fetch`] to stream the result
 //! into storage. Each family maps its own status words and error codes onto
-//! [`crate::providers::PollOutcome`] and [`dramaq_common::FailureClass`] (providers.md §14), so a
+//! [`crate::providers::PollOutcome`] and [`dramaq_common::FailureClass`] (docs/providers.md, "The common frame"), so a
 //! user switches model or relay in the config, not in code.
 
 pub mod fal;

@@ -1,4 +1,4 @@
-//! Family `openai-images`: `POST /v1/images/generations`, synchronous (providers.md §12).
+//! Family `openai-images`: `POST /v1/images/generations`, synchronous (docs/providers.md, "openai-images").
 //!
 //! Quirks handled here:
 //! - The answer is the result itself: GPT-image models return `b64_json`, dall-e models (asked

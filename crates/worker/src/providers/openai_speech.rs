@@ -1,4 +1,4 @@
-//! Family `openai-speech`: `POST /v1/audio/speech`, synchronous (providers.md §13).
+//! Family `openai-speech`: `POST /v1/audio/speech`, synchronous (docs/providers.md, "openai-speech").
 //!
 //! Quirks handled here:
 //! - `input` is limited to 4,096 characters. Longer lines are split at sentence ends (else at

@@ -1,5 +1,5 @@
 //! Family `openai-videos`: the OpenAI Sora `/v1/videos` shape and the relays that copy it
-//! (CometAPI and new-api derivatives), providers.md §1 and §10.1.
+//! (CometAPI and new-api derivatives); docs/providers.md, "openai-videos".
 //!
 //! Quirks handled here:
 //! - Create is multipart (the SDK's way, `input_reference` as a file part) or JSON

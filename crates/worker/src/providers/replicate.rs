@@ -1,4 +1,4 @@
-//! Family `replicate`: Replicate predictions (providers.md §9).
+//! Family `replicate`: Replicate predictions (docs/providers.md, "replicate").
 //!
 //! Quirks handled here:
 //! - The account's `model` is `owner/name`; submit posts `{"input":{…}}` to

@@ -1,5 +1,5 @@
 //! Family `runway`: Runway's task API (`/v1/image_to_video`, `/v1/text_to_video`,
-//! `/v1/tasks/{id}`) and relay passthroughs of it (providers.md §4, §10.1 "Runway passthrough").
+//! `/v1/tasks/{id}`) and relay passthroughs of it (docs/providers.md, "runway").
 //!
 //! Quirks handled here:
 //! - Every request carries `X-Runway-Version: 2024-11-06` besides the bearer key.

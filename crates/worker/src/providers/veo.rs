@@ -1,5 +1,5 @@
 //! Family `veo`: Google Veo through the Gemini API's long-running operations
-//! (`predictLongRunning`, providers.md §2).
+//! (`predictLongRunning`, docs/providers.md, "veo").
 //!
 //! Quirks handled here:
 //! - Auth is the `x-goog-api-key` header (never `?key=`, which would put the key in URLs).
