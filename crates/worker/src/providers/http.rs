@@ -1222,29 +1222,21 @@ mod tests {
         let acct = testing::account("openai-images", &server.base, "");
         let c = client(&acct);
         let s = Scrubber::default();
-        let fetch = |c: &reqwest::Client, url: &str, _auth: Option<Auth>, s: &Scrubber| {
+        let fetch = |path: &str| {
             let result = ResultRef::Url {
-                url: url.to_string(),
+                url: format!("{}{path}", server.base),
             };
             let (c, s) = (c.clone(), s.clone());
             async move { fetch_result(&c, &result, "", || Ok(None), &s).await }
         };
-        let dl = fetch(&c, &format!("{}/ok.mp4", server.base), None, &s)
-            .await
-            .expect("ok");
+        let dl = fetch("/ok.mp4").await.expect("ok");
         assert_eq!(dl.ext.as_deref(), Some("mp4"));
         assert_eq!(testing::collect(dl).await.expect("body"), b"MP4DATA");
         for path in ["/gone", "/forbidden"] {
-            let err = fetch(&c, &format!("{}{path}", server.base), None, &s)
-                .await
-                .err()
-                .expect("expired");
+            let err = fetch(path).await.err().expect("expired");
             assert_eq!(err.class, FailureClass::ResultExpired, "{path}");
         }
-        let err = fetch(&c, &format!("{}/boom", server.base), None, &s)
-            .await
-            .err()
-            .expect("5xx");
+        let err = fetch("/boom").await.err().expect("5xx");
         assert_eq!(err.class, FailureClass::ProviderError);
         assert_eq!(err.http_status, Some(500));
     }
