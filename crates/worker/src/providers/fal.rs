@@ -685,6 +685,23 @@ mod tests {
     }
 
     #[test]
+    fn render_phases() {
+        let table = [
+            ("IN_QUEUE", RenderPhase::Queued),
+            ("IN_PROGRESS", RenderPhase::Running),
+            ("WARMING", RenderPhase::Running),
+        ];
+        for (word, want) in table {
+            match status_step(&json!({"status": word}), &Scrubber::default()) {
+                Ok(Status::Pending(PollOutcome::Pending { phase, .. })) => {
+                    assert_eq!(phase, want, "{word}")
+                }
+                other => panic!("{word}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn status_table() {
         for (body, want) in [
             (

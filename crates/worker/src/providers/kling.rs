@@ -686,6 +686,21 @@ mod tests {
     }
 
     #[test]
+    fn render_phases() {
+        let table = [
+            ("submitted", RenderPhase::Queued),
+            ("processing", RenderPhase::Running),
+            ("warming", RenderPhase::Running),
+        ];
+        for (word, want) in table {
+            match poll_outcome(&json!({"task_status": word}), &Scrubber::default()) {
+                PollOutcome::Pending { phase, .. } => assert_eq!(phase, want, "{word}"),
+                other => panic!("{word}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn status_table() {
         enum Want {
             Pending(&'static str),

@@ -475,6 +475,25 @@ mod tests {
     }
 
     #[test]
+    fn render_phases() {
+        let table = [
+            ("Preparing", RenderPhase::Queued),
+            ("Queueing", RenderPhase::Queued),
+            ("queued", RenderPhase::Queued),
+            ("Processing", RenderPhase::Running),
+            ("Thinking", RenderPhase::Running),
+        ];
+        for (word, want) in table {
+            match query_step(&json!({"status": word}), &Scrubber::default()) {
+                Step::Done(PollOutcome::Pending { phase, .. }) => {
+                    assert_eq!(phase, want, "{word}")
+                }
+                other => panic!("{word}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn status_table() {
         enum Want {
             Pending(&'static str),

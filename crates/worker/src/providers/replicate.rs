@@ -607,6 +607,21 @@ mod tests {
     }
 
     #[test]
+    fn render_phases() {
+        let table = [
+            ("starting", RenderPhase::Queued),
+            ("processing", RenderPhase::Running),
+            ("queued_somewhere", RenderPhase::Running),
+        ];
+        for (word, want) in table {
+            match poll_outcome(&json!({"id":"p","status":word}), &Scrubber::default()) {
+                Ok(PollOutcome::Pending { phase, .. }) => assert_eq!(phase, want, "{word}"),
+                other => panic!("{word}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn status_table() {
         enum Want {
             Pending(&'static str),

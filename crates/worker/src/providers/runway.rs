@@ -560,6 +560,25 @@ mod tests {
     }
 
     #[test]
+    fn render_phases() {
+        let table = [
+            ("PENDING", RenderPhase::Queued),
+            ("THROTTLED", RenderPhase::Queued),
+            ("QUEUED", RenderPhase::Queued),
+            ("NOT_START", RenderPhase::Queued),
+            ("RUNNING", RenderPhase::Running),
+            ("IN_PROGRESS", RenderPhase::Running),
+            ("BRAND_NEW_STATE", RenderPhase::Running),
+        ];
+        for (word, want) in table {
+            match poll_outcome(&json!({"id":"t","status":word}), &Scrubber::default()) {
+                Ok(PollOutcome::Pending { phase, .. }) => assert_eq!(phase, want, "{word}"),
+                other => panic!("{word}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn status_table() {
         let table: Vec<(Value, Want)> = vec![
             (
