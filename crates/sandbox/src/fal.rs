@@ -1,4 +1,4 @@
-//! The fal.ai queue (providers.md §8), under `/fal`.
+//! The fal.ai queue (docs/providers.md, "fal"), under `/fal`.
 //!
 //! `POST /fal/{model_id}[/{subpath}]` (any depth, at least `owner/name`) takes the model's input
 //! JSON and answers `{request_id, response_url, status_url, cancel_url, queue_position}`. The
@@ -31,7 +31,7 @@ use crate::state::{
 };
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -213,20 +213,17 @@ pub async fn submit(
     let now = Instant::now();
     let start = shared.queued_start(&key, now, |j| matches!(j.api, Api::Fal { .. }));
     let job = Job {
-        id: id.clone(),
-        api: Api::Fal { app: app.clone() },
-        key: key.clone(),
         model: path.clone(),
         prompt,
         seconds: seconds_of(&input),
         size: size_of(&input).to_string(),
-        external_id: None,
-        created: start,
-        created_unix_ms: unix_ms(),
-        render: shared.render_time(scenario, &id),
-        scenario,
-        random_failure: shared.random_failure(&id),
-        polls: 0,
+        ..shared.new_job(
+            &id,
+            Api::Fal { app: app.clone() },
+            key.clone(),
+            scenario,
+            start,
+        )
     };
     shared.with_extra(&id, |x| x.input = Some(input));
     shared.count_submission(&idem);
@@ -479,6 +476,7 @@ pub async fn cancel(
 pub async fn media(
     State(shared): State<Arc<Shared>>,
     Path((id, _name)): Path<(String, String)>,
+    uri: Uri,
 ) -> Response {
     shared.count_request();
     let now = Instant::now();
@@ -491,6 +489,9 @@ pub async fn media(
                 && j.scenario != Scenario::SuccessWithoutOutput
                 && !j.url_expired(shared.opts.url_ttl_ms, now) =>
         {
+            if let Some(r) = j.redirect_loop(&uri) {
+                return r;
+            }
             ([(header::CONTENT_TYPE, "video/mp4")], j.video_bytes()).into_response()
         }
         _ => (StatusCode::NOT_FOUND, "Not Found").into_response(),

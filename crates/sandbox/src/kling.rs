@@ -1,5 +1,5 @@
-//! Kling-shaped routes (providers.md §3): HS256 JWT per request (`iss` = access key, `exp`,
-//! `nbf`), the `{code, message, request_id, data}` envelope with errors inside it (even on
+//! Kling-shaped routes (docs/providers.md, "kling"): HS256 JWT per request (`iss` = access
+//! key, `exp`, `nbf`), the `{code, message, request_id, data}` envelope with errors inside it (even on
 //! HTTP 429: 1102 out of credits, 1302 rate, 1303 concurrency), `text2video` and `image2video`
 //! whose poll path must match the submit path, `external_task_id` unique per account and usable
 //! in place of the task id, `succeed` spelled Kling's way, millisecond timestamps.
@@ -8,7 +8,7 @@ use crate::scenario::Scenario;
 use crate::state::{lock, unix_ms, Api, Job, Phase, Shared};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
@@ -257,11 +257,6 @@ pub async fn create(
         );
     }
     let job = Job {
-        id: id.clone(),
-        api: Api::Kling {
-            action: action.clone(),
-        },
-        key: account,
         model: v["model_name"].as_str().unwrap_or("kling-v1").to_string(),
         prompt: prompt.to_string(),
         seconds: duration.parse().unwrap_or(5),
@@ -271,12 +266,15 @@ pub async fn create(
             _ => "720x1280".into(),
         },
         external_id: external.clone(),
-        created: Instant::now(),
-        created_unix_ms: unix_ms(),
-        render: shared.render_time(scenario, &id),
-        scenario,
-        random_failure: shared.random_failure(&id),
-        polls: 0,
+        ..shared.new_job(
+            &id,
+            Api::Kling {
+                action: action.clone(),
+            },
+            account,
+            scenario,
+            Instant::now(),
+        )
     };
     if let Some(ext) = external {
         lock(&shared.external).insert(ext, id.clone());
@@ -346,7 +344,11 @@ pub async fn list(
     envelope(StatusCode::OK, 0, "SUCCEED", json!(data))
 }
 
-pub async fn file(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
+pub async fn file(
+    State(shared): State<Arc<Shared>>,
+    Path(file): Path<String>,
+    uri: Uri,
+) -> Response {
     shared.count_request();
     let id = file.trim_end_matches(".mp4");
     let now = Instant::now();
@@ -355,6 +357,9 @@ pub async fn file(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -
         Some(j)
             if j.phase(now) == Phase::Succeeded && j.scenario != Scenario::SuccessWithoutOutput =>
         {
+            if let Some(r) = j.redirect_loop(&uri) {
+                return r;
+            }
             if j.url_expired(shared.opts.url_ttl_ms, now) {
                 return (StatusCode::FORBIDDEN, "Request has expired").into_response();
             }

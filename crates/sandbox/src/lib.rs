@@ -1,5 +1,5 @@
 //! dramaq-sandbox: a local stand-in for the provider APIs dramaq drives, faithful to their wire
-//! shapes (providers.md), so the whole system runs and is tested offline.
+//! shapes (docs/providers.md), so the whole system runs and is tested offline.
 //!
 //! One server, path-routed per family: `/openai/v1/videos*` (Sora shape, multipart and JSON),
 //! `/openai/v1/images/generations`, `/openai/v1/audio/speech`, `/kling/v1/videos/*` (JWT),

@@ -13,31 +13,61 @@ use std::net::SocketAddr;
 )]
 struct Cli {
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
-    #[arg(long, env = "DRAMAQ_SANDBOX_ADDR", default_value = "127.0.0.1:8787")]
+    #[arg(
+        long,
+        env = "DRAMAQ_SANDBOX_ADDR",
+        default_value = "127.0.0.1:8787",
+        hide_env_values = true
+    )]
     addr: SocketAddr,
     /// Render time of a video job.
-    #[arg(long, env = "DRAMAQ_SANDBOX_RENDER_MS", default_value_t = 2_000)]
+    #[arg(
+        long,
+        env = "DRAMAQ_SANDBOX_RENDER_MS",
+        default_value_t = 2_000,
+        hide_env_values = true
+    )]
     render_ms: u64,
     /// Extra render time, uniform in [0, N], fixed per job.
-    #[arg(long, env = "DRAMAQ_SANDBOX_RENDER_JITTER_MS", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "DRAMAQ_SANDBOX_RENDER_JITTER_MS",
+        default_value_t = 0,
+        hide_env_values = true
+    )]
     render_jitter_ms: u64,
     /// Probability that a render fails (deterministic per job from --seed).
-    #[arg(long, env = "DRAMAQ_SANDBOX_FAILURE_RATE", default_value_t = 0.0)]
+    #[arg(
+        long,
+        env = "DRAMAQ_SANDBOX_FAILURE_RATE",
+        default_value_t = 0.0,
+        hide_env_values = true
+    )]
     failure_rate: f64,
     /// Create requests per second allowed per API key (429 beyond).
-    #[arg(long, env = "DRAMAQ_SANDBOX_RATE_PER_SEC")]
+    #[arg(long, env = "DRAMAQ_SANDBOX_RATE_PER_SEC", hide_env_values = true)]
     rate_per_sec: Option<f64>,
     /// Create requests allowed back to back per key.
-    #[arg(long, env = "DRAMAQ_SANDBOX_BURST", default_value_t = 1)]
+    #[arg(
+        long,
+        env = "DRAMAQ_SANDBOX_BURST",
+        default_value_t = 1,
+        hide_env_values = true
+    )]
     burst: u32,
     /// Unfinished renders allowed per key (Kling 1303 / 429 beyond).
-    #[arg(long, env = "DRAMAQ_SANDBOX_MAX_CONCURRENT")]
+    #[arg(long, env = "DRAMAQ_SANDBOX_MAX_CONCURRENT", hide_env_values = true)]
     max_concurrent: Option<u32>,
     /// Result URLs expire this long after the render finished.
-    #[arg(long, env = "DRAMAQ_SANDBOX_URL_TTL_MS")]
+    #[arg(long, env = "DRAMAQ_SANDBOX_URL_TTL_MS", hide_env_values = true)]
     url_ttl_ms: Option<u64>,
     /// Kling access key (the JWT's `iss`).
-    #[arg(long, env = "DRAMAQ_SANDBOX_KLING_AK", default_value = "sandbox-ak")]
+    #[arg(
+        long,
+        env = "DRAMAQ_SANDBOX_KLING_AK",
+        default_value = "sandbox-ak",
+        hide_env_values = true
+    )]
     kling_access_key: String,
     /// Kling secret key (signs the JWT).
     #[arg(
@@ -48,13 +78,23 @@ struct Cli {
     )]
     kling_secret_key: String,
     /// Extra time before a video create answers (holds clients mid-submit).
-    #[arg(long, env = "DRAMAQ_SANDBOX_SUBMIT_DELAY_MS", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "DRAMAQ_SANDBOX_SUBMIT_DELAY_MS",
+        default_value_t = 0,
+        hide_env_values = true
+    )]
     submit_delay_ms: u64,
     /// Also serve /metrics on this address (it is always on the main address too).
-    #[arg(long, env = "DRAMAQ_SANDBOX_METRICS_ADDR")]
+    #[arg(long, env = "DRAMAQ_SANDBOX_METRICS_ADDR", hide_env_values = true)]
     metrics_addr: Option<SocketAddr>,
     /// Seed for the failure draw, jitter and ids.
-    #[arg(long, env = "DRAMAQ_SANDBOX_SEED", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "DRAMAQ_SANDBOX_SEED",
+        default_value_t = 0,
+        hide_env_values = true
+    )]
     seed: u64,
 }
 

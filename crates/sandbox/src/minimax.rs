@@ -1,4 +1,4 @@
-//! MiniMax Hailuo video, API v1 (providers.md §5), under `/minimax`.
+//! MiniMax Hailuo video, API v1 (docs/providers.md, "minimax"), under `/minimax`.
 //!
 //! `POST /v1/video_generation` answers `{"task_id","base_resp"}` with a numeric `task_id`;
 //! `GET /v1/query/video_generation?task_id=` reports `Preparing`, `Queueing`, `Processing`, then
@@ -20,11 +20,11 @@
 use crate::media;
 use crate::scenario::Scenario;
 use crate::state::{
-    idempotency_key, lock, origin, query_param, scenario_header, unix_ms, Api, Job, Phase, Shared,
+    idempotency_key, lock, origin, query_param, scenario_header, Api, Job, Phase, Shared,
 };
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -252,20 +252,11 @@ pub async fn create(
         return refuse(1002, "rate limit exceeded(RPM)");
     }
     let job = Job {
-        id: id.clone(),
-        api: Api::Minimax,
-        key,
         model: create.model.to_string(),
         prompt: create.prompt,
         seconds: create.duration,
         size: create.size,
-        external_id: None,
-        created: Instant::now(),
-        created_unix_ms: unix_ms(),
-        render: shared.render_time(scenario, &id),
-        scenario,
-        random_failure: shared.random_failure(&id),
-        polls: 0,
+        ..shared.new_job(&id, Api::Minimax, key, scenario, Instant::now())
     };
     shared.count_submission(&idem);
     shared.insert_job(job);
@@ -389,6 +380,7 @@ pub async fn file(
     State(shared): State<Arc<Shared>>,
     Path(file): Path<String>,
     RawQuery(q): RawQuery,
+    uri: Uri,
 ) -> Response {
     shared.count_request();
     let id = file.strip_suffix(".mp4").unwrap_or(&file);
@@ -413,6 +405,9 @@ pub async fn file(
                 && j.phase(now) == Phase::Succeeded
                 && j.scenario != Scenario::SuccessWithoutOutput =>
         {
+            if let Some(r) = j.redirect_loop(&uri) {
+                return r;
+            }
             if j.url_expired(shared.opts.url_ttl_ms, now) {
                 return denied("Request has expired");
             }

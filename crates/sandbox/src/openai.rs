@@ -1,14 +1,14 @@
 //! OpenAI-shaped routes: `/v1/videos` (Sora and the relays that copy it; multipart and JSON),
 //! `/v1/images/generations` and `/v1/audio/speech`, with OpenAI's error envelope, bearer auth,
-//! `retry-after`/`retry-after-ms` on 429 and the `openai-poll-after-ms` hint (providers.md §1,
-//! §12, §13).
+//! `retry-after`/`retry-after-ms` on 429 and the `openai-poll-after-ms` hint (docs/providers.md,
+//! "openai-videos", "openai-images", "openai-speech").
 
 use crate::media;
 use crate::scenario::Scenario;
 use crate::state::{lock, unix_ms, Api, Job, Phase, Shared};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
@@ -203,20 +203,11 @@ pub async fn create_video(State(shared): State<Arc<Shared>>, req: Request) -> Re
         return r;
     }
     let job = Job {
-        id: id.clone(),
-        api: Api::OpenaiVideo,
-        key,
         model: create.model,
         prompt: create.prompt,
         seconds: create.seconds.parse().unwrap_or(4),
         size: create.size,
-        external_id: None,
-        created: Instant::now(),
-        created_unix_ms: unix_ms(),
-        render: shared.render_time(scenario, &id),
-        scenario,
-        random_failure: shared.random_failure(&id),
-        polls: 0,
+        ..shared.new_job(&id, Api::OpenaiVideo, key, scenario, Instant::now())
     };
     shared.count_submission(&idem);
     let body = video_json(&shared, &job, Instant::now());
@@ -345,6 +336,7 @@ pub async fn video_content(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    uri: Uri,
 ) -> Response {
     shared.count_request();
     if let Err(r) = bearer(&shared, &headers) {
@@ -360,6 +352,9 @@ pub async fn video_content(
         || job.url_expired(shared.opts.url_ttl_ms, now)
     {
         return not_found(&id);
+    }
+    if let Some(r) = job.redirect_loop(&uri) {
+        return r;
     }
     ([(header::CONTENT_TYPE, "video/mp4")], job.video_bytes()).into_response()
 }

@@ -1,4 +1,4 @@
-//! Replicate predictions (providers.md §9), under `/replicate`.
+//! Replicate predictions (docs/providers.md, "replicate"), under `/replicate`.
 //!
 //! `POST /v1/models/{owner}/{name}/predictions` (or `POST /v1/predictions` with `version`) takes
 //! `{"input":{…}}` and answers 201 with the prediction object: `id`, `model`, `version`, the
@@ -30,7 +30,7 @@ use crate::state::{
 };
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
@@ -282,20 +282,12 @@ fn create(
         _ => "1280x720",
     };
     let job = Job {
-        id: id.clone(),
-        api: Api::Replicate,
-        key,
         model,
         prompt,
         seconds,
         size: size.to_string(),
         external_id: Some(version),
-        created: start,
-        created_unix_ms: unix_ms(),
-        render: shared.render_time(scenario, &id),
-        scenario,
-        random_failure: shared.random_failure(&id),
-        polls: 0,
+        ..shared.new_job(&id, Api::Replicate, key, scenario, start)
     };
     shared.with_extra(&id, |x| {
         x.input = Some(input);
@@ -468,6 +460,7 @@ pub async fn cancel(
 pub async fn delivery(
     State(shared): State<Arc<Shared>>,
     Path((id, _name)): Path<(String, String)>,
+    uri: Uri,
 ) -> Response {
     shared.count_request();
     let now = Instant::now();
@@ -490,6 +483,9 @@ pub async fn delivery(
                 && j.scenario != Scenario::SuccessWithoutOutput
                 && !j.url_expired(shared.opts.url_ttl_ms, now) =>
         {
+            if let Some(r) = j.redirect_loop(&uri) {
+                return r;
+            }
             ([(header::CONTENT_TYPE, "video/mp4")], j.video_bytes()).into_response()
         }
         _ => (StatusCode::NOT_FOUND, "Not Found").into_response(),

@@ -1,4 +1,5 @@
-//! Runway-shaped routes (providers.md §4) and the CometAPI passthrough of them (§10.1).
+//! Runway-shaped routes and the CometAPI passthrough of them
+//! (docs/providers.md, "runway").
 //!
 //! Native, under `/runway`: `POST /v1/image_to_video` and `/v1/text_to_video` answer `{"id"}`;
 //! `GET /v1/tasks/{id}` is the task, discriminated by `status` (`PENDING`, `THROTTLED`,
@@ -43,7 +44,7 @@ use crate::state::{
 };
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
@@ -561,23 +562,20 @@ fn create_task(
     let now = Instant::now();
     let start = shared.queued_start(&key, now, |j| matches!(j.api, Api::Runway { .. }));
     let job = Job {
-        id: id.clone(),
-        api: Api::Runway {
-            action: action.to_string(),
-            relay,
-        },
-        key,
         model: create.model.to_string(),
         prompt: create.prompt,
         seconds: create.duration,
         size: create.size,
-        external_id: None,
-        created: start,
-        created_unix_ms: unix_ms(),
-        render: shared.render_time(scenario, &id),
-        scenario,
-        random_failure: shared.random_failure(&id),
-        polls: 0,
+        ..shared.new_job(
+            &id,
+            Api::Runway {
+                action: action.to_string(),
+                relay,
+            },
+            key,
+            scenario,
+            start,
+        )
     };
     shared.count_submission(&idem);
     shared.insert_job(job);
@@ -840,6 +838,7 @@ pub async fn file(
     State(shared): State<Arc<Shared>>,
     Path(file): Path<String>,
     RawQuery(query): RawQuery,
+    uri: Uri,
 ) -> Response {
     shared.count_request();
     let denied = |message: &str| {
@@ -879,6 +878,9 @@ pub async fn file(
                 && j.phase_after_input_check(now) == Phase::Succeeded
                 && j.scenario != Scenario::SuccessWithoutOutput =>
         {
+            if let Some(r) = j.redirect_loop(&uri) {
+                return r;
+            }
             ([(header::CONTENT_TYPE, "video/mp4")], j.video_bytes()).into_response()
         }
         _ => (StatusCode::NOT_FOUND, "Not Found").into_response(),

@@ -28,6 +28,8 @@ pub enum Scenario {
     NotFoundFirstPolls,
     /// The first submit answers 500; later ones work.
     ServerError,
+    /// The finished result's URL answers a redirect to itself, forever.
+    RedirectLoop,
 }
 
 impl Scenario {
@@ -45,6 +47,7 @@ impl Scenario {
             "url_expired" => Scenario::UrlExpired,
             "not_found_first_polls" => Scenario::NotFoundFirstPolls,
             "server_error" => Scenario::ServerError,
+            "redirect_loop" => Scenario::RedirectLoop,
             _ => return None,
         })
     }

@@ -180,6 +180,24 @@ impl Job {
         }
     }
 
+    /// `redirect_loop`: the result download at `uri` answers `302` to itself (path and query
+    /// kept), so a client following redirects never arrives. `None` for any other scenario.
+    pub fn redirect_loop(&self, uri: &axum::http::Uri) -> Option<axum::response::Response> {
+        use axum::response::IntoResponse;
+        if self.scenario != Scenario::RedirectLoop {
+            return None;
+        }
+        let here = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+        let location = axum::http::HeaderValue::from_str(here).ok()?;
+        Some(
+            (
+                axum::http::StatusCode::FOUND,
+                [(axum::http::header::LOCATION, location)],
+            )
+                .into_response(),
+        )
+    }
+
     pub fn video_bytes(&self) -> Vec<u8> {
         let (w, h) = self
             .size
@@ -343,6 +361,35 @@ impl Shared {
         *n += 1;
         let h = media::mix(self.opts.seed, &[prefix.as_bytes(), &n.to_le_bytes()]);
         format!("{prefix}{:016x}", h)
+    }
+
+    /// A new job's common part: everything but its model, prompt, length and size (which
+    /// each family reads from its own request shape). Render time and the random failure come
+    /// from the id, so a job behaves the same on every run with the same seed.
+    pub fn new_job(
+        &self,
+        id: &str,
+        api: Api,
+        key: String,
+        scenario: Scenario,
+        created: Instant,
+    ) -> Job {
+        Job {
+            id: id.to_string(),
+            api,
+            key,
+            model: String::new(),
+            prompt: String::new(),
+            seconds: 0,
+            size: String::new(),
+            external_id: None,
+            created,
+            created_unix_ms: unix_ms(),
+            render: self.render_time(scenario, id),
+            scenario,
+            random_failure: self.random_failure(id),
+            polls: 0,
+        }
     }
 
     pub fn render_time(&self, scenario: Scenario, id: &str) -> Option<Duration> {

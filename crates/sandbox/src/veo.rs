@@ -1,4 +1,4 @@
-//! Veo through the Gemini API's long-running operations (providers.md §2), under `/gemini`.
+//! Veo through the Gemini API's long-running operations (docs/providers.md, "veo"), under `/gemini`.
 //!
 //! `POST /v1beta/models/{model}:predictLongRunning` takes `{"instances":[{prompt, image?}],
 //! "parameters":{…}}` and answers `{"name":"models/{model}/operations/{id}"}`;
@@ -36,7 +36,7 @@ use crate::state::{
 };
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
@@ -387,20 +387,11 @@ pub async fn predict(
         return per_minute_limit(model, 1_000);
     }
     let job = Job {
-        id: id.clone(),
-        api: Api::Veo,
-        key,
         model: model.to_string(),
         prompt: create.prompt,
         seconds: create.seconds,
         size: create.size,
-        external_id: None,
-        created: Instant::now(),
-        created_unix_ms: unix_ms(),
-        render: shared.render_time(scenario, &id),
-        scenario,
-        random_failure: shared.random_failure(&id),
-        polls: 0,
+        ..shared.new_job(&id, Api::Veo, key, scenario, Instant::now())
     };
     shared.count_submission(&idem);
     shared.insert_job(job);
@@ -498,6 +489,7 @@ pub async fn download(
     Path(file): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Response {
     shared.count_request();
     let Some(id) = file.strip_suffix(":download") else {
@@ -529,6 +521,9 @@ pub async fn download(
     }) else {
         return gone();
     };
+    if let Some(r) = job.redirect_loop(&uri) {
+        return r;
+    }
     if job.url_expired(shared.opts.url_ttl_ms, now) {
         return gone();
     }

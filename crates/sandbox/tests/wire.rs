@@ -1,6 +1,6 @@
 //! Wire-shape tests: raw HTTP against a running sandbox, checking each family's exact shapes
-//! (paths, headers, status codes, field names and types, error envelopes) as providers.md
-//! describes them, independent of any client adapter.
+//! (paths, headers, status codes, field names and types, error envelopes) as the providers
+//! document them (summarised in docs/providers.md), independent of any client adapter.
 
 use dramaq_sandbox::media::{inspect_mp4, inspect_png, inspect_wav};
 use dramaq_sandbox::{Sandbox, SandboxOptions};
@@ -648,6 +648,27 @@ async fn runway_urls_expire_and_a_re_get_signs_a_fresh_one() {
         .expect("get");
     assert_eq!(r.status(), 200);
     assert_mp4(&r.bytes().await.expect("bytes"));
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn redirect_loop_result_urls_redirect_to_themselves() {
+    let (sb, base) = start(opts(100)).await;
+    let c = client();
+    let id = runway_create(&c, &base, "/runway", "x [sandbox:redirect_loop]").await;
+    let done = until(5, || async {
+        let (_, v) = runway_task(&c, &base, "/runway", &id).await;
+        (v["status"] == "SUCCEEDED").then_some(v)
+    })
+    .await;
+    let url = done["output"][0].as_str().expect("url").to_string();
+    let r = c.get(&url).send().await.expect("get");
+    assert_eq!(r.status(), 302);
+    let location = r.headers()["location"].to_str().expect("location");
+    assert!(url.ends_with(location), "{url} redirects to {location}");
+    // A client that follows redirects gives up.
+    let err = reqwest::get(&url).await.expect_err("too many redirects");
+    assert!(err.is_redirect(), "{err}");
     sb.shutdown().await;
 }
 

@@ -18,7 +18,7 @@ use crate::context::Ctx;
 use crate::decide::Phase;
 use crate::finish::{self, Context, Holder, Lease};
 use crate::metrics::ProviderOperation;
-use crate::providers::{PollOutcome, Provider, ProviderError, ResultRef};
+use crate::providers::{PollOutcome, Provider, ProviderError, RenderPhase, ResultRef};
 use dramaq_common::config::AccountConfig;
 use dramaq_common::model::{FailureClass, TaskRecord, TaskState};
 use dramaq_common::queue::QueueError;
@@ -239,13 +239,14 @@ async fn poll_one(
             .provider_request(account, ProviderOperation::Poll, status);
         match polled {
             Ok(PollOutcome::Pending {
+                phase,
                 sub_status,
                 poll_after,
                 ..
             }) => {
                 let stuck = acct
                     .max_queued_ms
-                    .is_some_and(|max| is_queued(&sub_status) && age_ms > max as i64);
+                    .is_some_and(|max| phase == RenderPhase::Queued && age_ms > max as i64);
                 if stuck {
                     let err = give_up_queued(provider, &rec, &ptid, &sub_status, age_ms).await;
                     return finish::fail(ctx, &holder, &rec, at(Phase::Render), err).await;
@@ -271,21 +272,6 @@ async fn poll_one(
     }
     .instrument(span)
     .await
-}
-
-/// True when a provider's pending word means "waiting in its queue", not "rendering".
-pub fn is_queued(sub_status: &str) -> bool {
-    matches!(
-        sub_status.to_ascii_lowercase().as_str(),
-        "queued"
-            | "submitted"
-            | "pending"
-            | "in_queue"
-            | "preparing"
-            | "queueing"
-            | "starting"
-            | "throttled"
-    )
 }
 
 /// A render still queued past the account's `max_queued_ms`: cancel it where the family can;

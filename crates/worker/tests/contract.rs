@@ -4,8 +4,8 @@
 //! outcome: a valid MP4 / PNG / WAV, or the failure class and what the retry policy makes of it
 //! (`decide::decide` for a first submit of five allowed, with no fallback account).
 //!
-//! Rows whose expectation follows providers.md but whose adapter does not (yet) are marked with
-//! `adapter_bug`: they are reported, not failed, and a marked row that starts passing fails the
+//! Rows whose expectation follows the provider's documented behaviour (docs/providers.md) but
+//! whose adapter does not (yet) are marked with `adapter_bug`: they are reported, not failed, and a marked row that starts passing fails the
 //! test so the marker gets removed.
 
 use dramaq_common::config::Config;
@@ -148,7 +148,7 @@ struct Row {
     account: &'static str,
     scenario: &'static str,
     expect: Expect,
-    /// providers.md and the adapter disagree: what the adapter does instead.
+    /// The provider's documented behaviour and the adapter disagree: what the adapter does instead.
     adapter_bug: Option<&'static str>,
 }
 
@@ -176,6 +176,7 @@ const QUOTA: &[FailureClass] = &[C::QuotaExceeded];
 const BILLING: &[FailureClass] = &[C::InsufficientCredits, C::QuotaExceeded];
 const FAULT: &[FailureClass] = &[C::ProviderError];
 const EXPIRED: &[FailureClass] = &[C::ResultExpired];
+const DOWNLOAD: &[FailureClass] = &[C::DownloadFailed];
 
 fn table() -> Vec<Row> {
     vec![
@@ -194,6 +195,8 @@ fn table() -> Vec<Row> {
         row("openai", "url_expired", Fail(Fetch, EXPIRED, RETRY)),
         row("openai", "not_found_first_polls", NotFoundThen(Mp4)),
         row("openai", "server_error", ServerErrorThen(Mp4)),
+        // The result URL redirects to itself: download_failed, not a network error.
+        row("openai", "redirect_loop", Fail(Fetch, DOWNLOAD, Dead)),
         // Kling (JWT).
         row("kling", "ok", Expect::Ok(Mp4)),
         row("kling", "moderation_input", Fail(Submit, POLICY, Dead)),
@@ -204,6 +207,7 @@ fn table() -> Vec<Row> {
         row("kling", "url_expired", Fail(Fetch, EXPIRED, RETRY)),
         row("kling", "not_found_first_polls", NotFoundThen(Mp4)),
         row("kling", "server_error", ServerErrorThen(Mp4)),
+        row("kling", "redirect_loop", Fail(Fetch, DOWNLOAD, Dead)),
         // Runway: moderation is a task failure; 429 is the daily cap.
         row("runway", "ok", Expect::Ok(Mp4)),
         row("runway", "moderation_input", Fail(Poll, POLICY, Dead)),
@@ -214,6 +218,7 @@ fn table() -> Vec<Row> {
         row("runway", "url_expired", ExpiredThenFresh(Mp4)),
         row("runway", "not_found_first_polls", NotFoundThen(Mp4)),
         row("runway", "server_error", ServerErrorThen(Mp4)),
+        row("runway", "redirect_loop", Fail(Fetch, DOWNLOAD, Dead)),
         // Runway through the CometAPI relay: wrapped envelope, task_not_exist, its own 429.
         row("runway-relay", "ok", Expect::Ok(Mp4)),
         row("runway-relay", "moderation_input", Fail(Poll, POLICY, Dead)),
@@ -236,6 +241,7 @@ fn table() -> Vec<Row> {
         row("runway-relay", "url_expired", ExpiredThenFresh(Mp4)),
         row("runway-relay", "not_found_first_polls", NotFoundThen(Mp4)),
         row("runway-relay", "server_error", ServerErrorThen(Mp4)),
+        row("runway-relay", "redirect_loop", Fail(Fetch, DOWNLOAD, Dead)),
         // Veo (Gemini long-running operations).
         row("veo", "ok", Expect::Ok(Mp4)),
         row("veo", "moderation_input", Fail(Poll, POLICY, Dead)),
@@ -246,6 +252,7 @@ fn table() -> Vec<Row> {
         row("veo", "url_expired", Fail(Fetch, EXPIRED, RETRY)),
         row("veo", "not_found_first_polls", NotFoundThen(Mp4)),
         row("veo", "server_error", ServerErrorThen(Mp4)),
+        row("veo", "redirect_loop", Fail(Fetch, DOWNLOAD, Dead)),
         // MiniMax: errors inside HTTP 200, file_id hop.
         row("minimax", "ok", Expect::Ok(Mp4)),
         row("minimax", "moderation_input", Fail(Submit, POLICY, Dead)),
@@ -259,6 +266,7 @@ fn table() -> Vec<Row> {
         ),
         row("minimax", "url_expired", Fail(Fetch, EXPIRED, RETRY)),
         row("minimax", "server_error", ServerErrorThen(Mp4)),
+        row("minimax", "redirect_loop", Fail(Fetch, DOWNLOAD, Dead)),
         // fal queue: failures only at the result GET.
         row("fal", "ok", Expect::Ok(Mp4)),
         row("fal", "moderation_input", Fail(Poll, POLICY, Dead)),
@@ -269,6 +277,7 @@ fn table() -> Vec<Row> {
         row("fal", "url_expired", Fail(Fetch, EXPIRED, RETRY)),
         row("fal", "not_found_first_polls", NotFoundThen(Mp4)),
         row("fal", "server_error", ServerErrorThen(Mp4)),
+        row("fal", "redirect_loop", Fail(Fetch, DOWNLOAD, Dead)),
         // Replicate predictions.
         row("replicate", "ok", Expect::Ok(Mp4)),
         row("replicate", "moderation_input", Fail(Poll, POLICY, Dead)),
@@ -283,6 +292,7 @@ fn table() -> Vec<Row> {
         row("replicate", "url_expired", Fail(Fetch, EXPIRED, RETRY)),
         row("replicate", "not_found_first_polls", NotFoundThen(Mp4)),
         row("replicate", "server_error", ServerErrorThen(Mp4)),
+        row("replicate", "redirect_loop", Fail(Fetch, DOWNLOAD, Dead)),
         // Synchronous families.
         row("images-b64", "ok", Expect::Ok(Png)),
         row("images-url", "ok", Expect::Ok(Png)),

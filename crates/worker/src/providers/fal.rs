@@ -1,4 +1,5 @@
-//! Family `fal`: the fal.ai queue (`queue.fal.run`, providers.md §8; Pika is served here too).
+//! Family `fal`: the fal.ai queue (`queue.fal.run`; docs/providers.md, "fal"); Pika is served
+//! here too.
 //!
 //! Quirks handled here:
 //! - Auth is `Authorization: Key <FAL_KEY>`, not `Bearer`.
@@ -21,16 +22,16 @@
 //! - fal never rejects for concurrency (requests wait in `IN_QUEUE`).
 //! - [`Fal::cancel`] is `PUT cancel_url` (only effective while queued).
 
-use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
+use super::http::{self, openai, Auth, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
 use super::{
-    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef,
+    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, RenderPhase, ResultRef,
     SubmitOutcome, SubmitRequest,
 };
 use async_trait::async_trait;
 use base64::Engine;
 use dramaq_common::config::{AccountConfig, Family, Secret};
 use dramaq_common::{FailureClass, TaskPayload};
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -384,11 +385,12 @@ pub fn status_step(v: &Value, scrub: &Scrubber) -> Result<Status, ProviderError>
     }
     // IN_QUEUE, IN_PROGRESS, and anything new: keep polling.
     Ok(Status::Pending(PollOutcome::Pending {
-        sub_status: if status.is_empty() {
-            "unknown".to_string()
+        phase: if status.eq_ignore_ascii_case("IN_QUEUE") {
+            RenderPhase::Queued
         } else {
-            status.to_string()
+            RenderPhase::Running
         },
+        sub_status: super::sub_status(status),
         progress: None,
         poll_after: None,
     }))
@@ -405,7 +407,7 @@ impl Fal {
         }
     }
 
-    fn auth(&self) -> Result<Option<HeaderValue>, ProviderError> {
+    fn auth(&self) -> Result<Option<Auth>, ProviderError> {
         http::auth_header("Key", self.api_key.as_ref())
     }
 
@@ -447,16 +449,12 @@ impl Fal {
         })
     }
 
-    async fn get(&self, url: &str) -> Result<(u16, HeaderMap, bytes::Bytes), ProviderError> {
-        let resp = http::send(http::with_auth(self.client.get(url), self.auth()?)).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = if resp.status().is_success() {
-            http::read_body(resp, JSON_BODY_CAP).await?
-        } else {
-            http::read_error_body(resp).await
-        };
-        Ok((status, headers, body))
+    async fn get(&self, url: &str) -> Result<http::Answer, ProviderError> {
+        http::exchange(
+            http::with_auth(self.client.get(url), self.auth()?),
+            JSON_BODY_CAP,
+        )
+        .await
     }
 
     /// Ask fal to cancel a queued request (`PUT cancel_url`). fal answers 202 when the request
@@ -475,13 +473,15 @@ impl Fal {
         if !same_origin(&url, &self.base_url) {
             return Err(foreign_url());
         }
-        let resp = http::send(http::with_auth(self.client.put(url), self.auth()?)).await?;
-        let status = resp.status().as_u16();
-        if resp.status().is_success() {
+        let rb = http::with_auth(self.client.put(url), self.auth()?);
+        let http::Answer {
+            status,
+            headers,
+            body,
+        } = http::exchange(rb, JSON_BODY_CAP).await?;
+        if (200..300).contains(&status) {
             return Ok(());
         }
-        let headers = resp.headers().clone();
-        let body = http::read_error_body(resp).await;
         let done = serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| v.get("status").and_then(Value::as_str).map(str::to_string))
@@ -523,15 +523,13 @@ impl Provider for Fal {
             .post(url)
             .header(IDEMPOTENCY_KEY, req.task_id)
             .json(&body);
-        let resp = http::send(http::with_auth(rb, self.auth()?)).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        if !resp.status().is_success() {
-            let body = http::read_error_body(resp).await;
-            return Err(request_error(status, &headers, &body, &self.scrub, false));
-        }
-        let body = http::read_body(resp, JSON_BODY_CAP).await?;
-        let v = http::parse_json(&body, "fal submit response", &self.scrub)?;
+        let rb = http::with_auth(rb, self.auth()?);
+        let scrub = &self.scrub;
+        let (answer, v) = http::call_json(rb, "fal submit response", scrub, |a| {
+            request_error(a.status, &a.headers, &a.body, scrub, false)
+        })
+        .await?;
+        let status = answer.status;
         let Some(request_id) = v.get("request_id").and_then(http::json_string) else {
             return Err(ProviderError::new(
                 FailureClass::ProviderError,
@@ -542,7 +540,7 @@ impl Provider for Fal {
         };
         let loc = self.locator_from_submit(&v, &request_id)?;
         Ok(SubmitOutcome::Accepted {
-            provider_task_id: request_id,
+            provider_task_id: http::accept_task_id(request_id)?,
             poll_locator: Some(loc.to_json()),
             poll_after: None,
         })
@@ -554,17 +552,18 @@ impl Provider for Fal {
         poll_locator: Option<&str>,
     ) -> Result<PollOutcome, ProviderError> {
         let loc = self.locator(provider_task_id, poll_locator)?;
-        let (status, headers, body) = self.get(&loc.status_url).await?;
-        if !(200..300).contains(&status) {
-            return Err(request_error(status, &headers, &body, &self.scrub, true));
-        }
-        let v = http::parse_json(&body, "fal status response", &self.scrub)?;
+        let rb = http::with_auth(self.client.get(&loc.status_url), self.auth()?);
+        let scrub = &self.scrub;
+        let (_, v) = http::call_json(rb, "fal status response", scrub, |a| {
+            request_error(a.status, &a.headers, &a.body, scrub, true)
+        })
+        .await?;
         match status_step(&v, &self.scrub)? {
             Status::Pending(p) => Ok(p),
             Status::Failed(e) => Ok(PollOutcome::Failed(e)),
             Status::Completed => {
-                let (status, headers, body) = self.get(&loc.response_url).await?;
-                result_outcome(status, &headers, &body, &self.scrub)
+                let a = self.get(&loc.response_url).await?;
+                result_outcome(a.status, &a.headers, &a.body, &self.scrub)
             }
         }
     }
@@ -581,6 +580,7 @@ mod tests {
     use super::*;
     use crate::providers::http::testing::{self, account, json, reply};
     use bytes::Bytes;
+    use reqwest::header::HeaderValue;
 
     fn scrub() -> Scrubber {
         Scrubber::default()
@@ -682,6 +682,23 @@ mod tests {
         assert_eq!(v["negative_prompt"], "blur");
         assert_eq!(v["image_url"], "data:image/png;base64,UE5H");
         assert!(submit_body(&p, None).is_err());
+    }
+
+    #[test]
+    fn render_phases() {
+        let table = [
+            ("IN_QUEUE", RenderPhase::Queued),
+            ("IN_PROGRESS", RenderPhase::Running),
+            ("WARMING", RenderPhase::Running),
+        ];
+        for (word, want) in table {
+            match status_step(&json!({"status": word}), &Scrubber::default()) {
+                Ok(Status::Pending(PollOutcome::Pending { phase, .. })) => {
+                    assert_eq!(phase, want, "{word}")
+                }
+                other => panic!("{word}: {other:?}"),
+            }
+        }
     }
 
     #[test]

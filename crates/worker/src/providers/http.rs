@@ -15,9 +15,12 @@ pub mod openai;
 use super::{Download, ProviderError, ResultRef};
 use bytes::{Bytes, BytesMut};
 use dramaq_common::config::{AccountConfig, Secret};
+use dramaq_common::text::shown;
 use dramaq_common::FailureClass;
 use futures::StreamExt;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION,
+};
 use reqwest::{RequestBuilder, Response};
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
@@ -43,6 +46,13 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most redirects one request follows. A result URL that redirects more often (or to itself)
+/// is `download_failed` with code `redirect_loop`.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// Longest provider task id accepted from a submit answer (bytes).
+pub const TASK_ID_MAX_BYTES: usize = 512;
+
 /// Provider hints beyond a day are treated as a day: a bad header must not park a task forever.
 const MAX_HINT: Duration = Duration::from_secs(24 * 3600);
 
@@ -52,6 +62,7 @@ pub fn client(acct: &AccountConfig) -> reqwest::Client {
     reqwest::Client::builder()
         .use_rustls_tls()
         .user_agent(concat!("dramaq/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
         .timeout(timeout)
         .read_timeout(timeout)
         .connect_timeout(CONNECT_TIMEOUT.min(timeout))
@@ -61,33 +72,76 @@ pub fn client(acct: &AccountConfig) -> reqwest::Client {
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
-/// `Authorization: Bearer <secret>`, marked sensitive so it never shows in `Debug` output.
-pub fn bearer(secret: &str) -> Result<HeaderValue, ProviderError> {
-    scheme_header("Bearer", secret)
+/// The account's client without automatic redirects, for downloads whose credential header
+/// reqwest would carry to another host (Veo's `x-goog-api-key`): [`fetch_result_by_hand`]
+/// follows their redirects itself.
+pub fn no_redirect_client(acct: &AccountConfig) -> reqwest::Client {
+    let timeout = Duration::from_millis(acct.http_timeout_ms.max(1));
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .user_agent(concat!("dramaq/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .read_timeout(timeout)
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// A credential header for one request: `Authorization: Bearer …` for most families, fal's
+/// `Authorization: Key …`, Kling's per-request JWT as a bearer, Veo's `x-goog-api-key`. The value
+/// is marked sensitive so it never shows in `Debug` output.
+#[derive(Clone)]
+pub struct Auth {
+    name: HeaderName,
+    value: HeaderValue,
+}
+
+impl Auth {
+    /// `Authorization: Bearer <token>`.
+    pub fn bearer(token: &str) -> Result<Auth, ProviderError> {
+        Auth::scheme("Bearer", token)
+    }
+
+    /// `Authorization: <scheme> <secret>`.
+    pub fn scheme(scheme: &str, secret: &str) -> Result<Auth, ProviderError> {
+        Ok(Auth {
+            name: AUTHORIZATION,
+            value: sensitive_value(&format!("{scheme} {secret}"))?,
+        })
+    }
+
+    /// `<name>: <secret>` (an API-key header such as `x-goog-api-key`).
+    pub fn header(name: &'static str, secret: &str) -> Result<Auth, ProviderError> {
+        Ok(Auth {
+            name: HeaderName::from_static(name),
+            value: sensitive_value(secret)?,
+        })
+    }
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Auth({}: …)", self.name)
+    }
 }
 
 /// The account's `Authorization` value, `<scheme> <key>` (`Bearer`, fal's `Key`), when it has a
 /// key.
-pub fn auth_header(
-    scheme: &str,
-    key: Option<&Secret>,
-) -> Result<Option<HeaderValue>, ProviderError> {
-    key.map(|k| scheme_header(scheme, k.expose())).transpose()
+pub fn auth_header(scheme: &str, key: Option<&Secret>) -> Result<Option<Auth>, ProviderError> {
+    key.map(|k| Auth::scheme(scheme, k.expose())).transpose()
 }
 
-/// Add the `Authorization` header when there is one.
-pub fn with_auth(
-    rb: reqwest::RequestBuilder,
-    auth: Option<HeaderValue>,
-) -> reqwest::RequestBuilder {
+/// Add the credential header when there is one: the one way every adapter authenticates.
+pub fn with_auth(rb: RequestBuilder, auth: Option<Auth>) -> RequestBuilder {
     match auth {
-        Some(a) => rb.header(reqwest::header::AUTHORIZATION, a),
+        Some(a) => rb.header(a.name, a.value),
         None => rb,
     }
 }
 
-fn scheme_header(scheme: &str, secret: &str) -> Result<HeaderValue, ProviderError> {
-    let mut value = HeaderValue::from_str(&format!("{scheme} {secret}")).map_err(|_| {
+fn sensitive_value(text: &str) -> Result<HeaderValue, ProviderError> {
+    let mut value = HeaderValue::from_str(text).map_err(|_| {
         ProviderError::new(
             FailureClass::Auth,
             "credential contains characters not allowed in an HTTP header",
@@ -106,17 +160,54 @@ pub fn join_url(base: &str, path: &str) -> String {
     )
 }
 
-/// Percent-encode a provider id for use as one path segment (ids are opaque to us).
+/// Percent-encode a provider id for use as one path segment (ids are opaque to us). A segment
+/// made only of dots (`.`, `..`) would be read as "this" or "parent" directory and change the
+/// URL, so its dots are encoded too (`%2E`). WHATWG URL parsers (reqwest's included) still
+/// treat `%2E%2E` as `..`, so such ids are also refused before they are stored
+/// ([`accept_task_id`]).
 pub fn path_segment(s: &str) -> String {
+    let all_dots = s.bytes().all(|b| b == b'.');
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        let keep =
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') || b == b'.' && !all_dots;
+        if keep {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
     out
+}
+
+/// Check a provider task id taken from a submit answer before it is stored: empty, only dots,
+/// longer than [`TASK_ID_MAX_BYTES`] or holding control characters is `provider_error` with
+/// code `bad_task_id` (such an id cannot be polled safely, and it would reach logs and URLs).
+pub fn accept_task_id(id: String) -> Result<String, ProviderError> {
+    let problem = if id.is_empty() {
+        Some("is empty")
+    } else if id.bytes().all(|b| b == b'.') {
+        // Even encoded (`%2E`), URL parsers read a dot-only segment as "here" or "parent".
+        Some("is only dots")
+    } else if id.len() > TASK_ID_MAX_BYTES {
+        Some("is too long")
+    } else if id.chars().any(char::is_control) {
+        Some("contains control characters")
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(id),
+        Some(why) => Err(ProviderError::new(
+            FailureClass::ProviderError,
+            format!(
+                "provider task id {why} ({:?}, {} bytes)",
+                shown(&id, 40),
+                id.len()
+            ),
+        )
+        .with_code("bad_task_id")),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -230,15 +321,82 @@ pub fn network_error(err: reqwest::Error) -> ProviderError {
 /// Send a request; transport failures become `network`, a URL that cannot be built becomes
 /// `invalid_request` (a configuration problem: retrying will not help).
 pub async fn send(rb: RequestBuilder) -> Result<Response, ProviderError> {
-    match rb.send().await {
-        Ok(resp) => Ok(resp),
-        Err(e) if e.is_builder() => Err(ProviderError::new(
+    rb.send().await.map_err(send_error)
+}
+
+fn send_error(e: reqwest::Error) -> ProviderError {
+    if e.is_builder() {
+        ProviderError::new(
             FailureClass::InvalidRequest,
             "request could not be built (check the account's base_url)",
         )
-        .with_code("bad_request_url")),
-        Err(e) => Err(network_error(e)),
+        .with_code("bad_request_url")
+    } else {
+        network_error(e)
     }
+}
+
+/// One provider answer, read once: the status, the headers and the body (up to the caller's
+/// cap on success; the first 64 KiB of an error body, read only for its message).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// The skeleton of every provider call: send (transport failures are `network`), then read the
+/// body with `cap` on success or the capped error body otherwise. Families whose errors also
+/// come inside 2xx envelopes (Kling, MiniMax, fal's result) open the [`Answer`] themselves;
+/// the others use [`call_json`].
+pub async fn exchange(rb: RequestBuilder, cap: usize) -> Result<Answer, ProviderError> {
+    let resp = send(rb).await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = if resp.status().is_success() {
+        read_body(resp, cap).await?
+    } else {
+        read_error_body(resp).await
+    };
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// [`exchange`] for a JSON answer: a non-2xx answer becomes the family's `classify`d error, a
+/// 2xx body is parsed (`what` names it in the error when it is not JSON). The answer's status
+/// and headers come back with the JSON (poll hints, status for error reports).
+pub async fn call_json(
+    rb: RequestBuilder,
+    what: &str,
+    scrub: &Scrubber,
+    classify: impl FnOnce(&Answer) -> ProviderError,
+) -> Result<(Answer, Value), ProviderError> {
+    call_json_capped(rb, JSON_BODY_CAP, what, scrub, classify).await
+}
+
+/// [`call_json`] with another body cap (image answers carry base64 images).
+pub async fn call_json_capped(
+    rb: RequestBuilder,
+    cap: usize,
+    what: &str,
+    scrub: &Scrubber,
+    classify: impl FnOnce(&Answer) -> ProviderError,
+) -> Result<(Answer, Value), ProviderError> {
+    let answer = exchange(rb, cap).await?;
+    if !answer.is_success() {
+        return Err(classify(&answer));
+    }
+    let v = parse_json(&answer.body, what, scrub)?;
+    Ok((answer, v))
 }
 
 /// Read a whole (JSON or audio) body, refusing more than `cap` bytes.
@@ -347,7 +505,9 @@ fn clean_text(text: &str) -> String {
         }
     };
     let squeezed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    truncate(&redact(&squeezed), MESSAGE_MAX_CHARS)
+    // Control characters other than whitespace survive the squeeze: escape them, so provider
+    // text cannot forge a log line or reach a terminal raw.
+    shown(&redact(&squeezed), MESSAGE_MAX_CHARS)
 }
 
 /// Cut `text` to at most `max` characters (on a char boundary), marking the cut with `…`.
@@ -492,21 +652,139 @@ pub fn download(resp: Response) -> Download {
     }
 }
 
-/// GET a result. `auth` is only given for URLs under the account's own base URL. Signed result
-/// URLs that are gone (403/404/410) are `result_expired`.
-pub async fn fetch(
+/// Authenticated URLs are stored in Redis; only send credentials back to the account's own host,
+/// so an edited record cannot make the worker hand the key to someone else.
+pub fn check_authed_url(url: &str, base_url: &str) -> Result<(), ProviderError> {
+    let base = base_url.trim_end_matches('/');
+    let under = url
+        .strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    if base.is_empty() || !under {
+        return Err(ProviderError::new(
+            FailureClass::InvalidRequest,
+            "authenticated result URL is not under the account's base_url",
+        )
+        .with_code("foreign_result_url"));
+    }
+    Ok(())
+}
+
+/// Download a result: the one implementation every family uses. A plain URL (often a signed
+/// URL on someone else's CDN) gets no credentials; an authenticated one must be under
+/// `base_url` and gets `auth()`, which is only asked for then. Redirects are followed by the
+/// client (reqwest drops `Authorization` when a hop leaves the host).
+pub async fn fetch_result(
     client: &reqwest::Client,
-    url: &str,
-    auth: Option<HeaderValue>,
+    result: &ResultRef,
+    base_url: &str,
+    auth: impl FnOnce() -> Result<Option<Auth>, ProviderError>,
     scrub: &Scrubber,
 ) -> Result<Download, ProviderError> {
+    fetch_result_with(client, None, result, base_url, auth, scrub).await
+}
+
+/// [`fetch_result`] for a credential reqwest would carry across hosts (Veo's API-key header):
+/// authenticated downloads follow redirects here with `no_redirect` (a client built by
+/// [`no_redirect_client`]), and each hop gets the credential only when it is under `base_url`
+/// (a hop elsewhere is fetched without it instead of refused).
+pub async fn fetch_result_by_hand(
+    client: &reqwest::Client,
+    no_redirect: &reqwest::Client,
+    result: &ResultRef,
+    base_url: &str,
+    auth: impl FnOnce() -> Result<Option<Auth>, ProviderError>,
+    scrub: &Scrubber,
+) -> Result<Download, ProviderError> {
+    fetch_result_with(client, Some(no_redirect), result, base_url, auth, scrub).await
+}
+
+async fn fetch_result_with(
+    client: &reqwest::Client,
+    no_redirect: Option<&reqwest::Client>,
+    result: &ResultRef,
+    base_url: &str,
+    auth: impl FnOnce() -> Result<Option<Auth>, ProviderError>,
+    scrub: &Scrubber,
+) -> Result<Download, ProviderError> {
+    let resp = match result {
+        ResultRef::Url { url } => get_following(client, url, None).await?,
+        // By hand, every hop is checked before it gets the credential, so a URL elsewhere is
+        // fetched without it (Veo's sample URI can point at another host).
+        ResultRef::AuthedUrl { url } => match no_redirect {
+            Some(nr) => get_by_hand(nr, url, auth()?, base_url).await?,
+            None => {
+                check_authed_url(url, base_url)?;
+                get_following(client, url, auth()?).await?
+            }
+        },
+    };
+    result_download(resp, scrub).await
+}
+
+fn redirect_loop() -> ProviderError {
+    ProviderError::new(
+        FailureClass::DownloadFailed,
+        format!("result URL redirects more than {MAX_REDIRECTS} times (a redirect loop)"),
+    )
+    .with_code("redirect_loop")
+}
+
+/// GET with the client's own redirect handling; too many redirects is `redirect_loop`.
+async fn get_following(
+    client: &reqwest::Client,
+    url: &str,
+    auth: Option<Auth>,
+) -> Result<Response, ProviderError> {
     let mut rb = client.get(url).timeout(FETCH_TIMEOUT);
-    if let Some(auth) = auth {
-        rb = rb
-            .header(AUTHORIZATION, auth)
-            .header(ACCEPT, "application/binary");
+    if auth.is_some() {
+        rb = with_auth(rb, auth).header(ACCEPT, "application/binary");
     }
-    let resp = send(rb).await?;
+    match rb.send().await {
+        Ok(resp) => Ok(resp),
+        Err(e) if e.is_redirect() => Err(redirect_loop()),
+        Err(e) => Err(send_error(e)),
+    }
+}
+
+/// GET following redirects here, the credential going only to URLs under `base_url`.
+async fn get_by_hand(
+    no_redirect: &reqwest::Client,
+    url: &str,
+    auth: Option<Auth>,
+    base_url: &str,
+) -> Result<Response, ProviderError> {
+    let mut current = reqwest::Url::parse(url).map_err(|_| {
+        ProviderError::new(
+            FailureClass::InvalidRequest,
+            "result URL is not a valid URL",
+        )
+        .with_code("bad_result_url")
+    })?;
+    for _ in 0..=MAX_REDIRECTS {
+        let mut rb = no_redirect.get(current.clone()).timeout(FETCH_TIMEOUT);
+        if check_authed_url(current.as_str(), base_url).is_ok() {
+            rb = with_auth(rb, auth.clone());
+        }
+        let resp = send(rb).await?;
+        if resp.status().is_redirection() {
+            let next = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|loc| current.join(loc).ok());
+            if let Some(next) = next {
+                current = next;
+                continue;
+            }
+        }
+        return Ok(resp);
+    }
+    Err(redirect_loop())
+}
+
+/// A result GET's answer: the streamed body, or the failure. Signed result URLs that are gone
+/// (403/404/410) are `result_expired`.
+async fn result_download(resp: Response, scrub: &Scrubber) -> Result<Download, ProviderError> {
     let status = resp.status().as_u16();
     if resp.status().is_success() {
         return Ok(download(resp));
@@ -527,42 +805,6 @@ pub async fn fetch(
             .with_status(status)
             .with_retry_after(hint),
     )
-}
-
-/// Authenticated URLs are stored in Redis; only send credentials back to the account's own host,
-/// so an edited record cannot make the worker hand the key to someone else.
-pub fn check_authed_url(url: &str, base_url: &str) -> Result<(), ProviderError> {
-    let base = base_url.trim_end_matches('/');
-    let under = url
-        .strip_prefix(base)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-    if base.is_empty() || !under {
-        return Err(ProviderError::new(
-            FailureClass::InvalidRequest,
-            "authenticated result URL is not under the account's base_url",
-        )
-        .with_code("foreign_result_url"));
-    }
-    Ok(())
-}
-
-/// Download a result the usual way. A plain URL (often a signed URL on someone else's CDN) gets
-/// no credentials; an authenticated one must be under `base_url` and gets `auth()`, which is
-/// only asked for then.
-pub async fn fetch_result(
-    client: &reqwest::Client,
-    result: &ResultRef,
-    base_url: &str,
-    auth: impl FnOnce() -> Result<Option<HeaderValue>, ProviderError>,
-    scrub: &Scrubber,
-) -> Result<Download, ProviderError> {
-    match result {
-        ResultRef::Url { url } => fetch(client, url, None, scrub).await,
-        ResultRef::AuthedUrl { url } => {
-            check_authed_url(url, base_url)?;
-            fetch(client, url, auth()?, scrub).await
-        }
-    }
 }
 
 #[cfg(test)]
@@ -845,10 +1087,100 @@ mod tests {
     fn path_segments_are_encoded() {
         assert_eq!(path_segment("video_123-a.b~c"), "video_123-a.b~c");
         assert_eq!(path_segment("a/b?c"), "a%2Fb%3Fc");
+        // Dot segments would mean "here" and "parent": encoded, so the URL keeps its path.
+        assert_eq!(path_segment("."), "%2E");
+        assert_eq!(path_segment(".."), "%2E%2E");
+        assert_eq!(path_segment("..."), "%2E%2E%2E");
+        assert_eq!(path_segment("..a"), "..a");
+        assert_eq!(path_segment(""), "");
+        // WHATWG URL parsing (reqwest's) still reads `%2E%2E` as `..`: that is why dot-only ids
+        // are refused before they are stored (`accept_task_id`).
+        let url = reqwest::Url::parse(&format!("http://h/v1/videos/{}", path_segment("..")))
+            .expect("url");
+        assert_eq!(url.path(), "/v1/");
         assert_eq!(
             join_url("http://h/x/", "/v1/videos"),
             "http://h/x/v1/videos"
         );
+    }
+
+    #[test]
+    fn bad_task_ids_are_refused() {
+        assert_eq!(accept_task_id("video_1".into()).expect("ok"), "video_1");
+        assert_eq!(
+            accept_task_id("x".repeat(TASK_ID_MAX_BYTES))
+                .expect("at the limit")
+                .len(),
+            TASK_ID_MAX_BYTES
+        );
+        for bad in [
+            String::new(),
+            "x".repeat(TASK_ID_MAX_BYTES + 1),
+            "id\nINFO forged line".to_string(),
+            "id\u{1b}[31m".to_string(),
+            "tab\tid".to_string(),
+            ".".to_string(),
+            "..".to_string(),
+        ] {
+            let err = accept_task_id(bad.clone()).expect_err("refused");
+            assert_eq!(err.class, FailureClass::ProviderError, "{bad:?}");
+            assert_eq!(err.code.as_deref(), Some("bad_task_id"), "{bad:?}");
+            assert!(!err.message.contains('\n'), "{}", err.message);
+            assert!(!err.message.contains('\u{1b}'), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn messages_are_escaped_and_capped() {
+        let s = Scrubber::default();
+        assert_eq!(s.clean("a\u{1b}[31mb"), "a\\u{1b}[31mb");
+        let err = ProviderError::new(FailureClass::ProviderError, "x\ny".repeat(400));
+        assert!(!err.message.contains('\n'));
+        assert!(err.message.ends_with('…'));
+        let err = ProviderError::new(FailureClass::ProviderError, "ok").with_code("c\rd");
+        assert_eq!(err.code.as_deref(), Some("c\\rd"));
+    }
+
+    #[tokio::test]
+    async fn redirect_loops_are_download_failed() {
+        let server = testing::serve(|r| match r.uri.as_str() {
+            "/ok.mp4" => testing::reply(200, &[("content-type", "video/mp4")], "MP4"),
+            "/hop" => testing::reply(302, &[("location", "/ok.mp4")], ""),
+            _ => testing::reply(302, &[("location", "/loop")], ""),
+        })
+        .await;
+        let acct = testing::account("openai-images", &server.base, "");
+        let (c, nr, s) = (
+            client(&acct),
+            no_redirect_client(&acct),
+            Scrubber::default(),
+        );
+        let key = || Auth::header("x-goog-api-key", "k").map(Some);
+        for path in ["/loop", "/hop"] {
+            let plain = ResultRef::Url {
+                url: format!("{}{path}", server.base),
+            };
+            let authed = ResultRef::AuthedUrl {
+                url: format!("{}{path}", server.base),
+            };
+            let results = [
+                fetch_result(&c, &plain, &server.base, || Ok(None), &s).await,
+                fetch_result(&c, &authed, &server.base, || Ok(None), &s).await,
+                fetch_result_by_hand(&c, &nr, &authed, &server.base, key, &s).await,
+            ];
+            for r in results {
+                match (path, r) {
+                    ("/hop", Ok(dl)) => {
+                        assert_eq!(testing::collect(dl).await.expect("body"), b"MP4")
+                    }
+                    ("/loop", Err(e)) => {
+                        assert_eq!(e.class, FailureClass::DownloadFailed);
+                        assert_eq!(e.code.as_deref(), Some("redirect_loop"));
+                    }
+                    (p, r) => panic!("{p}: {:?}", r.map(|_| "download")),
+                }
+            }
+        }
     }
 
     #[test]
@@ -890,22 +1222,21 @@ mod tests {
         let acct = testing::account("openai-images", &server.base, "");
         let c = client(&acct);
         let s = Scrubber::default();
-        let dl = fetch(&c, &format!("{}/ok.mp4", server.base), None, &s)
-            .await
-            .expect("ok");
+        let fetch = |path: &str| {
+            let result = ResultRef::Url {
+                url: format!("{}{path}", server.base),
+            };
+            let (c, s) = (c.clone(), s.clone());
+            async move { fetch_result(&c, &result, "", || Ok(None), &s).await }
+        };
+        let dl = fetch("/ok.mp4").await.expect("ok");
         assert_eq!(dl.ext.as_deref(), Some("mp4"));
         assert_eq!(testing::collect(dl).await.expect("body"), b"MP4DATA");
         for path in ["/gone", "/forbidden"] {
-            let err = fetch(&c, &format!("{}{path}", server.base), None, &s)
-                .await
-                .err()
-                .expect("expired");
+            let err = fetch(path).await.err().expect("expired");
             assert_eq!(err.class, FailureClass::ResultExpired, "{path}");
         }
-        let err = fetch(&c, &format!("{}/boom", server.base), None, &s)
-            .await
-            .err()
-            .expect("5xx");
+        let err = fetch("/boom").await.err().expect("5xx");
         assert_eq!(err.class, FailureClass::ProviderError);
         assert_eq!(err.http_status, Some(500));
     }

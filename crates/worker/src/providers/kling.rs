@@ -1,5 +1,5 @@
-//! Family `kling`: Kling's official video API and relay passthroughs of it (providers.md §3,
-//! §10.1 "Kling passthrough").
+//! Family `kling`: Kling's official video API and relay passthroughs of it (docs/providers.md,
+//! "kling").
 //!
 //! Quirks handled here:
 //! - Auth is a fresh HS256 JWT per request (`iss` = access key, `exp` = now+30 min, `nbf` =
@@ -15,15 +15,16 @@
 //! - Our task id goes out as `external_task_id`, which Kling accepts in place of its own id when
 //!   querying: that is how [`Kling::reconcile`] finds a task whose submit answer was lost.
 
-use super::http::{self, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
+use super::http::{self, Auth, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
 use super::{
-    video_args, PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome, SubmitRequest,
+    video_args, PollOutcome, Provider, ProviderError, RenderPhase, ResultRef, SubmitOutcome,
+    SubmitRequest,
 };
 use async_trait::async_trait;
 use base64::Engine;
 use dramaq_common::config::{AccountConfig, Family, Secret};
 use dramaq_common::{FailureClass, TaskPayload};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -127,7 +128,7 @@ fn now_s() -> i64 {
         .unwrap_or(0)
 }
 
-/// Class of a Kling error code (providers.md §3 error table).
+/// Class of a Kling error code (docs/providers.md, "kling", error table).
 pub fn class_for_code(code: i64, message: &str, http_status: u16) -> FailureClass {
     match code {
         1000..=1004 => FailureClass::Auth,
@@ -294,12 +295,13 @@ pub fn poll_outcome(data: &Value, scrub: &Scrubber) -> PollOutcome {
             PollOutcome::Failed(ProviderError::new(class, text).with_code("failed"))
         }
         // submitted, processing, and words we do not know yet: keep polling.
-        _ => PollOutcome::Pending {
-            sub_status: if status.is_empty() {
-                "unknown".to_string()
+        lower => PollOutcome::Pending {
+            phase: if lower == "submitted" {
+                RenderPhase::Queued
             } else {
-                status.to_string()
+                RenderPhase::Running
             },
+            sub_status: super::sub_status(status),
             progress: None,
             poll_after: None,
         },
@@ -324,13 +326,10 @@ impl Kling {
         }
     }
 
-    fn auth(&self) -> Result<Option<HeaderValue>, ProviderError> {
+    /// A fresh JWT as the bearer, or (relays, `jwt = false`) the access key itself.
+    fn auth(&self) -> Result<Option<Auth>, ProviderError> {
         if !self.jwt {
-            return self
-                .access_key
-                .as_ref()
-                .map(|k| http::bearer(k.expose()))
-                .transpose();
+            return http::auth_header("Bearer", self.access_key.as_ref());
         }
         let (Some(ak), Some(sk)) = (&self.access_key, &self.secret_key) else {
             return Err(ProviderError::new(
@@ -340,7 +339,7 @@ impl Kling {
             .with_code("missing_credentials"));
         };
         let token = sign_jwt(ak.expose(), sk.expose(), now_s())?;
-        http::bearer(&token).map(Some)
+        Auth::bearer(&token).map(Some)
     }
 
     fn task_url(&self, action: Action, id: &str) -> String {
@@ -352,19 +351,9 @@ impl Kling {
 
     /// GET one task by Kling's id or our `external_task_id`.
     async fn get_task(&self, action: Action, id: &str) -> Result<Value, ProviderError> {
-        let mut rb = self.client.get(self.task_url(action, id));
-        if let Some(a) = self.auth()? {
-            rb = rb.header(AUTHORIZATION, a);
-        }
-        let resp = http::send(rb).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = if resp.status().is_success() {
-            http::read_body(resp, JSON_BODY_CAP).await?
-        } else {
-            http::read_error_body(resp).await
-        };
-        open_envelope(status, &headers, &body, &self.scrub)
+        let rb = http::with_auth(self.client.get(self.task_url(action, id)), self.auth()?);
+        let a = http::exchange(rb, JSON_BODY_CAP).await?;
+        open_envelope(a.status, &a.headers, &a.body, &self.scrub)
     }
 
     /// The create body. After [`video_args`] an image is in hand exactly when the action is
@@ -444,23 +433,14 @@ impl Provider for Kling {
         };
         let body = self.submit_body(&req)?;
         let url = http::join_url(&self.base_url, &format!("/v1/videos/{}", action.as_str()));
-        let mut rb = self
+        let rb = self
             .client
             .post(url)
             .header(IDEMPOTENCY_KEY, req.task_id)
             .json(&body);
-        if let Some(a) = self.auth()? {
-            rb = rb.header(AUTHORIZATION, a);
-        }
-        let resp = http::send(rb).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = if resp.status().is_success() {
-            http::read_body(resp, JSON_BODY_CAP).await?
-        } else {
-            http::read_error_body(resp).await
-        };
-        let data = match open_envelope(status, &headers, &body, &self.scrub) {
+        let a = http::exchange(http::with_auth(rb, self.auth()?), JSON_BODY_CAP).await?;
+        let status = a.status;
+        let data = match open_envelope(a.status, &a.headers, &a.body, &self.scrub) {
             Ok(d) => d,
             Err(e) if is_duplicate_external_id(&e) => {
                 return match self
@@ -468,7 +448,7 @@ impl Provider for Kling {
                     .await
                 {
                     Some((provider_task_id, poll_locator)) => Ok(SubmitOutcome::Accepted {
-                        provider_task_id,
+                        provider_task_id: http::accept_task_id(provider_task_id)?,
                         poll_locator,
                         poll_after: None,
                     }),
@@ -495,7 +475,7 @@ impl Provider for Kling {
             .with_status(status));
         };
         Ok(SubmitOutcome::Accepted {
-            provider_task_id: id,
+            provider_task_id: http::accept_task_id(id)?,
             poll_locator: Some(Locator { action }.to_json()),
             poll_after: None,
         })
@@ -541,10 +521,12 @@ impl Provider for Kling {
                 if external.is_some_and(|e| e != task_id) {
                     return Ok(None);
                 }
-                Ok(data
-                    .get("task_id")
+                data.get("task_id")
                     .and_then(http::json_string)
-                    .map(|id| (id, Some(Locator { action }.to_json()))))
+                    .map(|id| {
+                        http::accept_task_id(id).map(|id| (id, Some(Locator { action }.to_json())))
+                    })
+                    .transpose()
             }
             Err(e) if is_task_not_found(&e) => Ok(None),
             Err(e) => Err(e),
@@ -558,6 +540,7 @@ mod tests {
     use crate::providers::http::testing::{self, account, json, reply};
     use crate::providers::InputImage;
     use bytes::Bytes;
+    use reqwest::header::HeaderValue;
 
     #[test]
     fn jwt_claims_and_header() {
@@ -700,6 +683,21 @@ mod tests {
         )
         .expect("string code");
         assert_eq!(ok["task_id"], "2");
+    }
+
+    #[test]
+    fn render_phases() {
+        let table = [
+            ("submitted", RenderPhase::Queued),
+            ("processing", RenderPhase::Running),
+            ("warming", RenderPhase::Running),
+        ];
+        for (word, want) in table {
+            match poll_outcome(&json!({"task_status": word}), &Scrubber::default()) {
+                PollOutcome::Pending { phase, .. } => assert_eq!(phase, want, "{word}"),
+                other => panic!("{word}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Family `minimax`: MiniMax Hailuo video generation, API v1 (providers.md §5).
+//! Family `minimax`: MiniMax Hailuo video generation, API v1 (docs/providers.md, "minimax").
 //!
 //! Quirks handled here:
 //! - Errors arrive as HTTP 200 with `base_resp.status_code != 0`: 1002 is a rate limit,
@@ -16,16 +16,16 @@
 //! - Output moderation shows up as `Fail`; a failure message about sensitive content is
 //!   `content_policy`.
 
-use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
+use super::http::{self, openai, Auth, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
 use super::{
-    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef,
+    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, RenderPhase, ResultRef,
     SubmitOutcome, SubmitRequest,
 };
 use async_trait::async_trait;
 use base64::Engine;
 use dramaq_common::config::{AccountConfig, Family, Secret};
 use dramaq_common::{FailureClass, TaskPayload};
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 pub struct Minimax {
@@ -207,12 +207,13 @@ pub fn query_step(v: &Value, scrub: &Scrubber) -> Step {
         "fail" | "failed" | "failure" | "error" => {
             Step::Done(PollOutcome::Failed(render_failure(v, scrub)))
         }
-        _ => Step::Done(PollOutcome::Pending {
-            sub_status: if status.is_empty() {
-                "unknown".to_string()
-            } else {
-                status.to_string()
+        lower => Step::Done(PollOutcome::Pending {
+            // v1 `Preparing`/`Queueing`, v2 `queued`: not started yet.
+            phase: match lower {
+                "preparing" | "queueing" | "queued" => RenderPhase::Queued,
+                _ => RenderPhase::Running,
             },
+            sub_status: super::sub_status(status),
             progress: None,
             poll_after: None,
         }),
@@ -287,7 +288,7 @@ impl Minimax {
         }
     }
 
-    fn auth(&self) -> Result<Option<HeaderValue>, ProviderError> {
+    fn auth(&self) -> Result<Option<Auth>, ProviderError> {
         http::auth_header("Bearer", self.api_key.as_ref())
     }
 
@@ -298,22 +299,15 @@ impl Minimax {
         rb: reqwest::RequestBuilder,
         keep_fail: bool,
     ) -> Result<Value, ProviderError> {
-        let resp = http::send(http::with_auth(rb, self.auth()?)).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = if resp.status().is_success() {
-            http::read_body(resp, JSON_BODY_CAP).await?
-        } else {
-            http::read_error_body(resp).await
-        };
-        if keep_fail && (200..300).contains(&status) {
-            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+        let a = http::exchange(http::with_auth(rb, self.auth()?), JSON_BODY_CAP).await?;
+        if keep_fail && a.is_success() {
+            if let Ok(v) = serde_json::from_slice::<Value>(&a.body) {
                 if is_fail(&v) {
                     return Ok(v);
                 }
             }
         }
-        open_response(status, &headers, &body, &self.scrub)
+        open_response(a.status, &a.headers, &a.body, &self.scrub)
     }
 
     fn url(&self, path: &str) -> String {
@@ -337,7 +331,7 @@ impl Provider for Minimax {
         let v = self.call(rb, false).await?;
         match v.get("task_id").and_then(http::json_string) {
             Some(id) => Ok(SubmitOutcome::Accepted {
-                provider_task_id: id,
+                provider_task_id: http::accept_task_id(id)?,
                 poll_locator: None,
                 poll_after: None,
             }),
@@ -385,6 +379,7 @@ mod tests {
     use super::*;
     use crate::providers::http::testing::{self, account, json, reply};
     use bytes::Bytes;
+    use reqwest::header::HeaderValue;
 
     fn scrub() -> Scrubber {
         Scrubber::default()
@@ -477,6 +472,25 @@ mod tests {
         assert_eq!(err.class, FailureClass::ProviderError);
         let err = open_response(404, &h, b"", &scrub()).expect_err("404");
         assert_eq!(err.code.as_deref(), Some("not_found"));
+    }
+
+    #[test]
+    fn render_phases() {
+        let table = [
+            ("Preparing", RenderPhase::Queued),
+            ("Queueing", RenderPhase::Queued),
+            ("queued", RenderPhase::Queued),
+            ("Processing", RenderPhase::Running),
+            ("Thinking", RenderPhase::Running),
+        ];
+        for (word, want) in table {
+            match query_step(&json!({"status": word}), &Scrubber::default()) {
+                Step::Done(PollOutcome::Pending { phase, .. }) => {
+                    assert_eq!(phase, want, "{word}")
+                }
+                other => panic!("{word}: {other:?}"),
+            }
+        }
     }
 
     #[test]

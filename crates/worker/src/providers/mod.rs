@@ -3,7 +3,7 @@
 //! The worker core never speaks a provider's wire format. It calls [`Provider::submit`] once per
 //! attempt, [`Provider::poll`] on the await schedule, and [`Provider::fetch`] to stream the result
 //! into storage. Each family maps its own status words and error codes onto
-//! [`crate::providers::PollOutcome`] and [`dramaq_common::FailureClass`] (providers.md §14), so a
+//! [`crate::providers::PollOutcome`] and [`dramaq_common::FailureClass`] (docs/providers.md, "The common frame"), so a
 //! user switches model or relay in the config, not in code.
 
 pub mod fal;
@@ -20,6 +20,7 @@ pub mod veo;
 use async_trait::async_trait;
 use bytes::Bytes;
 use dramaq_common::config::{AccountConfig, ConfigError, Family};
+use dramaq_common::text::shown;
 use dramaq_common::{DepRef, FailureClass, TaskPayload};
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
@@ -109,11 +110,38 @@ impl std::fmt::Debug for SyncResult {
     }
 }
 
+/// Where a pending render is, as its family reads its own status words: still waiting in the
+/// provider's queue, or being rendered. The poller acts on this (a render queued past the
+/// account's `max_queued_ms` is given up), never on the words themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderPhase {
+    /// Accepted but not started: queued, submitted, pending, throttled, starting, …
+    Queued,
+    /// Rendering, or a word the family does not know (keep polling, never give up as queued).
+    Running,
+}
+
+/// Longest [`PollOutcome::Pending`] `sub_status` kept (characters, before escaping).
+pub const SUB_STATUS_MAX_CHARS: usize = 60;
+
+/// A provider's pending status word as kept in `sub_status`: escaped and capped (it goes to
+/// logs), `unknown` when the provider sent none.
+pub fn sub_status(word: &str) -> String {
+    let word = word.trim();
+    if word.is_empty() {
+        "unknown".to_string()
+    } else {
+        shown(word, SUB_STATUS_MAX_CHARS)
+    }
+}
+
 /// What one poll saw.
 #[derive(Debug)]
 pub enum PollOutcome {
-    /// Still queued or running. `sub_status` is the provider's own word (e.g. `THROTTLED`).
+    /// Still queued or running. `sub_status` is the provider's own word (e.g. `THROTTLED`),
+    /// kept for logs only (escape it with `dramaq_common::text::Shown` when showing it).
     Pending {
+        phase: RenderPhase,
         sub_status: String,
         progress: Option<f32>,
         poll_after: Option<Duration>,
@@ -123,6 +151,12 @@ pub enum PollOutcome {
     /// Finished without usable output; never `Succeeded` without a result.
     Failed(ProviderError),
 }
+
+/// Longest [`ProviderError::message`] kept (characters, before escaping).
+pub const ERROR_MESSAGE_MAX_CHARS: usize = 500;
+
+/// Longest [`ProviderError::code`] kept (characters, before escaping).
+pub const ERROR_CODE_MAX_CHARS: usize = 100;
 
 /// A failed provider call, already classified. `message` is the provider's text with anything
 /// secret removed; it is stored in Redis and shown to operators.
@@ -139,18 +173,21 @@ pub struct ProviderError {
 }
 
 impl ProviderError {
+    /// `message` is stored escaped (control characters) and capped at
+    /// [`ERROR_MESSAGE_MAX_CHARS`]: it often quotes the provider.
     pub fn new(class: FailureClass, message: impl Into<String>) -> ProviderError {
         ProviderError {
             class,
             code: None,
-            message: message.into(),
+            message: shown(&message.into(), ERROR_MESSAGE_MAX_CHARS),
             retry_after: None,
             http_status: None,
         }
     }
 
+    /// The code is escaped and capped like the message (provider codes are provider text).
     pub fn with_code(mut self, code: impl Into<String>) -> ProviderError {
-        self.code = Some(code.into());
+        self.code = Some(shown(&code.into(), ERROR_CODE_MAX_CHARS));
         self
     }
 

@@ -1,4 +1,4 @@
-//! Family `openai-images`: `POST /v1/images/generations`, synchronous (providers.md §12).
+//! Family `openai-images`: `POST /v1/images/generations`, synchronous (docs/providers.md, "openai-images").
 //!
 //! Quirks handled here:
 //! - The answer is the result itself: GPT-image models return `b64_json`, dall-e models (asked
@@ -19,7 +19,6 @@ use base64::Engine;
 use bytes::Bytes;
 use dramaq_common::config::{AccountConfig, Family, Secret};
 use dramaq_common::{FailureClass, TaskPayload};
-use reqwest::header::{HeaderValue, AUTHORIZATION};
 use serde_json::{json, Value};
 
 /// Base64 of a 4K PNG is tens of megabytes; leave room.
@@ -137,7 +136,7 @@ impl OpenaiImages {
         }
     }
 
-    fn auth(&self) -> Result<Option<HeaderValue>, ProviderError> {
+    fn auth(&self) -> Result<Option<http::Auth>, ProviderError> {
         http::auth_header("Bearer", self.api_key.as_ref())
     }
 }
@@ -169,28 +168,17 @@ impl Provider for OpenaiImages {
             // GPT-image models reject this field; dall-e defaults to it anyway, but say so.
             body["response_format"] = json!("url");
         }
-        let mut rb = self
+        let rb = self
             .client
             .post(http::join_url(&self.base_url, "/v1/images/generations"))
             .header(IDEMPOTENCY_KEY, req.task_id)
             .json(&body);
-        if let Some(a) = self.auth()? {
-            rb = rb.header(AUTHORIZATION, a);
-        }
-        let resp = http::send(rb).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        if !resp.status().is_success() {
-            let body = http::read_error_body(resp).await;
-            return Err(openai::error_from_response(
-                status,
-                &headers,
-                &body,
-                &self.scrub,
-            ));
-        }
-        let body = http::read_body(resp, IMAGE_BODY_CAP).await?;
-        let v = http::parse_json(&body, "image response", &self.scrub)?;
+        let rb = http::with_auth(rb, self.auth()?);
+        let scrub = &self.scrub;
+        let (_, v) = http::call_json_capped(rb, IMAGE_BODY_CAP, "image response", scrub, |a| {
+            openai::error_from_response(a.status, &a.headers, &a.body, scrub)
+        })
+        .await?;
         parse_answer(&v, &self.scrub).map(SubmitOutcome::Finished)
     }
 

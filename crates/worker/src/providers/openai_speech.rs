@@ -1,4 +1,4 @@
-//! Family `openai-speech`: `POST /v1/audio/speech`, synchronous (providers.md §13).
+//! Family `openai-speech`: `POST /v1/audio/speech`, synchronous (docs/providers.md, "openai-speech").
 //!
 //! Quirks handled here:
 //! - `input` is limited to 4,096 characters. Longer lines are split at sentence ends (else at
@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use dramaq_common::config::{AccountConfig, Family, Secret};
 use dramaq_common::{FailureClass, TaskPayload};
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::CONTENT_TYPE;
 use serde_json::json;
 
 /// OpenAI's limit on `input`, in characters.
@@ -232,7 +232,7 @@ impl OpenaiSpeech {
         }
     }
 
-    fn auth(&self) -> Result<Option<HeaderValue>, ProviderError> {
+    fn auth(&self) -> Result<Option<http::Auth>, ProviderError> {
         http::auth_header("Bearer", self.api_key.as_ref())
     }
 
@@ -247,23 +247,22 @@ impl OpenaiSpeech {
         if !self.model.is_empty() {
             body["model"] = json!(self.model);
         }
-        let mut rb = self
+        let rb = self
             .client
             .post(http::join_url(&self.base_url, "/v1/audio/speech"))
             .header(IDEMPOTENCY_KEY, idempotency_key)
             .json(&body);
-        if let Some(a) = self.auth()? {
-            rb = rb.header(AUTHORIZATION, a);
-        }
-        let resp = http::send(rb).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        if !resp.status().is_success() {
-            let body = http::read_error_body(resp).await;
+        // Audio, not JSON: the skeleton's answer is opened here.
+        let http::Answer {
+            status,
+            headers,
+            body: bytes,
+        } = http::exchange(http::with_auth(rb, self.auth()?), AUDIO_BODY_CAP).await?;
+        if !(200..300).contains(&status) {
             return Err(openai::error_from_response(
                 status,
                 &headers,
-                &body,
+                &bytes,
                 &self.scrub,
             ));
         }
@@ -271,7 +270,6 @@ impl OpenaiSpeech {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = http::read_body(resp, AUDIO_BODY_CAP).await?;
         if content_type
             .as_deref()
             .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"))

@@ -1,5 +1,5 @@
 //! Family `openai-videos`: the OpenAI Sora `/v1/videos` shape and the relays that copy it
-//! (CometAPI and new-api derivatives), providers.md §1 and §10.1.
+//! (CometAPI and new-api derivatives); docs/providers.md, "openai-videos".
 //!
 //! Quirks handled here:
 //! - Create is multipart (the SDK's way, `input_reference` as a file part) or JSON
@@ -13,16 +13,15 @@
 //! - 404 on poll is `provider_error`/`not_found` (the worker applies its grace window), unless the
 //!   body says the model is gone (`model_retired`).
 
-use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
+use super::http::{self, openai, Auth, Scrubber, IDEMPOTENCY_KEY};
 use super::{
-    video_args, InputImage, PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome,
-    SubmitRequest,
+    video_args, InputImage, PollOutcome, Provider, ProviderError, RenderPhase, ResultRef,
+    SubmitOutcome, SubmitRequest,
 };
 use async_trait::async_trait;
 use base64::Engine;
 use dramaq_common::config::{AccountConfig, Family, Secret};
 use dramaq_common::FailureClass;
-use reqwest::header::HeaderValue;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -47,7 +46,7 @@ impl OpenaiVideos {
         }
     }
 
-    fn auth(&self) -> Result<Option<HeaderValue>, ProviderError> {
+    fn auth(&self) -> Result<Option<Auth>, ProviderError> {
         http::auth_header("Bearer", self.api_key.as_ref())
     }
 
@@ -149,6 +148,15 @@ pub fn phase(status: &str) -> Phase {
     }
 }
 
+/// A pending word's phase: OpenAI's `queued` and the relays' `SUBMITTED`/`PENDING`/`NOT_START`
+/// are still waiting; `in_progress`, `processing`, `running` and unknown words are running.
+pub fn render_phase(status: &str) -> RenderPhase {
+    match status.trim().to_ascii_lowercase().as_str() {
+        "queued" | "submitted" | "pending" | "not_start" => RenderPhase::Queued,
+        _ => RenderPhase::Running,
+    }
+}
+
 /// Relays of the new-api kind wrap the object in `{"code","message","data":{…}}`.
 fn unwrap_data(v: &Value) -> &Value {
     match v.get("data") {
@@ -219,7 +227,8 @@ pub fn poll_outcome(
     };
     Ok(match phase(status) {
         Phase::Pending => PollOutcome::Pending {
-            sub_status: status.to_string(),
+            phase: render_phase(status),
+            sub_status: super::sub_status(status),
             progress: progress(v),
             poll_after,
         },
@@ -259,20 +268,12 @@ impl Provider for OpenaiVideos {
             Body::Multipart(form) => rb.multipart(form),
             Body::Json(v) => rb.json(&v),
         };
-        let resp = http::send(rb).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        if !resp.status().is_success() {
-            let body = http::read_error_body(resp).await;
-            return Err(openai::error_from_response(
-                status,
-                &headers,
-                &body,
-                &self.scrub,
-            ));
-        }
-        let body = http::read_body(resp, JSON_BODY_CAP).await?;
-        let v = http::parse_json(&body, "create response", &self.scrub)?;
+        let scrub = &self.scrub;
+        let (answer, v) = http::call_json(rb, "create response", scrub, |a| {
+            openai::error_from_response(a.status, &a.headers, &a.body, scrub)
+        })
+        .await?;
+        let (status, headers) = (answer.status, answer.headers);
         let v = unwrap_data(&v);
         if let Some(st) = v.get("status").and_then(Value::as_str) {
             if phase(st) == Phase::Failed {
@@ -288,7 +289,7 @@ impl Provider for OpenaiVideos {
             .with_status(status));
         };
         Ok(SubmitOutcome::Accepted {
-            provider_task_id: id,
+            provider_task_id: http::accept_task_id(id)?,
             poll_locator: None,
             poll_after: http::poll_after(&headers),
         })
@@ -304,22 +305,19 @@ impl Provider for OpenaiVideos {
             http::path_segment(provider_task_id)
         ));
         let rb = http::with_auth(self.client.get(url), self.auth()?);
-        let resp = http::send(rb).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        if !resp.status().is_success() {
-            let body = http::read_error_body(resp).await;
-            let mut err = openai::error_from_response(status, &headers, &body, &self.scrub);
-            if status == 404 && err.class != FailureClass::ModelRetired {
+        let scrub = &self.scrub;
+        let (answer, v) = http::call_json(rb, "status response", scrub, |a| {
+            let mut err = openai::error_from_response(a.status, &a.headers, &a.body, scrub);
+            if a.status == 404 && err.class != FailureClass::ModelRetired {
                 // Freshly created tasks can be briefly invisible on relays; the worker decides
                 // when "not found" becomes final.
                 err.class = FailureClass::ProviderError;
                 err.code = Some("not_found".into());
             }
-            return Err(err);
-        }
-        let body = http::read_body(resp, JSON_BODY_CAP).await?;
-        let v = http::parse_json(&body, "status response", &self.scrub)?;
+            err
+        })
+        .await?;
+        let headers = answer.headers;
         poll_outcome(
             &v,
             &self.content_url(provider_task_id),
@@ -455,6 +453,10 @@ mod tests {
                     Want::Pending(w),
                 ) => {
                     assert_eq!(sub_status, w);
+                    let queued = ["queued", "submitted", "pending"]
+                        .iter()
+                        .any(|q| w.eq_ignore_ascii_case(q));
+                    assert_eq!(render_phase(w) == RenderPhase::Queued, queued, "{w}");
                     assert_eq!(*poll_after, Some(Duration::from_secs(2)));
                 }
                 (PollOutcome::Succeeded(ResultRef::Url { url }), Want::Url(w)) => {
@@ -723,10 +725,12 @@ mod tests {
         let a = adapter(&server.base, true);
         match a.poll("video_run", None).await.expect("poll") {
             PollOutcome::Pending {
+                phase,
                 sub_status,
                 progress,
                 poll_after,
             } => {
+                assert_eq!(phase, RenderPhase::Running);
                 assert_eq!(sub_status, "in_progress");
                 assert_eq!(progress, Some(0.33));
                 assert_eq!(poll_after, Some(Duration::from_millis(3000)));

@@ -1,4 +1,4 @@
-//! Family `replicate`: Replicate predictions (providers.md §9).
+//! Family `replicate`: Replicate predictions (docs/providers.md, "replicate").
 //!
 //! Quirks handled here:
 //! - The account's `model` is `owner/name`; submit posts `{"input":{…}}` to
@@ -20,16 +20,16 @@
 //! - [`Replicate::cancel`] is `POST urls.cancel`.
 
 use super::fal::same_origin;
-use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
+use super::http::{self, openai, Auth, Scrubber, IDEMPOTENCY_KEY};
 use super::{
-    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef,
+    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, RenderPhase, ResultRef,
     SubmitOutcome, SubmitRequest,
 };
 use async_trait::async_trait;
 use base64::Engine;
 use dramaq_common::config::{AccountConfig, Family, Secret};
 use dramaq_common::{FailureClass, TaskPayload};
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -284,11 +284,13 @@ pub fn poll_outcome(v: &Value, scrub: &Scrubber) -> Result<PollOutcome, Provider
         ),
         // starting, processing, and words we do not know yet: keep polling.
         _ => PollOutcome::Pending {
-            sub_status: if status.is_empty() {
-                "unknown".to_string()
+            // `starting`: waiting for a machine (cold boot included), not rendering yet.
+            phase: if lower == "starting" {
+                RenderPhase::Queued
             } else {
-                status.to_string()
+                RenderPhase::Running
             },
+            sub_status: super::sub_status(status),
             progress: None,
             poll_after: None,
         },
@@ -306,7 +308,7 @@ impl Replicate {
         }
     }
 
-    fn auth(&self) -> Result<Option<HeaderValue>, ProviderError> {
+    fn auth(&self) -> Result<Option<Auth>, ProviderError> {
         http::auth_header("Bearer", self.api_key.as_ref())
     }
 
@@ -366,21 +368,13 @@ impl Replicate {
         rb: reqwest::RequestBuilder,
         on_poll: bool,
     ) -> Result<Value, ProviderError> {
-        let resp = http::send(http::with_auth(rb, self.auth()?)).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        if !resp.status().is_success() {
-            let body = http::read_error_body(resp).await;
-            return Err(error_from_response(
-                status,
-                &headers,
-                &body,
-                &self.scrub,
-                on_poll,
-            ));
-        }
-        let body = http::read_body(resp, JSON_BODY_CAP).await?;
-        http::parse_json(&body, "Replicate prediction", &self.scrub)
+        let rb = http::with_auth(rb, self.auth()?);
+        let scrub = &self.scrub;
+        let (_, v) = http::call_json(rb, "Replicate prediction", scrub, |a| {
+            error_from_response(a.status, &a.headers, &a.body, scrub, on_poll)
+        })
+        .await?;
+        Ok(v)
     }
 
     /// Cancel a prediction (`POST urls.cancel`); a finished one is left as it is.
@@ -454,7 +448,7 @@ impl Provider for Replicate {
         }
         Ok(SubmitOutcome::Accepted {
             poll_locator: Some(self.locator_from_prediction(&v, &id).to_json()),
-            provider_task_id: id,
+            provider_task_id: http::accept_task_id(id)?,
             poll_after: None,
         })
     }
@@ -481,6 +475,7 @@ mod tests {
     use super::*;
     use crate::providers::http::testing::{self, account, json, reply};
     use bytes::Bytes;
+    use reqwest::header::HeaderValue;
 
     fn scrub() -> Scrubber {
         Scrubber::default()
@@ -609,6 +604,21 @@ mod tests {
         assert_eq!(err.retry_after, Some(Duration::from_secs(4)));
         let err = error_from_response(404, &h, b"{}", &scrub(), true);
         assert_eq!(err.code.as_deref(), Some("not_found"));
+    }
+
+    #[test]
+    fn render_phases() {
+        let table = [
+            ("starting", RenderPhase::Queued),
+            ("processing", RenderPhase::Running),
+            ("queued_somewhere", RenderPhase::Running),
+        ];
+        for (word, want) in table {
+            match poll_outcome(&json!({"id":"p","status":word}), &Scrubber::default()) {
+                Ok(PollOutcome::Pending { phase, .. }) => assert_eq!(phase, want, "{word}"),
+                other => panic!("{word}: {other:?}"),
+            }
+        }
     }
 
     #[test]

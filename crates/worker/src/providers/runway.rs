@@ -1,5 +1,5 @@
 //! Family `runway`: Runway's task API (`/v1/image_to_video`, `/v1/text_to_video`,
-//! `/v1/tasks/{id}`) and relay passthroughs of it (providers.md §4, §10.1 "Runway passthrough").
+//! `/v1/tasks/{id}`) and relay passthroughs of it (docs/providers.md, "runway").
 //!
 //! Quirks handled here:
 //! - Every request carries `X-Runway-Version: 2024-11-06` besides the bearer key.
@@ -20,22 +20,25 @@
 //!   `result_expired`; the worker then polls again, and a re-GET of the task returns fresh URLs.
 //! - [`Runway::cancel`] is `DELETE /v1/tasks/{id}` (which also deletes a finished task).
 
-use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
+use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY};
 use super::{
-    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef,
+    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, RenderPhase, ResultRef,
     SubmitOutcome, SubmitRequest,
 };
 use async_trait::async_trait;
 use base64::Engine;
 use dramaq_common::config::{AccountConfig, Family, Secret};
 use dramaq_common::{FailureClass, TaskPayload};
-use reqwest::header::{HeaderMap, AUTHORIZATION};
+use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
 
 /// Header naming the API version; Runway refuses requests without it.
 pub const VERSION_HEADER: &str = "X-Runway-Version";
 pub const API_VERSION: &str = "2024-11-06";
+
+/// Cap on a cancel answer's body, which is never used.
+const CANCEL_BODY_CAP: usize = 64 * 1024;
 
 pub struct Runway {
     client: reqwest::Client,
@@ -334,12 +337,14 @@ pub fn poll_outcome(body: &Value, scrub: &Scrubber) -> Result<PollOutcome, Provi
         ),
         // PENDING, THROTTLED, RUNNING, relay QUEUED/IN_PROGRESS/NOT_START, and words we do not
         // know yet: keep polling.
-        _ => PollOutcome::Pending {
-            sub_status: if status.is_empty() {
-                "unknown".to_string()
-            } else {
-                status.to_string()
+        upper => PollOutcome::Pending {
+            phase: match upper {
+                "PENDING" | "THROTTLED" | "QUEUED" | "NOT_START" | "SUBMITTED" => {
+                    RenderPhase::Queued
+                }
+                _ => RenderPhase::Running,
             },
+            sub_status: super::sub_status(status),
             progress: progress(task.get("progress"))
                 .or_else(|| wrapper.and_then(|w| progress(w.get("progress")))),
             poll_after: None,
@@ -383,14 +388,15 @@ impl Runway {
         method: Method,
         path: &str,
     ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let mut rb = self
+        let rb = self
             .client
             .request(method, http::join_url(&self.base_url, path))
             .header(VERSION_HEADER, API_VERSION);
-        if let Some(k) = &self.api_key {
-            rb = rb.header(AUTHORIZATION, http::bearer(k.expose())?);
-        }
-        Ok(rb)
+        Ok(http::with_auth(rb, self.auth()?))
+    }
+
+    fn auth(&self) -> Result<Option<http::Auth>, ProviderError> {
+        http::auth_header("Bearer", self.api_key.as_ref())
     }
 
     fn task_path(id: &str) -> String {
@@ -401,14 +407,12 @@ impl Runway {
     /// task that already finished, so call this only for renders that are still wanted gone.
     pub async fn cancel(&self, provider_task_id: &str) -> Result<(), ProviderError> {
         let rb = self.request(Method::DELETE, &Self::task_path(provider_task_id))?;
-        let resp = http::send(rb).await?;
-        let status = resp.status().as_u16();
-        if resp.status().is_success() {
+        // The answer body is not needed; a small cap keeps an odd one from being read whole.
+        let a = http::exchange(rb, CANCEL_BODY_CAP).await?;
+        if a.is_success() {
             return Ok(());
         }
-        let headers = resp.headers().clone();
-        let body = http::read_error_body(resp).await;
-        Err(self.poll_error(status, &headers, &body))
+        Err(self.poll_error(a.status, &a.headers, &a.body))
     }
 
     /// A failed task GET/DELETE: 404 and `task_not_exist` are `not_found` for the grace window.
@@ -444,18 +448,15 @@ impl Provider for Runway {
             .request(Method::POST, path)?
             .header(IDEMPOTENCY_KEY, req.task_id)
             .json(&body);
-        let resp = http::send(rb).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        if !resp.status().is_success() {
-            let body = http::read_error_body(resp).await;
-            return Err(error_from_response(status, &headers, &body, &self.scrub));
-        }
-        let body = http::read_body(resp, JSON_BODY_CAP).await?;
-        let v = http::parse_json(&body, "Runway create response", &self.scrub)?;
+        let scrub = &self.scrub;
+        let (answer, v) = http::call_json(rb, "Runway create response", scrub, |a| {
+            error_from_response(a.status, &a.headers, &a.body, scrub)
+        })
+        .await?;
+        let status = answer.status;
         match created_id(&v, &self.scrub)? {
             Some(id) => Ok(SubmitOutcome::Accepted {
-                provider_task_id: id,
+                provider_task_id: http::accept_task_id(id)?,
                 poll_locator: None,
                 poll_after: None,
             }),
@@ -474,33 +475,18 @@ impl Provider for Runway {
         _poll_locator: Option<&str>,
     ) -> Result<PollOutcome, ProviderError> {
         let rb = self.request(Method::GET, &Self::task_path(provider_task_id))?;
-        let resp = http::send(rb).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        if !resp.status().is_success() {
-            let body = http::read_error_body(resp).await;
-            return Err(self.poll_error(status, &headers, &body));
-        }
-        let body = http::read_body(resp, JSON_BODY_CAP).await?;
-        let v = http::parse_json(&body, "Runway task response", &self.scrub)?;
+        let (_, v) = http::call_json(rb, "Runway task response", &self.scrub, |a| {
+            self.poll_error(a.status, &a.headers, &a.body)
+        })
+        .await?;
         poll_outcome(&v, &self.scrub)
     }
 
     /// Output URLs are signed CDN links: fetched without credentials. 403/404/410 means the
     /// signature lapsed (`result_expired`); the worker re-polls and the task GET signs anew.
     async fn fetch(&self, result: &ResultRef) -> Result<Download, ProviderError> {
-        match result {
-            ResultRef::Url { url } => http::fetch(&self.client, url, None, &self.scrub).await,
-            ResultRef::AuthedUrl { url } => {
-                http::check_authed_url(url, &self.base_url)?;
-                let auth = self
-                    .api_key
-                    .as_ref()
-                    .map(|k| http::bearer(k.expose()))
-                    .transpose()?;
-                http::fetch(&self.client, url, auth, &self.scrub).await
-            }
-        }
+        let auth = || self.auth();
+        http::fetch_result(&self.client, result, &self.base_url, auth, &self.scrub).await
     }
 }
 
@@ -571,6 +557,25 @@ mod tests {
         Pending(&'static str, Option<f32>),
         Url(&'static str),
         Failed(FailureClass, &'static str),
+    }
+
+    #[test]
+    fn render_phases() {
+        let table = [
+            ("PENDING", RenderPhase::Queued),
+            ("THROTTLED", RenderPhase::Queued),
+            ("QUEUED", RenderPhase::Queued),
+            ("NOT_START", RenderPhase::Queued),
+            ("RUNNING", RenderPhase::Running),
+            ("IN_PROGRESS", RenderPhase::Running),
+            ("BRAND_NEW_STATE", RenderPhase::Running),
+        ];
+        for (word, want) in table {
+            match poll_outcome(&json!({"id":"t","status":word}), &Scrubber::default()) {
+                Ok(PollOutcome::Pending { phase, .. }) => assert_eq!(phase, want, "{word}"),
+                other => panic!("{word}: {other:?}"),
+            }
+        }
     }
 
     #[test]

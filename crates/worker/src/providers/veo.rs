@@ -1,5 +1,5 @@
 //! Family `veo`: Google Veo through the Gemini API's long-running operations
-//! (`predictLongRunning`, providers.md §2).
+//! (`predictLongRunning`, docs/providers.md, "veo").
 //!
 //! Quirks handled here:
 //! - Auth is the `x-goog-api-key` header (never `?key=`, which would put the key in URLs).
@@ -22,24 +22,20 @@
 //! - The video `uri` needs the API key and answers with a redirect. The key is only sent to the
 //!   account's own base URL; redirects are followed by hand so it never travels to another host.
 
-use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
+use super::http::{self, openai, Auth, Scrubber, IDEMPOTENCY_KEY};
 use super::{
-    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, ResultRef,
+    video_args, Download, InputImage, PollOutcome, Provider, ProviderError, RenderPhase, ResultRef,
     SubmitOutcome, SubmitRequest,
 };
 use async_trait::async_trait;
 use base64::Engine;
 use dramaq_common::config::{AccountConfig, Family, Secret};
 use dramaq_common::{FailureClass, TaskPayload};
-use reqwest::header::{HeaderMap, HeaderValue, LOCATION};
+use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 /// The Gemini API key header.
 pub const API_KEY_HEADER: &str = "x-goog-api-key";
-
-/// Redirect hops followed when downloading a video.
-const MAX_REDIRECTS: usize = 5;
 
 pub struct Veo {
     client: reqwest::Client,
@@ -49,20 +45,6 @@ pub struct Veo {
     model: String,
     api_key: Option<Secret>,
     scrub: Scrubber,
-}
-
-fn no_redirect_client(acct: &AccountConfig) -> reqwest::Client {
-    let timeout = Duration::from_millis(acct.http_timeout_ms.max(1));
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .user_agent(concat!("dramaq/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .read_timeout(timeout)
-        .connect_timeout(Duration::from_secs(10).min(timeout))
-        .build()
-        // Only fails when TLS cannot initialise; the default client then fails the same way.
-        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// Operation names go into URL paths verbatim (their slashes are the path), so only the
@@ -424,7 +406,9 @@ pub fn poll_outcome(op: &Value, scrub: &Scrubber) -> Result<PollOutcome, Provide
         .with_code("malformed_response"));
     }
     if !op.get("done").and_then(Value::as_bool).unwrap_or(false) {
+        // No status word, only `done`: a queued operation cannot be told from a running one.
         return Ok(PollOutcome::Pending {
+            phase: RenderPhase::Running,
             sub_status: "running".to_string(),
             progress: None,
             poll_after: None,
@@ -468,7 +452,7 @@ impl Veo {
         let model = acct.model.trim();
         Veo {
             client,
-            fetch_client: no_redirect_client(acct),
+            fetch_client: http::no_redirect_client(acct),
             base_url: acct.base_url.trim_end_matches('/').to_string(),
             model: model.strip_prefix("models/").unwrap_or(model).to_string(),
             scrub: Scrubber::new([api_key.as_ref()]),
@@ -476,28 +460,12 @@ impl Veo {
         }
     }
 
-    fn key_header(&self) -> Result<Option<HeaderValue>, ProviderError> {
-        let Some(key) = &self.api_key else {
-            return Ok(None);
-        };
-        let mut v = HeaderValue::from_str(key.expose()).map_err(|_| {
-            ProviderError::new(
-                FailureClass::Auth,
-                "credential contains characters not allowed in an HTTP header",
-            )
-        })?;
-        v.set_sensitive(true);
-        Ok(Some(v))
-    }
-
-    fn with_key(
-        &self,
-        rb: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        Ok(match self.key_header()? {
-            Some(k) => rb.header(API_KEY_HEADER, k),
-            None => rb,
-        })
+    /// The `x-goog-api-key` header (never `?key=`, which would put the key in URLs).
+    fn auth(&self) -> Result<Option<Auth>, ProviderError> {
+        self.api_key
+            .as_ref()
+            .map(|k| Auth::header(API_KEY_HEADER, k.expose()))
+            .transpose()
     }
 
     fn submit_url(&self) -> Result<String, ProviderError> {
@@ -516,66 +484,6 @@ impl Veo {
             ),
         ))
     }
-
-    /// GET the video, sending the key only to the account's own host and following redirects
-    /// by hand (the next hop gets the key only if it is under the base URL too).
-    async fn fetch_video(&self, url: &str) -> Result<Download, ProviderError> {
-        let mut current = reqwest::Url::parse(url).map_err(|_| {
-            ProviderError::new(
-                FailureClass::InvalidRequest,
-                "result URL is not a valid URL",
-            )
-            .with_code("bad_result_url")
-        })?;
-        for _ in 0..=MAX_REDIRECTS {
-            let mut rb = self
-                .fetch_client
-                .get(current.clone())
-                .timeout(http::FETCH_TIMEOUT);
-            if http::check_authed_url(current.as_str(), &self.base_url).is_ok() {
-                rb = self.with_key(rb)?;
-            }
-            let resp = http::send(rb).await?;
-            let status = resp.status();
-            if status.is_redirection() {
-                let next = resp
-                    .headers()
-                    .get(LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|loc| current.join(loc).ok());
-                if let Some(next) = next {
-                    current = next;
-                    continue;
-                }
-            }
-            if status.is_success() {
-                return Ok(http::download(resp));
-            }
-            let status = status.as_u16();
-            let class = match status {
-                403 | 404 | 410 => FailureClass::ResultExpired,
-                s => http::class_for_status(s),
-            };
-            let hint = http::retry_after(resp.headers());
-            let body = http::read_error_body(resp).await;
-            let detail = google_error(&body)
-                .message
-                .map(|m| format!(": {}", self.scrub.clean(&m)))
-                .unwrap_or_default();
-            return Err(ProviderError::new(
-                class,
-                format!("download failed with HTTP {status}{detail}"),
-            )
-            .with_code(status.to_string())
-            .with_status(status)
-            .with_retry_after(hint));
-        }
-        Err(ProviderError::new(
-            FailureClass::ProviderError,
-            "too many redirects downloading the video",
-        )
-        .with_code("redirect"))
-    }
 }
 
 #[async_trait]
@@ -591,22 +499,13 @@ impl Provider for Veo {
             .post(self.submit_url()?)
             .header(IDEMPOTENCY_KEY, req.task_id)
             .json(&body);
-        let rb = self.with_key(rb)?;
-        let resp = http::send(rb).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        if !resp.status().is_success() {
-            let body = http::read_error_body(resp).await;
-            return Err(error_from_response(
-                status,
-                &headers,
-                &body,
-                &self.scrub,
-                false,
-            ));
-        }
-        let body = http::read_body(resp, JSON_BODY_CAP).await?;
-        let v = http::parse_json(&body, "predictLongRunning response", &self.scrub)?;
+        let rb = http::with_auth(rb, self.auth()?);
+        let scrub = &self.scrub;
+        let (answer, v) = http::call_json(rb, "predictLongRunning response", scrub, |a| {
+            error_from_response(a.status, &a.headers, &a.body, scrub, false)
+        })
+        .await?;
+        let status = answer.status;
         // An operation that failed at once comes back with its error.
         if let Some(err) = v.get("error").filter(|e| e.is_object()) {
             return Err(operation_error(err, &self.scrub).with_status(status));
@@ -625,7 +524,7 @@ impl Provider for Veo {
                 .with_status(status)
         })?;
         Ok(SubmitOutcome::Accepted {
-            provider_task_id: name,
+            provider_task_id: http::accept_task_id(name)?,
             poll_locator: None,
             poll_after: None,
         })
@@ -638,30 +537,27 @@ impl Provider for Veo {
     ) -> Result<PollOutcome, ProviderError> {
         validate_operation_name(provider_task_id)?;
         let url = http::join_url(&self.base_url, &format!("/v1beta/{provider_task_id}"));
-        let rb = self.with_key(self.client.get(url))?;
-        let resp = http::send(rb).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        if !resp.status().is_success() {
-            let body = http::read_error_body(resp).await;
-            return Err(error_from_response(
-                status,
-                &headers,
-                &body,
-                &self.scrub,
-                true,
-            ));
-        }
-        let body = http::read_body(resp, JSON_BODY_CAP).await?;
-        let v = http::parse_json(&body, "operation response", &self.scrub)?;
+        let rb = http::with_auth(self.client.get(url), self.auth()?);
+        let scrub = &self.scrub;
+        let (_, v) = http::call_json(rb, "operation response", scrub, |a| {
+            error_from_response(a.status, &a.headers, &a.body, scrub, true)
+        })
+        .await?;
         poll_outcome(&v, &self.scrub)
     }
 
+    /// The video `uri` needs the key and answers with a redirect: the key goes only to the
+    /// account's own base URL, so redirects are followed by hand.
     async fn fetch(&self, result: &ResultRef) -> Result<Download, ProviderError> {
-        match result {
-            ResultRef::Url { url } => http::fetch(&self.client, url, None, &self.scrub).await,
-            ResultRef::AuthedUrl { url } => self.fetch_video(url).await,
-        }
+        http::fetch_result_by_hand(
+            &self.client,
+            &self.fetch_client,
+            result,
+            &self.base_url,
+            || self.auth(),
+            &self.scrub,
+        )
+        .await
     }
 }
 
@@ -670,6 +566,7 @@ mod tests {
     use super::*;
     use crate::providers::http::testing::{self, account, json, reply};
     use bytes::Bytes;
+    use std::time::Duration;
 
     fn scrub() -> Scrubber {
         Scrubber::default()
