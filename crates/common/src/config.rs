@@ -17,8 +17,10 @@ use crate::model::TaskKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Not a `#[source]`: the message already holds figment's, and a reporter that prints the
+    /// source chain (`anyhow`'s `{:#}`) would print it twice.
     #[error("configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(Box<figment::Error>),
     #[error("configuration {path}: {message}")]
     Invalid { path: String, message: String },
     /// `owner` is the table that names the variable: `accounts.NAME` or `storage.s3`.
@@ -28,6 +30,12 @@ pub enum ConfigError {
         field: &'static str,
         var: String,
     },
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(e: Box<figment::Error>) -> ConfigError {
+        ConfigError::Load(e)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,7 +118,8 @@ pub struct StorageConfig {
     /// Overridden by `DRAMAQ_OUT_DIR`. Unused by the `s3` backend.
     #[serde(default = "default_out_dir")]
     pub dir: PathBuf,
-    /// Largest result accepted from a provider; a larger download fails as `provider_error`.
+    /// Largest result accepted from a provider; a larger download fails as `invalid_request`
+    /// (dead at once: retrying fetches the same oversized result). At least 1.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
     /// The bucket for `backend = "s3"`.
@@ -331,6 +340,18 @@ impl Family {
             Family::Minimax => &[6, 10],
             Family::Fal | Family::Replicate => &[5, 10],
             _ => &[],
+        }
+    }
+
+    /// The voices the family speaks with, when it has a fixed set (OpenAI speech, per
+    /// providers.md); `None` for families without voices.
+    pub fn voices(self) -> Option<&'static [&'static str]> {
+        match self {
+            Family::OpenaiSpeech => Some(&[
+                "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage",
+                "shimmer", "verse", "marin", "cedar",
+            ]),
+            _ => None,
         }
     }
 
@@ -576,11 +597,17 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::empty()));
         if let Some(path) = path {
+            let invalid = |message: &str| ConfigError::Invalid {
+                path: shown_path(path),
+                message: message.into(),
+            };
+            if path.is_dir() {
+                return Err(invalid(
+                    "is a directory, not a configuration file (give the path of a .toml file)",
+                ));
+            }
             if !path.exists() {
-                return Err(ConfigError::Invalid {
-                    path: path.display().to_string(),
-                    message: "file not found".into(),
-                });
+                return Err(invalid("file not found"));
             }
             fig = fig.merge(Toml::file_exact(path));
         }
@@ -624,26 +651,34 @@ impl Config {
     }
 
     fn validate(&self, path: Option<&Path>) -> Result<(), ConfigError> {
-        let file = path
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "<config>".into());
+        let file = path.map(shown_path).unwrap_or_else(|| "<config>".into());
         let bad = |key: String, message: String| ConfigError::Invalid {
             path: format!("{file}: {key}"),
             message,
         };
+        // A file that names no provider account is empty or meant for something else; the
+        // built-in assembly account alone can render nothing.
+        if path.is_some()
+            && !self
+                .accounts
+                .iter()
+                .any(|(name, a)| name != ASSEMBLY_ACCOUNT || a.family != Family::Assembly)
+        {
+            return Err(ConfigError::Invalid {
+                path: file.clone(),
+                message: "defines no accounts: add at least one [accounts.NAME] table with its \
+                          family and base_url (see examples/dramaq.toml)"
+                    .into(),
+            });
+        }
         for (name, acct) in &self.accounts {
             if !crate::ids::is_safe_component(name) {
                 return Err(bad(
-                    format!("accounts.{name}"),
+                    format!("accounts.{}", crate::text::shown_default(name)),
                     "account names may use only letters, digits, '_' and '-' (at most 64)".into(),
                 ));
             }
-            if acct.family != Family::Assembly && acct.base_url.is_empty() {
-                return Err(bad(
-                    format!("accounts.{name}.base_url"),
-                    "is required for HTTP provider families".into(),
-                ));
-            }
+            self.validate_account(name, acct, &bad)?;
             let q = &acct.quota;
             if !q.submit_per_sec.is_finite() || q.submit_per_sec < 0.0 {
                 return Err(bad(
@@ -696,11 +731,115 @@ impl Config {
         Ok(())
     }
 
+    /// One account's values: URL, prices, durations, deadlines, poll cadence, timeout, voice.
+    /// `name` is known to be a safe id here.
+    fn validate_account(
+        &self,
+        name: &str,
+        acct: &AccountConfig,
+        bad: &dyn Fn(String, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("accounts.{name}.{field}");
+        if acct.family != Family::Assembly {
+            if acct.base_url.is_empty() {
+                return Err(bad(
+                    key("base_url"),
+                    "is required for HTTP provider families".into(),
+                ));
+            }
+            if let Err(why) = check_http_url(&acct.base_url) {
+                return Err(bad(
+                    key("base_url"),
+                    format!("\"{}\" {why}", crate::text::shown(&acct.base_url, 200)),
+                ));
+            }
+        }
+        for (field, price) in [
+            ("per_second", acct.price.per_second),
+            ("per_request", acct.price.per_request),
+            ("per_1k_chars", acct.price.per_1k_chars),
+        ] {
+            if !price.is_finite() || price < 0.0 {
+                return Err(bad(
+                    key(&format!("price.{field}")),
+                    format!("{price} is not a price: must be a finite number ≥ 0 (USD)"),
+                ));
+            }
+        }
+        if let Some(durations) = &acct.durations {
+            if durations.is_empty() {
+                return Err(bad(
+                    key("durations"),
+                    "is empty: list the clip lengths in seconds the account renders, or remove \
+                     the field to use the family's"
+                        .into(),
+                ));
+            }
+            if durations.contains(&0) {
+                return Err(bad(
+                    key("durations"),
+                    "a clip length of 0 s cannot be rendered; lengths are at least 1".into(),
+                ));
+            }
+        }
+        for (field, value) in [
+            ("render_deadline_ms", acct.render_deadline_ms),
+            ("poll_first_ms", acct.poll_first_ms),
+            ("poll_max_ms", acct.poll_max_ms),
+            ("http_timeout_ms", acct.http_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(bad(
+                    key(field),
+                    "must be at least 1 (milliseconds); 0 would fail or spin at once".into(),
+                ));
+            }
+        }
+        if acct.max_queued_ms == Some(0) {
+            return Err(bad(
+                key("max_queued_ms"),
+                "must be at least 1 (milliseconds); remove it for no limit".into(),
+            ));
+        }
+        if let Some(voice) = &acct.voice {
+            match acct.family.voices() {
+                None => {
+                    return Err(bad(
+                        key("voice"),
+                        format!(
+                            "a {} account has no voices; voice is for openai-speech accounts",
+                            acct.family
+                        ),
+                    ))
+                }
+                Some(known) if !known.contains(&voice.as_str()) => {
+                    return Err(bad(
+                        key("voice"),
+                        format!(
+                            "unknown voice \"{}\" (known to {}: {})",
+                            crate::text::shown_default(voice),
+                            acct.family,
+                            known.join(", ")
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     fn validate_storage(
         &self,
         bad: &dyn Fn(String, String) -> ConfigError,
     ) -> Result<(), ConfigError> {
         let st = &self.storage;
+        if st.max_bytes == 0 {
+            return Err(bad(
+                "storage.max_bytes".into(),
+                "must be at least 1 (bytes): 0 would refuse every result".into(),
+            ));
+        }
         let s3 = match (st.backend, &st.s3) {
             (StorageBackend::Dir, None) => return Ok(()),
             (StorageBackend::Dir, Some(_)) => {
@@ -791,6 +930,33 @@ impl Config {
     pub fn account(&self, name: &str) -> Option<&AccountConfig> {
         self.accounts.get(name)
     }
+}
+
+/// The path as shown in messages: control characters escaped, cut at 200 characters.
+fn shown_path(path: &Path) -> String {
+    crate::text::shown(&path.display().to_string(), 200)
+}
+
+/// `Ok` for an `http://` or `https://` URL with a host; else why not.
+fn check_http_url(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with http:// or https://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters");
+    }
+    Ok(())
 }
 
 impl AccountConfig {
@@ -1039,6 +1205,159 @@ mod tests {
         assert!(err.contains("bukket"), "{err}");
         let err = storage_err("[storage]\nbackend = \"gcs\"\n");
         assert!(err.contains("gcs"), "{err}");
+    }
+
+    /// An account every rejection case below breaks in one way.
+    const GOOD_ACCOUNT: &str = "[accounts.vid]\nfamily = \"openai-videos\"\nbase_url = \"https://api.example.com/v1relay\"\n";
+    const GOOD_TTS: &str =
+        "[accounts.tts]\nfamily = \"openai-speech\"\nbase_url = \"http://127.0.0.1:8787/openai\"\n";
+
+    #[test]
+    fn values_that_cannot_work_are_rejected_with_the_key_and_why() {
+        // (extra TOML, key named, part of why)
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "price = { per_second = -0.1 }",
+                "accounts.vid.price.per_second",
+                "≥ 0",
+            ),
+            (
+                "price = { per_request = nan }",
+                "accounts.vid.price.per_request",
+                "finite",
+            ),
+            (
+                "price = { per_1k_chars = inf }",
+                "accounts.vid.price.per_1k_chars",
+                "finite",
+            ),
+            (
+                "price = { per_second = -inf }",
+                "accounts.vid.price.per_second",
+                "finite",
+            ),
+            ("durations = []", "accounts.vid.durations", "is empty"),
+            ("durations = [0, 5]", "accounts.vid.durations", "0 s"),
+            (
+                "render_deadline_ms = 0",
+                "accounts.vid.render_deadline_ms",
+                "at least 1",
+            ),
+            (
+                "poll_first_ms = 0",
+                "accounts.vid.poll_first_ms",
+                "at least 1",
+            ),
+            ("poll_max_ms = 0", "accounts.vid.poll_max_ms", "at least 1"),
+            (
+                "http_timeout_ms = 0",
+                "accounts.vid.http_timeout_ms",
+                "at least 1",
+            ),
+            (
+                "max_queued_ms = 0",
+                "accounts.vid.max_queued_ms",
+                "at least 1",
+            ),
+            ("voice = \"nova\"", "accounts.vid.voice", "openai-speech"),
+        ];
+        for (extra, key, why) in cases {
+            let toml = format!("{GOOD_ACCOUNT}{extra}\n");
+            let err = Config::from_toml_str(&toml)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {extra}"))
+                .to_string();
+            assert!(err.contains(&format!("{key}:")), "{extra}: {err}");
+            assert!(err.contains(why), "{extra}: {err}");
+        }
+
+        let base_urls: &[(&str, &str)] = &[
+            ("ftp://example.com/x", "must start with http:// or https://"),
+            ("example.com/v1", "must start with http:// or https://"),
+            ("http://", "has no host"),
+            ("https:///v1", "has no host"),
+            ("http://user@:80/x", "has no host"),
+            ("http://exa mple.com", "spaces"),
+            ("http://\u{1b}[31m", "control"),
+        ];
+        for (url, why) in base_urls {
+            let toml = format!(
+                "[accounts.vid]\nfamily = \"kling\"\njwt = false\nbase_url = {}\n",
+                serde_json::to_string(url).unwrap()
+            );
+            let err = Config::from_toml_str(&toml)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {url:?}"))
+                .to_string();
+            assert!(err.contains("accounts.vid.base_url:"), "{url}: {err}");
+            assert!(err.contains(why), "{url}: {err}");
+            assert!(!err.contains('\u{1b}'), "{err:?}");
+        }
+        for url in [
+            "http://127.0.0.1:8787/openai",
+            "https://api.klingai.com",
+            "http://[::1]:9/x",
+        ] {
+            let toml =
+                format!("[accounts.vid]\nfamily = \"kling\"\njwt = false\nbase_url = \"{url}\"\n");
+            Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+
+        let err = Config::from_toml_str(&format!("{GOOD_ACCOUNT}[storage]\nmax_bytes = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("storage.max_bytes:"), "{err}");
+
+        // Voices: the family's set, checked where the family has one.
+        let err = Config::from_toml_str(&format!("{GOOD_TTS}voice = \"novva\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("accounts.tts.voice:") && err.contains("novva") && err.contains("alloy"),
+            "{err}"
+        );
+        let cfg = Config::from_toml_str(&format!("{GOOD_TTS}voice = \"nova\"\n")).unwrap();
+        assert_eq!(cfg.accounts["tts"].voice.as_deref(), Some("nova"));
+    }
+
+    #[test]
+    fn file_level_problems_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory given as the file.
+        let err = Config::load(Some(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("is a directory"), "{err}");
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        // Empty, or without accounts.
+        for text in ["", "# nothing yet\n", "[worker]\nconcurrency = 4\n"] {
+            let path = dir.path().join("empty.toml");
+            std::fs::write(&path, text).unwrap();
+            let err = Config::load(Some(&path)).unwrap_err().to_string();
+            assert!(err.contains("defines no accounts"), "{text:?}: {err}");
+            assert!(err.contains("empty.toml"), "{err}");
+        }
+        // A syntax error: its message once, with the file and position.
+        let path = dir.path().join("broken.toml");
+        std::fs::write(&path, "[accounts.vid\nfamily = 1\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err();
+        let shown = anyhow_like(&err);
+        assert!(shown.contains("broken.toml"), "{shown}");
+        let first_line = err.to_string();
+        assert_eq!(shown, first_line, "the source repeats the message");
+        // The sample configuration stays valid.
+        let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/dramaq.toml");
+        Config::load(Some(Path::new(sample))).unwrap();
+    }
+
+    /// The message followed by every source's, as `anyhow`'s `{:#}` prints a chain.
+    fn anyhow_like(e: &ConfigError) -> String {
+        let mut out = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            source = s.source();
+        }
+        out
     }
 
     #[test]

@@ -21,6 +21,9 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long, global = true, default_value = "text")]
     log_format: LogFormat,
+    /// Print a JSON document instead of a table (any subcommand; before or after it).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -29,24 +32,14 @@ struct Cli {
 enum Cmd {
     /// Validate a season script and show the tasks it expands to, with estimated cost. Writes
     /// nothing.
-    Plan {
-        script: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
+    Plan { script: PathBuf },
     /// Validate a season script and enqueue its tasks. Re-running adds only what changed.
-    Enqueue {
-        script: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
+    Enqueue { script: PathBuf },
     /// A season's progress: per episode stored/total, states and failures, spend so far and
     /// remaining, ETA. Every season without --season.
     Status {
         #[arg(long)]
         season: Option<String>,
-        #[arg(long)]
-        json: bool,
         /// Redraw every second until no task is live, then exit 0 (with --json: one document
         /// per line, printed when it changes).
         #[arg(long)]
@@ -63,8 +56,6 @@ enum Cmd {
     Tasks {
         #[arg(long)]
         season: String,
-        #[arg(long)]
-        json: bool,
     },
     /// Dead-letter queue: list, show, requeue and purge dead tasks.
     Dlq {
@@ -98,15 +89,16 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    let json = cli.json;
     match cli.cmd {
-        Cmd::Plan { script: path, json } => match script::load(&path, &cfg) {
+        Cmd::Plan { script: path } => match script::load(&path, &cfg) {
             Ok(expanded) => {
                 commands::plan(&expanded, json)?;
                 Ok(ExitCode::SUCCESS)
             }
             Err(errors) => Ok(report_script_errors(&errors)),
         },
-        Cmd::Enqueue { script: path, json } => match script::load(&path, &cfg) {
+        Cmd::Enqueue { script: path } => match script::load(&path, &cfg) {
             Ok(expanded) => {
                 commands::enqueue(&cfg, &expanded, json).await?;
                 Ok(ExitCode::SUCCESS)
@@ -115,20 +107,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Cmd::Status {
             season,
-            json,
             watch,
             wait,
             timeout_secs,
         } => {
             status_view::run_status(&cfg, season.as_deref(), json, watch, wait, timeout_secs).await
         }
-        Cmd::Tasks { season, json } => {
+        Cmd::Tasks { season } => {
             commands::tasks(&cfg, &season, json).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Dlq { cmd } => ops::run_dlq(&cfg, cmd).await,
-        Cmd::Queue { cmd } => ops::run_queue(&cfg, cmd).await,
-        Cmd::Worker { cmd } => ops::run_worker(&cfg, cmd).await,
+        Cmd::Dlq { cmd } => ops::run_dlq(&cfg, cmd, json).await,
+        Cmd::Queue { cmd } => ops::run_queue(&cfg, cmd, json).await,
+        Cmd::Worker { cmd } => ops::run_worker(&cfg, cmd, json).await,
     }
 }
 
@@ -136,8 +127,51 @@ fn report_script_errors(errors: &script::ScriptErrors) -> ExitCode {
     eprintln!("{errors}");
     eprintln!(
         "{} problem{} found; nothing was enqueued.",
-        errors.0.len(),
-        if errors.0.len() == 1 { "" } else { "s" }
+        script::thousands(errors.len()),
+        if errors.len() == 1 { "" } else { "s" }
     );
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        match Cli::try_parse_from(std::iter::once("dramaq").chain(args.iter().copied())) {
+            Ok(cli) => cli,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn json_is_one_global_flag_accepted_before_or_after_the_subcommand() {
+        for args in [
+            &["status", "--json"][..],
+            &["--json", "status"],
+            &["--json", "plan", "s.yaml"],
+            &["plan", "s.yaml", "--json"],
+            &["enqueue", "--json", "s.yaml"],
+            &["tasks", "--season", "s", "--json"],
+            &["dlq", "list", "--json"],
+            &["--json", "dlq", "show", "x"],
+            &["dlq", "requeue", "--json", "--dry-run"],
+            &["dlq", "purge", "--json"],
+            &["queue", "pause", "a", "--json"],
+            &["queue", "resume", "a", "--json"],
+            &["queue", "drain", "a", "--json"],
+            &["queue", "status", "--json"],
+            &["--json", "worker", "list"],
+        ] {
+            assert!(parse(args).json, "{args:?}");
+        }
+        assert!(!parse(&["status"]).json);
+        assert!(!parse(&["worker", "list"]).json);
+        // One definition: --help of a subcommand lists it once.
+        let help = match Cli::try_parse_from(["dramaq", "queue", "status", "--help"]) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("--help parsed"),
+        };
+        assert_eq!(help.matches("--json").count(), 1, "{help}");
+    }
 }

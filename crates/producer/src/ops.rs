@@ -3,7 +3,7 @@
 //! (`dramaq worker list`).
 //!
 //! The work is done by [`dramaq_common::ops`]; this module parses and checks the operator's
-//! input (failure classes, account names), prints a human table or, with `--json`, the very
+//! input (failure classes, account names), prints a human table or, with the global `--json`, the very
 //! struct the library returned (their doc comments show the shapes), and picks the exit code:
 //! 0 done, 1 error (printed by `main`), 2 `dlq purge` refused without `--yes`, 3 `queue drain
 //! --wait` timed out. Each command is a function taking the [`Ops`] handle and writers, so tests
@@ -50,9 +50,6 @@ pub enum DlqCmd {
     List {
         #[command(flatten)]
         filter: FilterArgs,
-        /// Print a JSON document instead of a table.
-        #[arg(long)]
-        json: bool,
     },
     /// Show one task's whole record, with every attempt's error.
     Show {
@@ -60,9 +57,6 @@ pub enum DlqCmd {
         /// The task's season, to find it through the season index (else every account is tried).
         #[arg(long)]
         season: Option<String>,
-        /// Print a JSON document instead of a table.
-        #[arg(long)]
-        json: bool,
     },
     /// Put matching dead tasks back on the queue: attempts reset, error history kept.
     Requeue {
@@ -74,9 +68,6 @@ pub enum DlqCmd {
         /// Print what would be requeued; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Print a JSON document instead of a table.
-        #[arg(long)]
-        json: bool,
     },
     /// Delete matching dead tasks for good. Refuses (exit code 2) without --yes.
     Purge {
@@ -85,9 +76,6 @@ pub enum DlqCmd {
         /// Really delete them.
         #[arg(long)]
         yes: bool,
-        /// Print a JSON document instead of a table.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -100,17 +88,9 @@ pub enum QueueCmd {
         /// Why, shown by `queue status`.
         #[arg(long)]
         reason: Option<String>,
-        /// Print a JSON document instead of a table.
-        #[arg(long)]
-        json: bool,
     },
     /// Let workers claim the account's tasks again.
-    Resume {
-        account: String,
-        /// Print a JSON document instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Resume { account: String },
     /// Pause the account and report its in-flight work; with --wait, until none is left.
     Drain {
         account: String,
@@ -123,27 +103,16 @@ pub enum QueueCmd {
         /// With --wait: give up after this many seconds (exit code 3).
         #[arg(long, default_value_t = 3600)]
         timeout_secs: u64,
-        /// Print a JSON document instead of a table.
-        #[arg(long)]
-        json: bool,
     },
     /// Per account: paused or not, task counts per state, dead-letter set size.
-    Status {
-        /// Print a JSON document instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Status,
 }
 
 /// `dramaq worker …`: the worker registry.
 #[derive(Subcommand, Debug, Clone)]
 pub enum WorkerCmd {
     /// Live workers: pid, accounts, held tasks, age of the last heartbeat.
-    List {
-        /// Print a JSON document instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
 }
 
 /// Connect to the configured Redis (refusing an evicting server unless allowed).
@@ -152,12 +121,13 @@ pub async fn connect(cfg: &Config) -> anyhow::Result<Ops> {
 }
 
 /// Run a `dlq` command, printing to stdout/stderr.
-pub async fn run_dlq(cfg: &Config, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
+pub async fn run_dlq(cfg: &Config, cmd: DlqCmd, json: bool) -> anyhow::Result<ExitCode> {
     let ops = connect(cfg).await?;
     run_dlq_to(
         &ops,
         cfg,
         cmd,
+        json,
         &mut std::io::stdout(),
         &mut std::io::stderr(),
     )
@@ -165,12 +135,13 @@ pub async fn run_dlq(cfg: &Config, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
 }
 
 /// Run a `queue` command, printing to stdout/stderr.
-pub async fn run_queue(cfg: &Config, cmd: QueueCmd) -> anyhow::Result<ExitCode> {
+pub async fn run_queue(cfg: &Config, cmd: QueueCmd, json: bool) -> anyhow::Result<ExitCode> {
     let ops = connect(cfg).await?;
     run_queue_to(
         &ops,
         cfg,
         cmd,
+        json,
         &mut std::io::stdout(),
         &mut std::io::stderr(),
     )
@@ -178,30 +149,30 @@ pub async fn run_queue(cfg: &Config, cmd: QueueCmd) -> anyhow::Result<ExitCode> 
 }
 
 /// Run a `worker` command, printing to stdout.
-pub async fn run_worker(cfg: &Config, cmd: WorkerCmd) -> anyhow::Result<ExitCode> {
+pub async fn run_worker(cfg: &Config, cmd: WorkerCmd, json: bool) -> anyhow::Result<ExitCode> {
     let ops = connect(cfg).await?;
-    run_worker_to(&ops, cmd, &mut std::io::stdout()).await
+    run_worker_to(&ops, cmd, json, &mut std::io::stdout()).await
 }
 
 pub async fn run_dlq_to(
     ops: &Ops,
     cfg: &Config,
     cmd: DlqCmd,
+    json: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
-        DlqCmd::List { filter, json } => {
+        DlqCmd::List { filter } => {
             dlq_list(ops, cfg, &filter, json, out).await?;
         }
-        DlqCmd::Show { id, season, json } => {
+        DlqCmd::Show { id, season } => {
             dlq_show(ops, &id, season.as_deref(), json, out).await?;
         }
         DlqCmd::Requeue {
             filter,
             to_provider,
             dry_run,
-            json,
         } => {
             dlq_requeue(
                 ops,
@@ -214,7 +185,7 @@ pub async fn run_dlq_to(
             )
             .await?;
         }
-        DlqCmd::Purge { filter, yes, json } => {
+        DlqCmd::Purge { filter, yes } => {
             let report = dlq_purge(ops, cfg, &filter, yes, json, out, err).await?;
             if !report.confirmed {
                 return Ok(ExitCode::from(EXIT_REFUSED));
@@ -228,18 +199,15 @@ pub async fn run_queue_to(
     ops: &Ops,
     cfg: &Config,
     cmd: QueueCmd,
+    json: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
-        QueueCmd::Pause {
-            account,
-            reason,
-            json,
-        } => {
+        QueueCmd::Pause { account, reason } => {
             queue_pause(ops, cfg, &account, reason.as_deref(), json, out).await?;
         }
-        QueueCmd::Resume { account, json } => {
+        QueueCmd::Resume { account } => {
             queue_resume(ops, cfg, &account, json, out).await?;
         }
         QueueCmd::Drain {
@@ -247,7 +215,6 @@ pub async fn run_queue_to(
             reason,
             wait,
             timeout_secs,
-            json,
         } => {
             let timeout = wait.then(|| Duration::from_secs(timeout_secs));
             let report = queue_drain(
@@ -265,7 +232,7 @@ pub async fn run_queue_to(
                 return Ok(ExitCode::from(EXIT_TIMEOUT));
             }
         }
-        QueueCmd::Status { json } => {
+        QueueCmd::Status => {
             queue_status(ops, cfg, json, out).await?;
         }
     }
@@ -275,10 +242,11 @@ pub async fn run_queue_to(
 pub async fn run_worker_to(
     ops: &Ops,
     cmd: WorkerCmd,
+    json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
-        WorkerCmd::List { json } => {
+        WorkerCmd::List => {
             worker_list(ops, json, out).await?;
         }
     }

@@ -18,9 +18,11 @@ use std::time::Duration;
 const VA: &str = "vid-a";
 const VB: &str = "vid-b";
 
-/// The subcommands as `main.rs` wires them.
+/// The subcommands as `main.rs` wires them, `--json` global as there.
 #[derive(Parser)]
 struct Cli {
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -157,19 +159,23 @@ async fn setup() -> (RedisServer, Config, Ops) {
     (server, cfg, ops)
 }
 
+fn parse_cli(args: &[&str]) -> Cli {
+    Cli::try_parse_from(std::iter::once("dramaq").chain(args.iter().copied())).expect("parses")
+}
+
 fn parse(args: &[&str]) -> Cmd {
-    Cli::try_parse_from(std::iter::once("dramaq").chain(args.iter().copied()))
-        .expect("parses")
-        .cmd
+    parse_cli(args).cmd
 }
 
 async fn run(ops: &Ops, cfg: &Config, args: &[&str]) -> (anyhow::Result<ExitCode>, String, String) {
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let code = match parse(args) {
-        Cmd::Dlq { cmd } => ops::run_dlq_to(ops, cfg, cmd, &mut out, &mut err).await,
-        Cmd::Queue { cmd } => ops::run_queue_to(ops, cfg, cmd, &mut out, &mut err).await,
-        Cmd::Worker { cmd } => ops::run_worker_to(ops, cmd, &mut out).await,
+    let cli = parse_cli(args);
+    let json = cli.json;
+    let code = match cli.cmd {
+        Cmd::Dlq { cmd } => ops::run_dlq_to(ops, cfg, cmd, json, &mut out, &mut err).await,
+        Cmd::Queue { cmd } => ops::run_queue_to(ops, cfg, cmd, json, &mut out, &mut err).await,
+        Cmd::Worker { cmd } => ops::run_worker_to(ops, cmd, json, &mut out).await,
     };
     (
         code,
@@ -184,7 +190,7 @@ async fn dead_count(ops: &Ops) -> usize {
 
 #[test]
 fn clap_parses_every_flag() {
-    match parse(&[
+    let cli = parse_cli(&[
         "dlq",
         "requeue",
         "--season",
@@ -199,14 +205,15 @@ fn clap_parses_every_flag() {
         VB,
         "--dry-run",
         "--json",
-    ]) {
+    ]);
+    assert!(cli.json);
+    match cli.cmd {
         Cmd::Dlq {
             cmd:
                 DlqCmd::Requeue {
                     filter,
                     to_provider,
                     dry_run,
-                    json,
                 },
         } => {
             assert_eq!(filter.season.as_deref(), Some("s1"));
@@ -214,7 +221,7 @@ fn clap_parses_every_flag() {
             assert_eq!(filter.provider.as_deref(), Some(VA));
             assert_eq!(filter.class.as_deref(), Some("provider_error"));
             assert_eq!(to_provider.as_deref(), Some(VB));
-            assert!(dry_run && json);
+            assert!(dry_run);
         }
         _ => panic!("wrong command"),
     }
@@ -234,12 +241,20 @@ fn clap_parses_every_flag() {
             cmd: DlqCmd::Purge { yes: true, .. }
         }
     ));
-    assert!(matches!(
-        parse(&["worker", "list", "--json"]),
-        Cmd::Worker {
-            cmd: WorkerCmd::List { json: true }
-        }
-    ));
+    for args in [
+        &["worker", "list", "--json"][..],
+        &["--json", "worker", "list"],
+    ] {
+        let cli = parse_cli(args);
+        assert!(cli.json, "{args:?}");
+        assert!(matches!(
+            cli.cmd,
+            Cmd::Worker {
+                cmd: WorkerCmd::List
+            }
+        ));
+    }
+    assert!(!parse_cli(&["worker", "list"]).json);
 }
 
 #[tokio::test]

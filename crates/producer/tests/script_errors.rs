@@ -1,19 +1,15 @@
 //! Broken season scripts and the errors they must produce: schema path, line and a piece of the
 //! message, for every validation rule. Run against the sandbox configuration the sample uses.
 
+mod support;
+
 use std::path::Path;
 
 use dramaq_common::config::Config;
 use dramaq_common::TaskKind;
-use dramaq_producer::script::{load, parse_str, ScriptErrors};
+use dramaq_producer::script::{load, parse_str, ScriptErrors, MAX_ERRORS};
 
-fn config() -> Config {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/dramaq.toml");
-    match Config::load(Some(Path::new(path))) {
-        Ok(cfg) => cfg,
-        Err(e) => panic!("sandbox config: {e}"),
-    }
-}
+use support::{config, hostile_script};
 
 struct Case {
     name: &'static str,
@@ -114,7 +110,7 @@ episodes:
             (
                 "episodes[0].scenes[0].characters[1]",
                 14,
-                "unknown character `Mria` (declared: Mira, Jun)",
+                "unknown character `Mria` (did you mean `Mira`? declared: Mira, Jun)",
             ),
             (
                 "episodes[0].scenes[0].first_frame",
@@ -689,4 +685,110 @@ fn sample_loads_with_expected_task_counts() {
         .tasks
         .iter()
         .any(|t| t.chain == ["sandbox-kling".to_string()]));
+}
+
+/// 8,000 declared characters and 40,000 unknown references (~680 KB) once took 2.6 GB and printed
+/// 2.5 GB of errors, each quoting every declared name; 20,000 and 100,000 (~1.7 MB) ran out of
+/// memory. Now: the first errors by position, each with the closest names, then a count.
+#[test]
+fn hostile_script_gives_bounded_errors() {
+    let cfg = config();
+    for (declared, unknown) in [(8_000, 40_000), (20_000, 100_000)] {
+        let text = hostile_script(declared, unknown);
+        let started = std::time::Instant::now();
+        let Err(e) = parse_str(&text, "hostile.yaml", &cfg) else {
+            panic!("hostile script accepted");
+        };
+        assert_eq!(e.len(), unknown);
+        assert_eq!(e.shown(), MAX_ERRORS);
+        let out = e.to_string();
+        let last = out.lines().last().unwrap_or_default();
+        let more = dramaq_producer::script::thousands(unknown - MAX_ERRORS);
+        assert_eq!(last, format!("… and {more} more errors"));
+        assert_eq!(out.lines().count(), MAX_ERRORS + 1);
+        assert!(out.len() < 64 * 1024, "{} bytes of errors", out.len());
+        let first = &e.errors[0];
+        assert_eq!(first.path, "episodes[0].scenes[0].characters[0]");
+        assert!(
+            first.message.starts_with(
+                "unknown character `x00000` (did you mean `c00000`? declared: c00000, c00001,"
+            ),
+            "{}",
+            first.message
+        );
+        assert!(
+            first.message.ends_with(&format!(
+                "and {} more)",
+                dramaq_producer::script::thousands(declared - 10)
+            )),
+            "{}",
+            first.message
+        );
+        // Linear: generous for a debug build on a busy machine, far under the quadratic time.
+        assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+    }
+}
+
+/// Script text reaches messages escaped and cut: no escape sequence, newline or megabyte of
+/// digits gets to the terminal.
+#[test]
+fn user_text_in_messages_is_escaped_and_cut() {
+    let cfg = config();
+    let esc = "\u{1b}[2J\u{1b}]0;pwned\u{7}";
+    let head = "id: s1\ntitle: T\ndefaults: { aspect_ratio: \"9:16\", resolution: 720p, duration: 8, \
+                providers: { image: [sandbox-image], video: [sandbox-sora], voice: [sandbox-tts] } }\n";
+    let texts = [
+        // Unknown character in a scene and as a speaker, with ESC sequences and newlines.
+        format!(
+            "{head}characters:\n  - {{name: Mira, appearance: a, seed: 1}}\nepisodes:\n  - scenes:\n      \
+             - description: d\n        characters: [\"{esc}\"]\n        dialogue:\n          \
+             - {{speaker: \"Mi\\nra{esc}\", line: hi}}\n"
+        ),
+        // Duplicate and colliding character names, an account, a field name, a value.
+        format!(
+            "{head}characters:\n  - {{name: \"A{esc}\", appearance: a, seed: 1}}\n  \
+             - {{name: \"a{esc}\", appearance: a, seed: 1}}\n  - {{name: \"A\\n\", appearance: a, seed: 1}}\n\
+             episodes:\n  - scenes:\n      - description: d\n        providers: {{ video: [\"sora{esc}\", \"sora{esc}\"] }}\n        \
+             \"k{esc}\": 1\n        camera: [\"{esc}\"]\n"
+        ),
+        // A character listed twice and a first frame not listed, with hostile names.
+        format!(
+            "{head}characters:\n  - {{name: \"B{esc}\", appearance: a, seed: 1}}\n  - {{name: \"C{esc}\", appearance: a, seed: 1}}\n\
+             episodes:\n  - scenes:\n      - description: d\n        characters: [\"B{esc}\", \"b{esc}\"]\n        first_frame: \"C{esc}\"\n"
+        ),
+        // A one-megabyte number, as a seed and as a duration; a huge float.
+        format!(
+            "{head}characters:\n  - {{name: M, appearance: a, seed: {big}}}\nepisodes:\n  - scenes:\n      \
+             - {{description: d, duration: -{big}}}\n      - {{description: d, duration: 1e300}}\n",
+            big = "9".repeat(1 << 20)
+        ),
+    ];
+    for text in &texts {
+        let Err(e) = parse_str(text, "season.yaml", &cfg) else {
+            panic!("accepted");
+        };
+        let out = e.to_string();
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out}");
+        assert_eq!(out.lines().count(), e.shown(), "{out}");
+        for err in e.iter() {
+            assert!(err.message.len() < 1_000, "{}", err.message);
+            assert!(err.path.len() < 1_000, "{}", err.path);
+        }
+        assert!(out.contains("\\u{1b}") || out.contains("…"), "{out}");
+    }
+    // The huge number is quoted cut, not in full.
+    let Err(e) = parse_str(&texts[3], "season.yaml", &cfg) else {
+        panic!("accepted");
+    };
+    let seed = e
+        .iter()
+        .find(|x| x.path == "characters[0].seed")
+        .expect("seed error");
+    assert!(
+        seed.message.starts_with("999999") && seed.message.contains("… is out of range"),
+        "{}",
+        seed.message
+    );
+    let out = e.to_string();
+    assert!(out.len() < 4_096, "{} bytes", out.len());
 }

@@ -181,7 +181,10 @@ pub fn whole(sink: &mut Sink, node: &Node, path: &str, min: i64, max: i64) -> Op
                 sink.push(
                     path,
                     node.pos,
-                    format!("{} is out of range (allowed: {min} to {max})", s.text),
+                    format!(
+                        "{} is out of range (allowed: {min} to {max})",
+                        shown(&s.text)
+                    ),
                 );
                 return None;
             }

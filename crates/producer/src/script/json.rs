@@ -18,7 +18,10 @@ pub fn build_json(text: &str, sink: &mut Sink) -> Option<Node> {
         sink.push(
             "",
             Pos::new(e.line().max(1), e.column().max(1)),
-            format!("JSON syntax error: {}", message(&e)),
+            format!(
+                "JSON syntax error: {}",
+                dramaq_common::text::shown(&message(&e), 200)
+            ),
         );
         return None;
     }

@@ -15,6 +15,7 @@ mod expand;
 mod fields;
 mod json;
 mod season;
+mod suggest;
 mod tree;
 mod validate;
 
@@ -27,7 +28,7 @@ use std::path::Path;
 use dramaq_common::config::Config;
 use dramaq_common::NewTask;
 
-pub use error::{Pos, ScriptError, ScriptErrors};
+pub use error::{thousands, Pos, ScriptError, ScriptErrors, MAX_ERRORS};
 pub use validate::{ASPECT_RATIOS, RESOLUTIONS};
 
 use error::Sink;

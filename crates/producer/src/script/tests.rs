@@ -269,7 +269,7 @@ fn json_syntax_errors_have_positions() {
         panic!("accepted broken JSON");
     };
     assert_eq!(e.len(), 1);
-    let e = &e.0[0];
+    let e = &e.errors[0];
     assert_eq!((e.line, e.column), (3, 11), "{e}");
     assert!(e.message.contains("JSON syntax error"), "{e}");
 }
@@ -301,7 +301,7 @@ fn load_reads_files_and_refuses_bad_ones() {
     let Err(e) = load(&bad, &cfg) else {
         panic!("accepted non-UTF-8")
     };
-    assert_eq!((e.0[0].line, e.0[0].column), (2, 12), "{e}");
+    assert_eq!((e.errors[0].line, e.errors[0].column), (2, 12), "{e}");
     assert!(e.to_string().contains("not valid UTF-8"), "{e}");
 
     let big = vec![b'#'; usize::try_from(MAX_SCRIPT_BYTES).unwrap_or(0) + 1];

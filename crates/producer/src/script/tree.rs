@@ -107,7 +107,8 @@ impl Resolved<'_> {
             Resolved::Bool(b) => format!("a boolean ({b})"),
             Resolved::Int(Some(i)) => format!("an integer ({i})"),
             Resolved::Int(None) => "an integer too large to use".to_string(),
-            Resolved::Float(f) => format!("a number ({f})"),
+            // A float's shortest form can still run to 300 digits (1e300 prints in full).
+            Resolved::Float(f) => format!("a number ({})", shown(&f.to_string())),
             Resolved::Str(_) => "text".to_string(),
         }
     }
@@ -246,7 +247,14 @@ pub fn build_yaml(text: &str, sink: &mut Sink) -> Option<Node> {
             }
             Ok(Err(e)) => {
                 let pos = pos_of(e.marker());
-                b.sink.push("", pos, format!("syntax error: {}", e.info()));
+                b.sink.push(
+                    "",
+                    pos,
+                    format!(
+                        "syntax error: {}",
+                        dramaq_common::text::shown(e.info(), 200)
+                    ),
+                );
                 return None;
             }
         };

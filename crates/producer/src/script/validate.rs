@@ -6,15 +6,17 @@
 //! value (durations against the accounts of a chain, references to characters) are skipped when
 //! that value was itself invalid, so one mistake does not produce a cascade of follow-ups.
 
-use std::collections::HashMap;
+use std::cell::OnceCell;
+use std::collections::{HashMap, HashSet};
 
 use dramaq_common::config::{Config, ASSEMBLY_ACCOUNT};
 use dramaq_common::TaskKind;
 
-use super::error::{shown, Pos, Sink};
+use super::error::{shown, thousands, Pos, Sink};
 use super::expand::IMAGE_GROUP;
 use super::fields::{self, index_path, Fields};
 use super::season::{character_id, Character, Episode, Line, Scene, Season};
+use super::suggest::Suggest;
 use super::tree::Node;
 
 const ROOT_FIELDS: &[&str] = &["id", "title", "defaults", "characters", "episodes"];
@@ -35,6 +37,20 @@ const SCENE_FIELDS: &[&str] = &[
 ];
 const SCENE_PROVIDER_FIELDS: &[&str] = &["video"];
 const LINE_FIELDS: &[&str] = &["speaker", "line"];
+
+/// Most names one message lists; the rest are counted.
+const LISTED: usize = 10;
+
+/// `a, b, c` of at most [`LISTED`] items, each shown escaped and cut, then `and N more`: a
+/// message quoting a list stays short however long the list.
+fn listed<'s>(items: impl ExactSizeIterator<Item = &'s str>) -> String {
+    let total = items.len();
+    let mut out: Vec<String> = items.take(LISTED).map(shown).collect();
+    if total > LISTED {
+        out.push(format!("and {} more", thousands(total - LISTED)));
+    }
+    out.join(", ")
+}
 
 pub const ASPECT_RATIOS: &[&str] = &["16:9", "9:16", "1:1"];
 pub const RESOLUTIONS: &[&str] = &["480p", "720p", "1080p"];
@@ -278,6 +294,7 @@ impl Validator<'_> {
             return Chain::Invalid;
         }
         let mut names = Vec::new();
+        let mut listed: HashSet<String> = HashSet::new();
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
             let item_path = index_path(path, i);
@@ -285,7 +302,7 @@ impl Validator<'_> {
                 ok = false;
                 continue;
             };
-            if names.contains(&name) {
+            if !listed.insert(name.clone()) {
                 self.sink.push(
                     &item_path,
                     item.pos,
@@ -326,7 +343,8 @@ impl Validator<'_> {
                         path,
                         pos,
                         format!(
-                            "account `{name}` ({}) cannot produce {kind} (accounts that can: {})",
+                            "account `{}` ({}) cannot produce {kind} (accounts that can: {})",
+                            shown(name),
                             acct.family,
                             self.accounts_for(kind)
                         ),
@@ -351,7 +369,7 @@ impl Validator<'_> {
         if names.is_empty() {
             "none configured".to_string()
         } else {
-            names.join(", ")
+            listed(names.into_iter())
         }
     }
 
@@ -380,8 +398,10 @@ impl Validator<'_> {
                         &f.path_of("name"),
                         n.pos,
                         format!(
-                            "duplicate character `{name}` (`{first}` was declared at line {}; \
+                            "duplicate character `{}` (`{}` was declared at line {}; \
                              names are compared ignoring case)",
+                            shown(&name),
+                            shown(first),
                             at.line
                         ),
                     );
@@ -392,8 +412,11 @@ impl Validator<'_> {
                         &f.path_of("name"),
                         n.pos,
                         format!(
-                            "character `{name}` would get the id `{id}`, already taken by \
-                             `{first}` (ids keep only a-z and 0-9; rename one of them)"
+                            "character `{}` would get the id `{}`, already taken by `{}` (ids \
+                             keep only a-z and 0-9; rename one of them)",
+                            shown(&name),
+                            shown(&id),
+                            shown(first)
                         ),
                     );
                     name.clear();
@@ -457,7 +480,12 @@ impl Validator<'_> {
         }
         let mut out = Vec::new();
         let mut seen: HashMap<String, Pos> = HashMap::new();
-        let refs = Refs { characters, names };
+        let refs = Refs {
+            characters,
+            names,
+            suggest: OnceCell::new(),
+            declared: OnceCell::new(),
+        };
         for (i, item) in items.iter().enumerate() {
             let path = index_path("episodes", i);
             let Some(f) = Fields::read(self.sink, item, &path, EPISODE_FIELDS) else {
@@ -513,7 +541,8 @@ impl Validator<'_> {
                 &path,
                 pos,
                 format!(
-                    "duplicate {what} id `{id}`{origin}: already used at line {}",
+                    "duplicate {what} id `{}`{origin}: already used at line {}",
+                    shown(&id),
                     first.line
                 ),
             );
@@ -566,6 +595,7 @@ impl Validator<'_> {
             .unwrap_or_default();
 
         let mut characters: Vec<usize> = Vec::new();
+        let mut in_scene: HashSet<usize> = HashSet::new();
         if let Some(n) = f.opt("characters") {
             let path = f.path_of("characters");
             for (i, item) in fields::list(self.sink, n, &path)
@@ -575,14 +605,17 @@ impl Validator<'_> {
             {
                 let item_path = index_path(&path, i);
                 if let Some(c) = self.character_ref(item, &item_path, refs) {
-                    if characters.contains(&c) {
+                    if in_scene.insert(c) {
+                        characters.push(c);
+                    } else {
                         self.sink.push(
                             &item_path,
                             item.pos,
-                            format!("character `{}` is listed twice in this scene", refs.name(c)),
+                            format!(
+                                "character `{}` is listed twice in this scene",
+                                shown(refs.name(c))
+                            ),
                         );
-                    } else {
-                        characters.push(c);
                     }
                 }
             }
@@ -591,7 +624,7 @@ impl Validator<'_> {
         let first_frame = f.opt("first_frame").and_then(|n| {
             let path = f.path_of("first_frame");
             let c = self.character_ref(n, &path, refs)?;
-            if characters.contains(&c) {
+            if in_scene.contains(&c) {
                 Some(c)
             } else {
                 self.sink.push(
@@ -599,7 +632,7 @@ impl Validator<'_> {
                     n.pos,
                     format!(
                         "first_frame `{}` must also be listed in this scene's characters (listed: {})",
-                        refs.name(c),
+                        shown(refs.name(c)),
                         refs.list(&characters)
                     ),
                 );
@@ -692,12 +725,16 @@ impl Validator<'_> {
                         &duration_path,
                         duration_pos,
                         format!(
-                            "{d} s{origin} cannot be rendered by account {name} (allowed: {})",
-                            allowed
-                                .iter()
-                                .map(u32::to_string)
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            "{d} s{origin} cannot be rendered by account {} (allowed: {})",
+                            shown(name),
+                            listed(
+                                allowed
+                                    .iter()
+                                    .map(u32::to_string)
+                                    .collect::<Vec<_>>()
+                                    .iter()
+                                    .map(String::as_str)
+                            )
                         ),
                     );
                 }
@@ -729,25 +766,12 @@ impl Validator<'_> {
         match refs.names.get(&name.to_lowercase()) {
             Some(&i) => Some(i),
             None => {
-                let declared: Vec<&str> = refs
-                    .characters
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .filter(|n| !n.is_empty())
-                    .collect();
-                self.sink.push(
-                    path,
-                    node.pos,
-                    format!(
-                        "unknown character `{}` (declared: {})",
-                        shown(&name),
-                        if declared.is_empty() {
-                            "none".to_string()
-                        } else {
-                            declared.join(", ")
-                        }
-                    ),
+                let message = format!(
+                    "unknown character `{}` ({})",
+                    shown(&name),
+                    refs.hint(&name)
                 );
+                self.sink.push(path, node.pos, message);
                 None
             }
         }
@@ -774,25 +798,57 @@ struct Defaults {
     assembly: Chain,
 }
 
+/// The declared characters, for resolving references and for explaining unknown ones.
 struct Refs<'a> {
     characters: &'a [Character],
+    /// Lowercased name → index.
     names: &'a HashMap<String, usize>,
+    /// Built at the first unknown reference; most scripts never need it.
+    suggest: OnceCell<Suggest<'a>>,
+    /// "declared: a, b, … and N more", likewise built once.
+    declared: OnceCell<String>,
 }
 
-impl Refs<'_> {
+impl<'a> Refs<'a> {
     fn name(&self, i: usize) -> &str {
         self.characters.get(i).map_or("?", |c| c.name.as_str())
     }
 
+    /// At most [`LISTED`] names, then a count.
     fn list(&self, indexes: &[usize]) -> String {
         if indexes.is_empty() {
             return "none".to_string();
         }
-        indexes
+        listed(indexes.iter().map(|&i| self.name(i)))
+    }
+
+    fn declared_names(&self) -> impl Iterator<Item = &'a str> {
+        self.characters
             .iter()
-            .map(|&i| self.name(i))
-            .collect::<Vec<_>>()
-            .join(", ")
+            .map(|c| c.name.as_str())
+            .filter(|n| !n.is_empty())
+    }
+
+    /// What to tell about an unknown name: the closest declared names, then a bounded list of
+    /// those declared. Costs the same whatever the number of characters.
+    fn hint(&self, unknown: &str) -> String {
+        let declared = self.declared.get_or_init(|| {
+            let names: Vec<&str> = self.declared_names().collect();
+            if names.is_empty() {
+                "declared: none".to_string()
+            } else {
+                format!("declared: {}", listed(names.into_iter()))
+            }
+        });
+        let closest = self
+            .suggest
+            .get_or_init(|| Suggest::new(self.declared_names()))
+            .closest(unknown);
+        if closest.is_empty() {
+            return declared.clone();
+        }
+        let quoted: Vec<String> = closest.iter().map(|n| format!("`{}`", shown(n))).collect();
+        format!("did you mean {}? {declared}", quoted.join(" or "))
     }
 }
 
