@@ -330,7 +330,7 @@ impl Family {
         }
     }
 
-    /// Clip lengths (seconds) the family renders, per providers.md.
+    /// Clip lengths (seconds) the family renders, per docs/providers.md.
     pub fn default_durations(self) -> &'static [u32] {
         match self {
             Family::OpenaiVideos => &[4, 8, 12, 16, 20],
@@ -344,7 +344,7 @@ impl Family {
     }
 
     /// The voices the family speaks with, when it has a fixed set (OpenAI speech, per
-    /// providers.md); `None` for families without voices.
+    /// docs/providers.md); `None` for families without voices.
     pub fn voices(self) -> Option<&'static [&'static str]> {
         match self {
             Family::OpenaiSpeech => Some(&[
@@ -418,7 +418,7 @@ pub struct AccountConfig {
     pub quota: Quota,
 }
 
-/// A provider account's limits (design-notes invariant 3). Zero means "no limit".
+/// A provider account's limits (docs/invariants.md, "Quotas hold across the fleet"). Zero means "no limit".
 ///
 /// `submit_per_sec` and `burst` drive a GCRA limiter kept in Redis (clock from `TIME`), checked in
 /// the same script that claims a task, so a task never holds a worker while it waits for

@@ -73,7 +73,7 @@ impl fmt::Display for TaskKind {
     }
 }
 
-/// Where a task is in its lifecycle. Exactly one at any instant (design-notes invariant 1).
+/// Where a task is in its lifecycle. Exactly one at any instant (docs/invariants.md, "Nothing is lost").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
@@ -147,7 +147,7 @@ impl fmt::Display for TaskState {
     }
 }
 
-/// Why an attempt failed. Drives retry, the dead-letter queue and dashboards (design-notes).
+/// Why an attempt failed. Drives retry, the dead-letter queue and dashboards (ARCHITECTURE.md, "The failure decision").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureClass {

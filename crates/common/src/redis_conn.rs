@@ -1,6 +1,6 @@
 //! Redis connections: the shared pool, dedicated blocking readers, and the start-up checks.
 //!
-//! Two traps shape this file (design-notes, "Redis client traps"). redis 1.x async connections
+//! Two traps shape this file (docs/redis-client.md). redis 1.x async connections
 //! time out a response after 500 ms by default, so pooled connections get a longer timeout and a
 //! blocking `XREADGROUP … BLOCK` runs on its own connection whose timeout exceeds the block. And a
 //! blocking command on a shared multiplexed connection stalls every other command on it, so
@@ -186,7 +186,7 @@ impl RedisHandle {
         }
     }
 
-    /// Refuse a server that may evict keys (design-notes invariant 10), unless allowed.
+    /// Refuse a server that may evict keys (docs/invariants.md, "Redis must not evict"), unless allowed.
     pub(crate) async fn check_no_eviction(&self, allow_eviction: bool) -> Result<(), ConnError> {
         let mut conn = self.conn().await?;
         let reply: Vec<String> = redis::cmd("CONFIG")

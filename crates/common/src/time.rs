@@ -1,7 +1,7 @@
 //! Wall-clock helpers for the few places that are not inside a Lua script.
 //!
 //! Leases, schedules and limits take their clock from Redis `TIME` inside the scripts
-//! (design-notes invariant 9); this module is for log fields and local durations only.
+//! (docs/invariants.md, "Time comes from Redis"); this module is for log fields and local durations only.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -209,6 +209,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         accounts: BTreeMap::from([(ACCOUNT.to_string(), provider)]),
         storage: Arc::new(HashOnly),
         held: HeldLeases::default(),
+        journal: Default::default(),
         stopping: CancellationToken::new(),
         abort: CancellationToken::new(),
         metrics: crate::metrics::Metrics::new(),

@@ -22,6 +22,8 @@ pub(crate) struct Ctx {
     pub accounts: BTreeMap<String, Arc<dyn Provider>>,
     pub storage: Arc<dyn Storage>,
     pub held: HeldLeases,
+    /// Paid transitions of the last seconds, replayed when Redis restarts.
+    pub(crate) journal: crate::journal::Journal,
     /// Slots for claimed work (submits, downloads of sync results, assembly).
     pub slots: Arc<Semaphore>,
     /// Fired on SIGINT/SIGTERM: stop claiming and polling, finish what is in flight.

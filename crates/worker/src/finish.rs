@@ -130,6 +130,9 @@ pub(crate) async fn complete(
         paid,
     };
     let has_dependents = ctx.queue.complete(&lease.account, &lease.id, &done).await?;
+    if paid {
+        ctx.journal.completed(lease, &done);
+    }
     debug!(
         location = stored.location.as_str(),
         bytes = stored.bytes,

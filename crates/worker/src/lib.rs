@@ -17,6 +17,7 @@ pub(crate) mod fetch;
 pub(crate) mod finish;
 pub(crate) mod heartbeat;
 pub(crate) mod held;
+pub(crate) mod journal;
 pub mod metrics;
 pub mod metrics_server;
 pub(crate) mod poll;

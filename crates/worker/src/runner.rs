@@ -106,6 +106,7 @@ pub async fn run(
         accounts: accounts.clone(),
         storage,
         held: HeldLeases::default(),
+        journal: Default::default(),
         stopping: CancellationToken::new(),
         abort: CancellationToken::new(),
         cfg,
@@ -141,6 +142,7 @@ pub async fn run(
         loops.spawn(poll::run(ctx.clone(), account.clone(), work.clone()));
     }
     let beat = tokio::spawn(heartbeat::run(ctx.clone()));
+    loops.spawn(crate::journal::watch(ctx.clone()));
     if opts.reaper {
         loops.spawn(reaper::run(
             queue.clone(),

@@ -1,6 +1,6 @@
 //! Output storage: where rendered bytes end up before a task may be marked done.
 //!
-//! Stored before done (design-notes invariant 7): a result is streamed into storage, hashed
+//! Stored before done (docs/invariants.md, "Stored before done"): a result is streamed into storage, hashed
 //! (sha256) and size-capped on the way, and becomes visible at its location only once whole;
 //! only then does the worker run `complete.lua`. Two backends keep that contract, chosen by
 //! `storage.backend` ([`from_config`]): [`LocalDir`] (a temporary file renamed into place

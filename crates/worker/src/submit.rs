@@ -133,6 +133,12 @@ async fn handle(ctx: &Ctx, lease: &Lease, rec: &TaskRecord) -> Result<(), QueueE
                     first_poll,
                 )
                 .await?;
+            ctx.journal.accepted(
+                lease,
+                &provider_task_id,
+                poll_locator.as_deref(),
+                first_poll,
+            );
             let ptid = Shown::id(&provider_task_id);
             match accepted {
                 Accepted::Accepted => {

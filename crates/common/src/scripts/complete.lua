@@ -24,6 +24,8 @@
 -- `delayed`, `rendering` after the reaper's repoll). A newer token means another holder took
 -- over: refused, as fencing demands; so is a task stored, dead, moving, waiting or gone. If the
 -- caller paid for a refused output, the record is flagged `possible_duplicate` (counted once).
+-- A task already stored with this very output and checksum answers 1 and nothing changes, so the
+-- call can be replayed (`crates/worker/src/journal.rs`).
 -- Returns, per task: 2 stored and has dependents to tell, 1 stored, 0 refused.
 
 local now = now_ms()
@@ -38,7 +40,10 @@ for i = 1, n do
   local rdeps = KEYS[7 + 2 * i]
   local a = 5 * (i - 1)
   local t = load_task(key)
-  if t == nil or not wants[t.state] or (t.fence or 0) > tonumber(ARGV[a + 1]) then
+  if t ~= nil and t.state == 'stored' and t.sha256 == ARGV[a + 3] and t.output == ARGV[a + 2] then
+    -- Already recorded with this very output (a replay after a Redis restart): nothing to do.
+    out[i] = 1
+  elseif t == nil or not wants[t.state] or (t.fence or 0) > tonumber(ARGV[a + 1]) then
     out[i] = 0
     if ARGV[a + 5] == '1' then
       redis.call('HINCRBY', KEYS[7], 'orphaned_renders', 1)

@@ -27,6 +27,8 @@
 --             or is gone: this render cannot be attached. The record (if any) is flagged
 --             `possible_duplicate`; the account's `orphaned_renders` counter goes up, and
 --             `possible_duplicates` once per task, so no double payment goes unnoticed.
+-- A render already recorded under this provider task id is 'accepted' again and nothing changes,
+-- so the call can be replayed (`crates/worker/src/journal.rs`).
 -- Returns 'accepted' | 'adopted' | 'orphaned'.
 
 local t = load_task(KEYS[1])
@@ -37,6 +39,10 @@ if t == nil then
   return 'orphaned'
 end
 local outcome
+if t.provider_task_id == ARGV[2] then
+  -- Already recorded (a replay after a Redis restart found the write survived): nothing to do.
+  return 'accepted'
+end
 if t.state == 'submitting' and tostring(t.fence) == ARGV[1] then
   outcome = 'accepted'
 elseif t.provider_task_id == nil and (t.fence or 0) <= tonumber(ARGV[1])

@@ -1,6 +1,6 @@
 -- prelude.lua: helpers prepended to every dramaq transition script (it touches no key itself).
 --
--- Time comes from Redis TIME so every host agrees (design-notes invariant 9). The Rust side never
+-- Time comes from Redis TIME so every host agrees (docs/invariants.md, "Time comes from Redis"). The Rust side never
 -- writes empty arrays or integers past 2^53, so a cmsgpack round trip is lossless. Every state change goes through set_state,
 -- which keeps the per-account "<season>|<state>" counters in step: status and gauges read those
 -- counters instead of scanning.
@@ -100,7 +100,7 @@ local function append_error(t, class, code, message, now)
   table.insert(t.errors, e)
 end
 
--- Quota helpers (design-notes invariant 3). `q` is the account's quota as passed by the caller:
+-- Quota helpers (docs/invariants.md, "Quotas hold across the fleet"). `q` is the account's quota as passed by the caller:
 -- { interval_us, tolerance_us, max_concurrent, slot_ms, daily_cap } with 0 = unlimited. Each
 -- returns 0 when a submit may proceed now, else how many ms until it might.
 
