@@ -12,7 +12,17 @@
 //! `scripts/bench-chaos.sh` runs the `chaos_bench` test below in a bigger setting.
 
 use dramaq_e2e::chaos::{self, Report, Settings};
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// One scenario at a time: each runs four workers, a sandbox and Redis, and two at once on a
+/// small CI machine would mostly measure the machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run(settings: &Settings) -> Report {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    chaos::run(settings).expect("chaos set-up")
+}
 
 fn show(name: &str, report: &Report) {
     println!("\n{name}\n{}", report.table());
@@ -28,7 +38,7 @@ fn kill_9_workers_and_a_redis_restart_lose_nothing_and_pay_once() {
     }
     .from_env()
     .expect("CHAOS_* settings");
-    let report = chaos::run(&settings).expect("chaos set-up");
+    let report = run(&settings);
     show("chaos: kill -9 workers + redis restart", &report);
     assert!(report.kills > 0, "no worker was killed");
     assert_eq!(report.redis_restarts, settings.redis_restarts);
@@ -47,7 +57,7 @@ fn power_loss_of_the_last_second_loses_nothing_and_pays_no_unflagged_duplicate()
     }
     .from_env()
     .expect("CHAOS_* settings");
-    let report = chaos::run(&settings).expect("chaos set-up");
+    let report = run(&settings);
     show("chaos: kill -9 workers + power cut", &report);
     assert_eq!(report.power_cuts, settings.power_cuts);
     report.assert_goals();
@@ -71,7 +81,7 @@ fn chaos_bench() {
     }
     .from_env()
     .expect("CHAOS_* settings");
-    let report = chaos::run(&settings).expect("chaos set-up");
+    let report = run(&settings);
     show("chaos bench", &report);
     report.assert_goals();
 }
