@@ -788,14 +788,19 @@ pub fn run(settings: &Settings) -> Result<Report> {
     let fixture_url = env.redis.url();
     env.edit_config(|t| t.replace(&fixture_url, &redis.url()))?;
     // Quick retries and re-takes: the season must finish within a test's patience while workers
-    // die every few seconds (each death may cost a task one stall).
+    // die every few seconds (each death may cost a task one stall). The example's own
+    // max_attempts goes first (a second one would be a duplicate key).
+    env.edit_config(|t| {
+        t.lines()
+            .filter(|l| !l.trim_start().starts_with("max_attempts"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    })?;
     env.set_in_table(
         "worker",
         "retry_base_ms = 200\nretry_max_ms = 2000\npoll_lease_ms = 2000\nmax_stalls = 20\n\
          max_attempts = 5",
     )?;
-    // The example config's own max_attempts line would be a duplicate key now.
-    env.edit_config(|t| t.replace("max_attempts = 8\n", ""))?;
 
     let script = env.write_script("chaos.yaml", &season_script(settings.tasks))?;
     let enq = env.dramaq_json(&["enqueue", script.to_str().unwrap_or_default()])?;
