@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 pub use dramaq_common::testkit;
 
+pub mod chaos;
+
 pub const SANDBOX_KEY: &str = "sk-sandbox-test";
 pub const KLING_AK: &str = "sandbox-ak";
 pub const KLING_SK: &str = "sandbox-sk";
@@ -38,6 +40,28 @@ pub fn bin(name: &str) -> PathBuf {
             .unwrap_or(false);
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--bins", "--workspace", "--quiet"]);
+        // `cargo test` runs this executable with the test package's variables set
+        // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...). Build scripts such as ring's rerun when one
+        // of those changes, so passing them on would rebuild ring and everything above it here,
+        // and again at the next plain `cargo build`, every time.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            let from_cargo_test = k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_BIN_EXE_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_MANIFEST_LINKS",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&k.as_ref());
+            if from_cargo_test {
+                cmd.env_remove(k.as_ref());
+            }
+        }
         if release {
             cmd.arg("--release");
         }
