@@ -337,12 +337,20 @@ fn payload(account: &str, prompt: String) -> TaskPayload {
     }
 }
 
-fn decision(e: &ProviderError) -> Option<Decision> {
+/// What the failure decision makes of `e` at `stage` (a poll that reports the render failed is
+/// the `Render` phase; a failed fetch of a finished render the `Download` phase). Polling again
+/// for a fresh result URL counts as a retry that uses its attempt.
+fn decision(stage: Stage, e: &ProviderError) -> Option<Decision> {
+    let phase = match stage {
+        Stage::Submit => Phase::Submit,
+        Stage::Poll => Phase::Render,
+        Stage::Fetch => Phase::Download,
+    };
     let failure = Failure {
         class: e.class,
         code: e.code.as_deref(),
         retry_after: e.retry_after,
-        phase: Phase::Submit,
+        phase,
     };
     let history = History {
         attempt: 1,
@@ -361,7 +369,8 @@ fn decision(e: &ProviderError) -> Option<Decision> {
             FailDecision::Retry { refund_attempt, .. } => Some(Decision::Retry {
                 refund: refund_attempt,
             }),
-            FailDecision::Repoll { .. } | FailDecision::Move { .. } => None,
+            FailDecision::Repoll { .. } => Some(Decision::Retry { refund: false }),
+            FailDecision::Move { .. } => None,
         },
         decide::Decision::PollAgain { .. } => None,
     }
@@ -386,7 +395,7 @@ fn check_failure(
                 .join(" or ")
         ));
     }
-    let got = decision(e);
+    let got = decision(stage, e);
     if got != Some(want) {
         return Err(format!(
             "{stage:?} failure {} decided {got:?}, expected {want:?}",
