@@ -234,7 +234,7 @@ async fn full_lifecycle(q: &Queue) {
         VID,
         "vid-1",
         &Completion {
-            fence: fence,
+            fence,
             output: "s1/ep01/vid-1.mp4",
             sha256: "cd",
             bytes: 10,

@@ -240,7 +240,7 @@ async fn finish_render(q: &Queue, r: &TaskRecord) {
         &r.account,
         &r.id,
         &Completion {
-            fence: fence,
+            fence,
             output: "out.mp4",
             sha256: "00",
             bytes: 1,
