@@ -820,6 +820,11 @@ pub fn run(settings: &Settings) -> Result<Report> {
     let n_events = events.len();
     let mut next_event = 0usize;
     let mut pending_cut: Option<(Instant, PathBuf)> = None;
+    // No worker is killed from the AOF copy until a few seconds after the cut: a paid
+    // transition lost with the Redis host is then known only to the worker that made it (its
+    // journal, replayed when the server restarts), and losing that worker in the same seconds
+    // is a double fault no queue can see. Kills go on before and after.
+    let mut kills_resume = Instant::now();
 
     let mut fleet = Fleet::start(&env, settings.workers, settings.concurrency)?;
     // The clock of the run starts here: the set-up may have built the binaries first.
@@ -836,7 +841,7 @@ pub fn run(settings: &Settings) -> Result<Report> {
             break;
         }
         fleet.revive(t0)?;
-        if now < chaos_end && now >= next_kill {
+        if now < chaos_end && now >= next_kill && pending_cut.is_none() && now >= kills_resume {
             let i = rng.below(fleet.slots.len());
             fleet.kill_and_restart(i, t0)?;
             report.kills += 1;
@@ -847,6 +852,7 @@ pub fn run(settings: &Settings) -> Result<Report> {
                 redis.power_cut_to(snap)?;
                 report.power_cuts += 1;
                 pending_cut = None;
+                kills_resume = Instant::now() + Duration::from_secs(3);
                 finished_since = None;
                 continue;
             }

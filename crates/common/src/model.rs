@@ -411,6 +411,9 @@ pub struct TaskRecord {
     pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// Worker id of the process that recorded the output (`complete.lua`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureClass>,
     #[serde(
@@ -603,6 +606,7 @@ mod tests {
             output: None,
             sha256: None,
             bytes: None,
+            done_by: None,
             failure: None,
             errors: vec![],
             possible_duplicate: false,

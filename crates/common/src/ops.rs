@@ -518,6 +518,7 @@ fn moved_record(mut r: TaskRecord, target: &str) -> TaskRecord {
     r.output = None;
     r.sha256 = None;
     r.bytes = None;
+    r.done_by = None;
     r.ready_ms = None;
     r.submitted_ms = None;
     r.done_ms = None;

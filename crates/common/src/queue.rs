@@ -275,6 +275,9 @@ pub struct Completion<'a> {
     /// True when the caller paid for this output itself (a synchronous submit's answer): a
     /// refused completion then flags the task as a possible duplicate payment.
     pub paid: bool,
+    /// The caller's worker id, kept in the record (`done_by`), so a replayed completion
+    /// recognises its own.
+    pub by: &'a str,
 }
 
 /// What became of a render the provider accepted (`mark_accepted.lua`).
@@ -315,6 +318,7 @@ struct CompleteReq {
     sha256: String,
     bytes: u64,
     paid: bool,
+    by: String,
 }
 
 /// One `T` per account name, created on first use.
@@ -1043,7 +1047,8 @@ impl Queue {
                         .arg(&r.output)
                         .arg(&r.sha256)
                         .arg(r.bytes)
-                        .arg(if r.paid { "1" } else { "0" });
+                        .arg(if r.paid { "1" } else { "0" })
+                        .arg(&r.by);
                 }
                 let mut conn = redis.conn().await?;
                 let done: Vec<i64> = inv.invoke_async(&mut conn).await?;
@@ -1064,6 +1069,7 @@ impl Queue {
             sha256: done.sha256.to_string(),
             bytes: done.bytes,
             paid: done.paid,
+            by: done.by.to_string(),
         };
         coalescer
             .call(req, QueueError::Batch("queue closed".into()))
@@ -1477,6 +1483,7 @@ fn initial_record(t: &NewTask, max_attempts: u32) -> TaskRecord {
         output: None,
         sha256: None,
         bytes: None,
+        done_by: None,
         failure: None,
         errors: Vec::new(),
         possible_duplicate: false,

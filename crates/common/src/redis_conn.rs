@@ -208,6 +208,23 @@ impl RedisHandle {
         Ok(())
     }
 
+    /// One field of `INFO server` (`redis_version`, `run_id`, …), empty when absent.
+    pub async fn server_info(&self, field: &str) -> Result<String, ConnError> {
+        let mut conn = self.conn().await?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .map_err(ConnError::from)?;
+        let prefix = format!("{field}:");
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or("")
+            .trim()
+            .to_string())
+    }
+
     pub fn url_redacted(&self) -> String {
         redact_url(&self.url)
     }

@@ -143,6 +143,7 @@ async fn full_lifecycle(q: &Queue) {
             sha256: "ab",
             bytes: 3,
             paid: false,
+            by: "w",
         },
     )
     .await
@@ -157,7 +158,8 @@ async fn full_lifecycle(q: &Queue) {
                 output: "x",
                 sha256: "y",
                 bytes: 1,
-                paid: false
+                paid: false,
+                by: "w"
             }
         )
         .await,
@@ -225,7 +227,8 @@ async fn full_lifecycle(q: &Queue) {
                 output: "x",
                 sha256: "y",
                 bytes: 1,
-                paid: false
+                paid: false,
+                by: "w"
             }
         )
         .await
@@ -239,6 +242,7 @@ async fn full_lifecycle(q: &Queue) {
             sha256: "cd",
             bytes: 10,
             paid: false,
+            by: "w",
         },
     )
     .await

@@ -656,6 +656,7 @@ async fn interrupted_moves_are_finished_and_concurrent_requeues_do_not_duplicate
                 sha256: "h",
                 bytes: 1,
                 paid: false,
+                by: "w",
             },
         )
         .await
@@ -885,6 +886,7 @@ async fn pause_resume_drain_status_and_workers() {
             sha256: "h",
             bytes: 1,
             paid: false,
+            by: "w",
         },
     )
     .await
@@ -898,6 +900,7 @@ async fn pause_resume_drain_status_and_workers() {
             sha256: "h",
             bytes: 1,
             paid: false,
+            by: "w",
         },
     )
     .await

@@ -118,6 +118,7 @@ async fn render_slots_bound_concurrency_and_come_back() {
             sha256: "00",
             bytes: 1,
             paid: false,
+            by: "w",
         },
     )
     .await

@@ -164,6 +164,7 @@ fn record() -> impl Strategy<Value = TaskRecord> {
         any::<bool>(),
         any::<u32>(),
         opt_text(),
+        opt_text(),
     );
     let times = (
         safe_i64(),
@@ -177,7 +178,17 @@ fn record() -> impl Strategy<Value = TaskRecord> {
             (id, season, group, label, kind, state, account),
             (chain, chain_pos, fence, attempt, max_attempts, stalls, polls),
             (entry, holder, provider_task_id, poll_locator, result, deps, payload, ext),
-            (output, sha256, bytes, failure, errors, possible_duplicate, fetch_failures, moving_to),
+            (
+                output,
+                sha256,
+                bytes,
+                failure,
+                errors,
+                possible_duplicate,
+                fetch_failures,
+                moving_to,
+                done_by,
+            ),
             (created_ms, updated_ms, ready_ms, submitted_ms, done_ms),
         )| TaskRecord {
             id,
@@ -207,6 +218,7 @@ fn record() -> impl Strategy<Value = TaskRecord> {
             output,
             sha256,
             bytes,
+            done_by,
             failure,
             errors,
             possible_duplicate,

@@ -514,6 +514,7 @@ async fn queue_commands_pause_drain_and_report() {
             sha256: "h",
             bytes: 1,
             paid: false,
+            by: "w",
         },
     )
     .await

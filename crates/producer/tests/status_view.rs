@@ -180,6 +180,7 @@ async fn store(q: &Queue, r: &TaskRecord) {
             sha256: "00",
             bytes: 1,
             paid: false,
+            by: "w",
         },
     )
     .await
@@ -245,6 +246,7 @@ async fn finish_render(q: &Queue, r: &TaskRecord) {
             sha256: "00",
             bytes: 1,
             paid: false,
+            by: "w",
         },
     )
     .await

@@ -152,17 +152,7 @@ async fn used_memory(q: &Queue) -> anyhow::Result<f64> {
 }
 
 async fn redis_version(q: &Queue) -> anyhow::Result<String> {
-    let mut conn = q.redis().conn().await?;
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn)
-        .await?;
-    Ok(info
-        .lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .unwrap_or("?")
-        .trim()
-        .to_string())
+    Ok(q.redis().server_info("redis_version").await?)
 }
 
 pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {

@@ -128,6 +128,7 @@ pub(crate) async fn complete(
         sha256: &stored.sha256,
         bytes: stored.bytes,
         paid,
+        by: &ctx.worker_id,
     };
     let has_dependents = ctx.queue.complete(&lease.account, &lease.id, &done).await?;
     if paid {

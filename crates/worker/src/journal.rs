@@ -158,6 +158,7 @@ pub(crate) async fn replay(ctx: &Ctx) -> Replayed {
                     sha256,
                     bytes: *bytes,
                     paid: true,
+                    by: &ctx.worker_id,
                 };
                 // Stored again, or refused (and then flagged by the script).
                 match ctx.queue.complete(&e.account, &e.id, &done).await {
@@ -210,16 +211,6 @@ pub(crate) async fn watch(ctx: std::sync::Arc<Ctx>) {
     }
 }
 
-async fn run_id(ctx: &Ctx) -> Result<String, dramaq_common::queue::QueueError> {
-    let mut conn = ctx.queue.redis().conn().await?;
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn)
-        .await?;
-    Ok(info
-        .lines()
-        .find_map(|l| l.strip_prefix("run_id:"))
-        .unwrap_or("")
-        .trim()
-        .to_string())
+async fn run_id(ctx: &Ctx) -> Result<String, dramaq_common::redis_conn::ConnError> {
+    ctx.queue.redis().server_info("run_id").await
 }

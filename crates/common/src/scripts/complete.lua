@@ -9,9 +9,10 @@
 -- KEYS[7]      stats hash
 -- KEYS[6+2i]   task record of task i            (i = 1..n; all of one account)
 -- KEYS[7+2i]   dependents set of task i
--- ARGV[5i-4..5i]  for task i: fencing token, output location, sha256 hex, size in bytes, and
+-- ARGV[6i-5..6i]  for task i: fencing token, output location, sha256 hex, size in bytes,
 --                 '1' when the caller paid for this output itself (a synchronous submit's
---                 answer), '0' for the download of a render the record already knows
+--                 answer) or '0' for the download of a render the record already knows, and the
+--                 caller's worker id (kept as `done_by`)
 --
 -- Stored before done (invariant 7): the caller has already put each output into place. A task
 -- with dependents enters the notify outbox in the same step, so a crash before they are told
@@ -24,8 +25,9 @@
 -- `delayed`, `rendering` after the reaper's repoll). A newer token means another holder took
 -- over: refused, as fencing demands; so is a task stored, dead, moving, waiting or gone. If the
 -- caller paid for a refused output, the record is flagged `possible_duplicate` (counted once).
--- A task already stored with this very output and checksum answers 1 and nothing changes, so the
--- call can be replayed (`crates/worker/src/journal.rs`).
+-- A task already stored by this very caller (same worker, token, output and checksum) answers 1
+-- and nothing changes, so the call can be replayed (`crates/worker/src/journal.rs`). Stored by
+-- anyone else, even with identical bytes, it is a refusal: two claims paid for it.
 -- Returns, per task: 2 stored and has dependents to tell, 1 stored, 0 refused.
 
 local now = now_ms()
@@ -38,9 +40,10 @@ local n = (#KEYS - 7) / 2
 for i = 1, n do
   local key = KEYS[6 + 2 * i]
   local rdeps = KEYS[7 + 2 * i]
-  local a = 5 * (i - 1)
+  local a = 6 * (i - 1)
   local t = load_task(key)
-  if t ~= nil and t.state == 'stored' and t.sha256 == ARGV[a + 3] and t.output == ARGV[a + 2] then
+  if t ~= nil and t.state == 'stored' and t.done_by == ARGV[a + 6]
+      and tostring(t.fence) == ARGV[a + 1] and t.sha256 == ARGV[a + 3] then
     -- Already recorded with this very output (a replay after a Redis restart): nothing to do.
     out[i] = 1
   elseif t == nil or not wants[t.state] or (t.fence or 0) > tonumber(ARGV[a + 1]) then
@@ -64,6 +67,7 @@ for i = 1, n do
     t.sha256 = ARGV[a + 3]
     t.bytes = tonumber(ARGV[a + 4])
     t.holder = nil
+    t.done_by = ARGV[a + 6]
     t.done_ms = now
     set_state(KEYS[2], t, 'stored', now)
     save_task(key, t)
