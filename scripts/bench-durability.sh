@@ -25,9 +25,10 @@ bench() { # URL DURABILITY
     --durable-submit "$2" --json 2>&1 | python3 -c 'import json,sys
 t=sys.stdin.read()
 try:
-    print(f"{json.loads(t)[\"lifecycle_tasks_per_sec\"]:>10.0f} tasks/s")
+    print("%10.0f tasks/s" % json.loads(t)["lifecycle_tasks_per_sec"])
 except Exception:
-    print("   refused: " + t.strip().splitlines()[-1][:120])'
+    why = [l for l in t.splitlines() if "durable_submit" in l or "Error" in l] or [t.strip()]
+    print("   refused: " + why[0].strip()[:150])'
 }
 
 printf '%-52s %s\n' "setting" "no-op lifecycle"
