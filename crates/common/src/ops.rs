@@ -7,14 +7,15 @@
 //! Listings never scan the keyspace: they page through each account's dead-letter ZSET and read
 //! the records with one pipelined `GET` per page.
 //!
-//! # Moving a dead task to another account
+//! # Moving a task to another account
 //!
-//! `requeue` with a target account is a cross-hash-tag move, so it is a sequence of idempotent
-//! steps, each one script (or plain idempotent commands) on a single tag:
+//! A move (a provider fallback recorded by `fail.lua` or `reap_lease.lua`, or `dlq requeue` with
+//! a target account) crosses hash tags, so it is a sequence of idempotent steps, each one script
+//! (or plain idempotent commands) on a single tag:
 //!
-//! 0. **reserve** (`ops_move_reserve.lua`, source tag): the dead record gets
-//!    `moving_to = <target>`. From then on in-place requeue and purge leave it alone, and a move
-//!    to any other target finishes this one instead.
+//! 0. **reserve** (operator moves only, `ops_move_reserve.lua`, source tag): the dead task
+//!    becomes `moving` with `moving_to = <target>`, leaves the dead-letter set and enters the
+//!    account's moves outbox. A fallback gets the same state from the script that fails it.
 //! 1. **create** (`ops_move_in.lua`, target tag): the record is written under the target account
 //!    (`account`, `chain`, `chain_pos` name the target; attempts, failure, stalls, duplicate flag
 //!    and provider fields reset; error history kept) as `ready` with one new stream entry, and the
@@ -26,18 +27,15 @@
 //!    (`ops_retarget_dep.lua`; workers read a dependency's output through that entry), and every
 //!    dependency's dependents set renames `source|id` to `target|id` (`ops_rename_member.lua`).
 //! 4. **remove** (`ops_move_out.lua`, source tag): the source copy is deleted (record, its
-//!    deps/dependents sets, dead-set member, `dead` counter), only while it is still dead and
-//!    reserved for this target.
+//!    deps/dependents sets, `moving` counter) with its outbox entry, only while it is still
+//!    `moving` to this target.
 //!
-//! A crash between any two steps leaves the source copy dead, reserved and in its dead-letter
-//! set, so the task stays findable (by `dlq list`, and by id in both accounts) and is live in at
-//! most one place: the source copy is dead, the target copy is the only one that can run. The
-//! next `dlq requeue` that matches the reserved copy, with or without `--to-provider`, repeats
-//! the steps and finishes the move.
-//!
-//! The mark is a field of the record's header that [`TaskRecord`] does not know (its decoder
-//! ignores it; [`DeadTask::moving_to`] reads it from the raw header); no transition script
-//! touches a dead record, so only the `ops_*` scripts ever see it.
+//! A crash between any two steps leaves the source copy `moving` in the outbox, live in at most
+//! one place (the source copy cannot run; the target copy is the only one that can), and
+//! [`Ops::finish_moving`] (the worker right away, else the reaper's moves duty) repeats the
+//! steps and finishes the move. In-place requeue and purge leave a moving task alone; a requeue
+//! that matches it finishes its move. A dead record marked `moving_to` by an older version is
+//! taken over by step 0 with its target kept.
 //!
 //! `enqueue` respects a move: a task the season index already places in another account is not
 //! created again in its chain's first account.
