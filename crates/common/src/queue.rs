@@ -902,6 +902,31 @@ impl Queue {
         poll_locator: Option<&str>,
         first_poll_ms: u64,
     ) -> Result<Accepted> {
+        self.mark_accepted_attempt(
+            account,
+            id,
+            fence,
+            0,
+            provider_task_id,
+            poll_locator,
+            first_poll_ms,
+        )
+        .await
+    }
+
+    /// [`Queue::mark_accepted`] for a submit recorded as attempt `attempt`, so a record that
+    /// lost the write counting it counts it again.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn mark_accepted_attempt(
+        &self,
+        account: &str,
+        id: &str,
+        fence: u64,
+        attempt: u32,
+        provider_task_id: &str,
+        poll_locator: Option<&str>,
+        first_poll_ms: u64,
+    ) -> Result<Accepted> {
         let k = AccountKeys::new(account);
         let mut conn = self.redis.conn().await?;
         let outcome: String = SCRIPTS
@@ -916,6 +941,7 @@ impl Queue {
             .arg(provider_task_id)
             .arg(poll_locator.unwrap_or(""))
             .arg(first_poll_ms)
+            .arg(attempt)
             .invoke_async(&mut conn)
             .await?;
         match outcome.as_str() {

@@ -26,6 +26,7 @@ const WATCH_EVERY: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone)]
 enum Paid {
     Accepted {
+        attempt: u32,
         provider_task_id: String,
         poll_locator: Option<String>,
         first_poll_ms: u64,
@@ -55,6 +56,7 @@ impl Journal {
     pub(crate) fn accepted(
         &self,
         lease: &crate::finish::Lease,
+        attempt: u32,
         provider_task_id: &str,
         poll_locator: Option<&str>,
         first_poll_ms: u64,
@@ -62,6 +64,7 @@ impl Journal {
         self.push(
             lease,
             Paid::Accepted {
+                attempt,
                 provider_task_id: provider_task_id.to_string(),
                 poll_locator: poll_locator.map(str::to_string),
                 first_poll_ms,
@@ -128,15 +131,17 @@ pub(crate) async fn replay(ctx: &Ctx) -> Replayed {
     for e in ctx.journal.recent() {
         let result = match &e.paid {
             Paid::Accepted {
+                attempt,
                 provider_task_id,
                 poll_locator,
                 first_poll_ms,
             } => ctx
                 .queue
-                .mark_accepted(
+                .mark_accepted_attempt(
                     &e.account,
                     &e.id,
                     e.fence,
+                    *attempt,
                     provider_task_id,
                     poll_locator.as_deref(),
                     *first_poll_ms,

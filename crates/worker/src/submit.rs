@@ -124,10 +124,11 @@ async fn handle(ctx: &Ctx, lease: &Lease, rec: &TaskRecord) -> Result<(), QueueE
             );
             let accepted = ctx
                 .queue
-                .mark_accepted(
+                .mark_accepted_attempt(
                     &lease.account,
                     &lease.id,
                     lease.fence,
+                    attempt,
                     &provider_task_id,
                     poll_locator.as_deref(),
                     first_poll,
@@ -135,6 +136,7 @@ async fn handle(ctx: &Ctx, lease: &Lease, rec: &TaskRecord) -> Result<(), QueueE
                 .await?;
             ctx.journal.accepted(
                 lease,
+                attempt,
                 &provider_task_id,
                 poll_locator.as_deref(),
                 first_poll,

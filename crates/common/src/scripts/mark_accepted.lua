@@ -11,6 +11,7 @@
 -- ARGV[2]  provider task id
 -- ARGV[3]  poll locator JSON ('' for none)
 -- ARGV[4]  delay before the first poll (ms)
+-- ARGV[5]  the attempt number the caller's submit was recorded as (mark_submitting's answer)
 --
 -- The caller has paid for this render, so it is never simply discarded:
 --   accepted  the record is `submitting` under the caller's token: the normal path.
@@ -49,10 +50,11 @@ elseif t.provider_task_id == nil and (t.fence or 0) <= tonumber(ARGV[1])
     and (t.state == 'claimed' or t.state == 'submitting' or t.state == 'ready'
       or t.state == 'delayed') then
   outcome = 'adopted'
-  -- `claimed`: the `submitting` write was lost, so this attempt was never counted. (A task the
-  -- reaper took back from `submitting` counted it already.)
-  if t.state == 'claimed' then
-    t.attempt = (t.attempt or 0) + 1
+  -- The record may have lost the write that counted this attempt: it counts it again, never
+  -- twice (a task the reaper took back from `submitting` counted it already).
+  local attempt = tonumber(ARGV[5])
+  if (t.attempt or 0) < attempt then
+    t.attempt = attempt
     t.submitted_ms = now
   end
   redis.call('ZREM', KEYS[5], t.id)
