@@ -275,8 +275,8 @@ pub struct Completion<'a> {
     /// True when the caller paid for this output itself (a synchronous submit's answer): a
     /// refused completion then flags the task as a possible duplicate payment.
     pub paid: bool,
-    /// The caller's worker id, kept in the record (`done_by`), so a replayed completion
-    /// recognises its own.
+    /// Who records it, unique per completion (worker id and a sequence number), kept in the
+    /// record (`done_by`), so a replayed completion recognises its own.
     pub by: &'a str,
 }
 

@@ -122,13 +122,21 @@ pub(crate) async fn complete(
     stored: Stored,
     paid: bool,
 ) -> Result<(), QueueError> {
+    // Unique per completion, not only per worker: after Redis lost writes the same worker may
+    // claim the same task again under the same token, and a replay must not take that second
+    // completion for its own.
+    let by = format!(
+        "{}.{}",
+        ctx.worker_id,
+        COMPLETIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let done = Completion {
         fence: lease.fence,
         output: stored.location.as_str(),
         sha256: &stored.sha256,
         bytes: stored.bytes,
         paid,
-        by: &ctx.worker_id,
+        by: &by,
     };
     let has_dependents = ctx.queue.complete(&lease.account, &lease.id, &done).await?;
     if paid {
@@ -151,6 +159,9 @@ pub(crate) async fn complete(
     }
     Ok(())
 }
+
+/// Completions recorded by this process, numbering each one's `done_by`.
+static COMPLETIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// What the caller knows of a failure besides the error: the phase, and for renders their age
 /// and next poll cadence.

@@ -35,6 +35,7 @@ enum Paid {
         output: String,
         sha256: String,
         bytes: u64,
+        by: String,
     },
 }
 
@@ -79,6 +80,7 @@ impl Journal {
                 output: done.output.to_string(),
                 sha256: done.sha256.to_string(),
                 bytes: done.bytes,
+                by: done.by.to_string(),
             },
         );
     }
@@ -156,6 +158,7 @@ pub(crate) async fn replay(ctx: &Ctx) -> Replayed {
                 output,
                 sha256,
                 bytes,
+                by,
             } => {
                 let done = Completion {
                     fence: e.fence,
@@ -163,7 +166,7 @@ pub(crate) async fn replay(ctx: &Ctx) -> Replayed {
                     sha256,
                     bytes: *bytes,
                     paid: true,
-                    by: &ctx.worker_id,
+                    by,
                 };
                 // Stored again, or refused (and then flagged by the script).
                 match ctx.queue.complete(&e.account, &e.id, &done).await {

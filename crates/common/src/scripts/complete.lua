@@ -12,7 +12,7 @@
 -- ARGV[6i-5..6i]  for task i: fencing token, output location, sha256 hex, size in bytes,
 --                 '1' when the caller paid for this output itself (a synchronous submit's
 --                 answer) or '0' for the download of a render the record already knows, and the
---                 caller's worker id (kept as `done_by`)
+--                 caller's completion id (worker id and sequence number, kept as `done_by`)
 --
 -- Stored before done (invariant 7): the caller has already put each output into place. A task
 -- with dependents enters the notify outbox in the same step, so a crash before they are told
