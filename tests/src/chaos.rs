@@ -731,24 +731,6 @@ impl<'a> Fleet<'a> {
     }
 }
 
-/// Is the season finished as `status --wait` judges it (nothing can move any more)?
-fn finished(st: &Value) -> bool {
-    let moving: u64 = [
-        "ready",
-        "claimed",
-        "submitting",
-        "rendering",
-        "downloading",
-        "delayed",
-    ]
-    .iter()
-    .map(|k| st[*k].as_u64().unwrap_or(0))
-    .sum();
-    let waiting = st["waiting"].as_u64().unwrap_or(0);
-    let dead = st["dead"].as_u64().unwrap_or(0);
-    st["total"].as_u64().unwrap_or(0) > 0 && moving == 0 && (waiting == 0 || dead > 0)
-}
-
 /// Run the scenario and collect the report. Errors are failures of the set-up (a process that
 /// cannot start), not of dramaq; those are in the report.
 pub fn run(settings: &Settings) -> Result<Report> {
@@ -865,7 +847,7 @@ pub fn run(settings: &Settings) -> Result<Report> {
                 continue;
             }
         };
-        let done = finished(&st);
+        let done = crate::season_finished(&st);
         let stored = st["stored"].as_u64().unwrap_or(0);
         if next_event < n_events && pending_cut.is_none() {
             let threshold = total * (next_event as u64 + 1) / (n_events as u64 + 1);

@@ -287,27 +287,7 @@ impl Env {
         let deadline = Instant::now() + timeout;
         loop {
             let st = self.dramaq_json(&["status", "--season", season])?;
-            // Waiting tasks move only when something else does; with nothing else live, a dead
-            // task and no dependency notification pending, they are blocked by it, and the
-            // season is finished as far as it can go.
-            let moving: u64 = [
-                "ready",
-                "claimed",
-                "submitting",
-                "rendering",
-                "downloading",
-                "delayed",
-                "moving",
-            ]
-            .iter()
-            .map(|k| st[*k].as_u64().unwrap_or(0))
-            .sum();
-            let waiting = st["waiting"].as_u64().unwrap_or(0);
-            let blocked = moving == 0
-                && st["dead"].as_u64().unwrap_or(0) > 0
-                && st["notifications_pending"].as_u64().unwrap_or(0) == 0;
-            let live = if blocked { 0 } else { moving + waiting };
-            if live == 0 && st["total"].as_u64().unwrap_or(0) > 0 {
+            if season_finished(&st) {
                 return Ok(st);
             }
             if Instant::now() > deadline {
@@ -410,4 +390,28 @@ fn start_sandbox(args: &SandboxArgs) -> Result<(Proc, String)> {
 pub fn sha256_file(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
     Ok(hex::encode(Sha256::digest(std::fs::read(path)?)))
+}
+
+/// Whether a `dramaq status --json` season view says nothing can move any more, as
+/// `status --wait` judges it: waiting tasks move only when something else does, so with nothing
+/// else live, a dead task and no dependency notification pending they are blocked by it.
+pub fn season_finished(st: &serde_json::Value) -> bool {
+    let moving: u64 = [
+        "ready",
+        "claimed",
+        "submitting",
+        "rendering",
+        "downloading",
+        "delayed",
+        "moving",
+    ]
+    .iter()
+    .map(|k| st[*k].as_u64().unwrap_or(0))
+    .sum();
+    let waiting = st["waiting"].as_u64().unwrap_or(0);
+    let blocked = moving == 0
+        && st["dead"].as_u64().unwrap_or(0) > 0
+        && st["notifications_pending"].as_u64().unwrap_or(0) == 0;
+    let live = if blocked { 0 } else { moving + waiting };
+    live == 0 && st["total"].as_u64().unwrap_or(0) > 0
 }
