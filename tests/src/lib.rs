@@ -281,6 +281,23 @@ impl Env {
         })
     }
 
+    /// Start `dramaq-studio` on a free loopback port; returns the process and its base URL.
+    pub fn studio(&self) -> Result<(Proc, String)> {
+        let mut child = self
+            .command("dramaq-studio")
+            .args(["--addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting dramaq-studio")?;
+        let url = printed_address(&mut child, "dramaq-studio")?;
+        let proc = Proc {
+            child,
+            name: "dramaq-studio".into(),
+        };
+        Ok((proc, url.trim_end_matches('/').to_string()))
+    }
+
     /// Poll `dramaq status --json` until no task of `season` can move any more (as
     /// `status --wait` judges it), or fail after `timeout`.
     pub fn wait_done(&self, season: &str, timeout: Duration) -> Result<serde_json::Value> {
@@ -367,22 +384,27 @@ fn start_sandbox(args: &SandboxArgs) -> Result<(Proc, String)> {
         .stderr(Stdio::inherit())
         .spawn()
         .context("starting dramaq-sandbox")?;
-    let stdout = child.stdout.take().context("sandbox stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let url = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .map(str::to_string);
+    let url = printed_address(&mut child, "dramaq-sandbox")?;
     let proc = Proc {
         child,
         name: "dramaq-sandbox".into(),
     };
-    match url {
-        Some(u) => Ok((proc, u)),
-        None => bail!("dramaq-sandbox printed {line:?} instead of its address"),
+    Ok((proc, url))
+}
+
+/// The `http://…` address a server prints as the last word of its first line.
+fn printed_address(child: &mut Child, name: &str) -> Result<String> {
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    match line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+    {
+        Some(u) => Ok(u.to_string()),
+        None => bail!("{name} printed {line:?} instead of its address"),
     }
 }
 

@@ -157,6 +157,14 @@ impl SeasonKeys {
     pub fn accounts(&self) -> String {
         format!("{}:accounts", self.tag)
     }
+
+    /// HASH of the season's takes and review state (`crate::takes`): `scene:<label>` → the
+    /// scene's numbered takes, selection and approvals (JSON); `episode:<group>` → what its
+    /// assembly is made of and the assembly id of the current selection (JSON); `characters` →
+    /// the character sheet tasks (JSON).
+    pub fn takes(&self) -> String {
+        format!("{}:takes", self.tag)
+    }
 }
 
 /// Fleet-wide keys.

@@ -9,6 +9,7 @@ use anyhow::Context;
 use dramaq_common::config::Config;
 use dramaq_common::model::TaskKind;
 use dramaq_common::queue::Queue;
+use dramaq_common::takes::Takes;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -85,10 +86,16 @@ fn round_cents(v: f64) -> f64 {
 
 pub async fn enqueue(cfg: &Config, expanded: &Expanded, as_json: bool) -> anyhow::Result<()> {
     let queue = Queue::connect(&cfg.redis).await?;
+    // Scenes keep their takes, selection and approvals across re-enqueues; each episode's
+    // assembly is made of the selected takes (or held back for review).
+    let tasks = Takes::new(queue.clone(), cfg.worker.max_attempts)
+        .prepare_enqueue(&expanded.season, &expanded.tasks, expanded.review)
+        .await
+        .context("registering the season's scenes and takes (safe to re-run)")?;
     let bar = if as_json {
         ProgressBar::hidden()
     } else {
-        let bar = ProgressBar::new(expanded.tasks.len() as u64);
+        let bar = ProgressBar::new(tasks.len() as u64);
         bar.set_style(
             ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} tasks")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -101,7 +108,7 @@ pub async fn enqueue(cfg: &Config, expanded: &Expanded, as_json: bool) -> anyhow
         .enqueue(
             &expanded.season,
             &expanded.title,
-            &expanded.tasks,
+            &tasks,
             cfg.worker.max_attempts,
             |done| bar.set_position(done as u64),
         )

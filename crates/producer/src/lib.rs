@@ -3,5 +3,6 @@
 
 pub mod commands;
 pub mod ops;
+pub mod review;
 pub mod script;
 pub mod status_view;

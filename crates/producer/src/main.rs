@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dramaq_common::config::Config;
 use dramaq_common::logging::{self, LogFormat};
-use dramaq_producer::{commands, ops, script, status_view};
+use dramaq_producer::{commands, ops, review, script, status_view};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -72,6 +72,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ops::WorkerCmd,
     },
+    #[command(flatten)]
+    Review(review::ReviewCmd),
+    /// The review studio: a web app to watch the season, re-roll, approve and run the fleet.
+    Studio {
+        /// Address to listen on. Anything but loopback needs DRAMAQ_STUDIO_TOKEN.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+    },
 }
 
 #[tokio::main]
@@ -89,6 +97,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(cli.config.as_deref()).context("loading configuration")?;
+
     let json = cli.json;
     match cli.cmd {
         Cmd::Plan { script: path } => match script::load(&path, &cfg) {
@@ -120,7 +129,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Dlq { cmd } => ops::run_dlq(&cfg, cmd, json).await,
         Cmd::Queue { cmd } => ops::run_queue(&cfg, cmd, json).await,
         Cmd::Worker { cmd } => ops::run_worker(&cfg, cmd, json).await,
+        Cmd::Review(cmd) => {
+            review::run(&cfg, cmd, json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Studio { addr } => studio(cli.config.as_deref(), addr),
     }
+}
+
+/// `dramaq studio`: the web app is its own binary (`dramaq-studio`, crate `dramaq-studio`, which
+/// builds on this crate's status view); run the one installed next to this executable.
+fn studio(
+    config: Option<&std::path::Path>,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe().context("locating the dramaq executable")?;
+    let bin = me.with_file_name("dramaq-studio");
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg("--addr").arg(addr.to_string());
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let err = cmd.exec();
+    anyhow::bail!(
+        "cannot run {}: {err} (build it with `cargo build --bins`)",
+        bin.display()
+    )
 }
 
 fn report_script_errors(errors: &script::ScriptErrors) -> ExitCode {

@@ -42,6 +42,9 @@ pub const MAX_SCRIPT_BYTES: u64 = 8 * 1024 * 1024;
 pub struct Expanded {
     pub season: String,
     pub title: String,
+    /// `review: scenes`: each episode's assembly waits until its scenes are approved
+    /// ([`dramaq_common::takes`]).
+    pub review: bool,
     /// In dependency order: images, then videos and voice lines, then assemblies.
     pub tasks: Vec<NewTask>,
 }
@@ -111,6 +114,7 @@ pub fn parse_as(
     Ok(Expanded {
         season: season.id,
         title: season.title,
+        review: season.review,
         tasks,
     })
 }

@@ -9,6 +9,8 @@
 pub struct Season {
     pub id: String,
     pub title: String,
+    /// `review: scenes`: each episode is assembled only once all its scenes are approved.
+    pub review: bool,
     pub aspect_ratio: String,
     pub resolution: String,
     /// Provider chains per kind. Empty only when the kind has no tasks in this season.

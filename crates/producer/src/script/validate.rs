@@ -19,7 +19,14 @@ use super::season::{character_id, Character, Episode, Line, Scene, Season};
 use super::suggest::Suggest;
 use super::tree::Node;
 
-const ROOT_FIELDS: &[&str] = &["id", "title", "defaults", "characters", "episodes"];
+const ROOT_FIELDS: &[&str] = &[
+    "id",
+    "title",
+    "review",
+    "defaults",
+    "characters",
+    "episodes",
+];
 const DEFAULTS_FIELDS: &[&str] = &["aspect_ratio", "resolution", "duration", "providers"];
 const PROVIDER_FIELDS: &[&str] = &["image", "video", "voice", "assembly"];
 const CHARACTER_FIELDS: &[&str] = &["name", "appearance", "seed", "reference_image", "voice"];
@@ -92,6 +99,25 @@ impl Validator<'_> {
             .req(self.sink, "title")
             .and_then(|n| fields::text(self.sink, n, "title"));
 
+        let review = match top.opt("review") {
+            None => Some(false),
+            Some(n) => fields::text(self.sink, n, "review").and_then(|v| match v.as_str() {
+                "scenes" => Some(true),
+                "none" => Some(false),
+                other => {
+                    self.sink.push(
+                        "review",
+                        n.pos,
+                        format!(
+                            "unknown review mode `{}` (known: scenes, none)",
+                            shown(other)
+                        ),
+                    );
+                    None
+                }
+            }),
+        };
+
         let defaults = top
             .req(self.sink, "defaults")
             .and_then(|n| self.defaults(n));
@@ -161,6 +187,7 @@ impl Validator<'_> {
         Some(Season {
             id: id?,
             title: title?,
+            review: review?,
             aspect_ratio: defaults.aspect_ratio?,
             resolution: defaults.resolution?,
             image_chain,
