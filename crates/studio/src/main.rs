@@ -39,6 +39,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Some(Cmd::Bench(args)) => dramaq_studio::bench::run(args).await,
         None => {
+            // Before anything else: an exposed address without a token is refused outright.
+            let token = std::env::var(dramaq_studio::TOKEN_ENV).ok();
+            dramaq_studio::check_bind(&cli.addr, token.as_deref())?;
             let cfg = Config::load(cli.config.as_deref()).context("loading configuration")?;
             dramaq_studio::serve(cfg, cli.addr).await
         }
