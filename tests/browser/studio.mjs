@@ -22,7 +22,11 @@ const browser = await chromium.launch({
 });
 const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
 page.setDefaultTimeout(20_000);
-const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+const T0 = Date.now();
+const shot = (name) => {
+  console.log(`${((Date.now() - T0) / 1000).toFixed(1)} s: ${name}`);
+  return page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+};
 
 async function until(what, fn, ms = DEADLINE_MS) {
   const end = Date.now() + ms;
@@ -122,7 +126,8 @@ await Promise.all([page.waitForNavigation(),
 await page.goto(`${BASE}/seasons/${SEASON}/episodes/ep01`);
 await until("ep01's master to be assembled", async () => {
   await page.reload();
-  return (await page.getAttribute('[data-testid="master"]', "data-state")) === "stored";
+  return (await page.getAttribute('[data-testid="assembly"]', "data-state")) === "stored"
+    && (await page.getAttribute('[data-testid="master"]', "data-state")) === "stored";
 });
 const ep = await api(`/api/seasons/${SEASON}/episodes/ep01`);
 assert.equal(ep.body.assembly.status, "queued");

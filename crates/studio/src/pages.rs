@@ -341,14 +341,15 @@ pub async fn episode(
     };
     let here = format!("/seasons/{season}/episodes/{ep}");
     let api = format!("/api/seasons/{season}/episodes/{ep}");
-    let live = p.master.as_ref().is_none_or(|m| !m.state.is_terminal())
-        && matches!(p.assembly, AssemblyState::Queued { .. });
+    let live = p.assembly_state.is_some_and(|s| !s.is_terminal());
     let body = html! {
         p.crumbs { a href={"/seasons/" (season)} { (season) } " / " (ep) }
         h1 { (ep) @if p.review { " " span.badge { "review: scenes" } } }
         @match &p.assembly {
             AssemblyState::AwaitingApproval { scenes } => p.notice data-testid="awaiting" { "Waiting for approval of " (scenes.len()) " scene(s): " (scenes.join(", ")) },
-            AssemblyState::Queued { id, .. } => p.small { "assembly " code { (id) } }
+            AssemblyState::Queued { id, .. } => p.small data-testid="assembly" data-state=[p.assembly_state.map(|s| s.as_str())] {
+                "assembly " code { (id) } " " @if let Some(s) = p.assembly_state { (state_badge(s)) }
+            }
         }
         @if let Some(m) = &p.master {
             div data-testid="master" data-state=(m.state.as_str()) {
@@ -419,6 +420,7 @@ pub async fn dead(State(studio): State<Studio>, Query(q): Query<DeadQuery>) -> R
             label { "Episode " input type="text" name="episode" value=[f.episode.as_deref()]; }
             label { "Class " select name="class" { option value="" { "any" } @for c in &p.classes { (selected_opt(c, &f.class, c)) } } }
             label { "Account " select name="account" { option value="" { "any" } @for a in &p.accounts { (selected_opt(a, &f.account, a)) } } }
+            label { "Requeue onto " select name="to" { option value="" { "own account" } @for a in &p.accounts { (selected_opt(a, &q.to, a)) } } }
             button { "Filter" }
             " " button name="preview" value="requeue" data-action="preview-requeue" { "Preview requeue" }
             " " button name="preview" value="purge" data-action="preview-purge" { "Preview purge" }

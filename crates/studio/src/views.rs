@@ -441,6 +441,9 @@ pub struct EpisodePage {
     pub group: String,
     pub review: bool,
     pub assembly: AssemblyState,
+    /// State of the current selection's assembly task (`null` while review holds it back).
+    pub assembly_state: Option<TaskState>,
+    /// The master to watch: the current assembly once stored, else the newest stored one.
     pub master: Option<TaskCard>,
     /// WebVTT subtitles of the master, when its record has them.
     pub subtitles: Option<String>,
@@ -462,7 +465,15 @@ pub async fn episode_page(studio: &Studio, season: &str, group: &str) -> Result<
         .collect();
     wanted.extend(selected_takes(&plan, &takes));
     let recs = records(studio, season, &wanted).await?;
-    let master_rec = plan.current.as_ref().and_then(|a| recs.get(a));
+    // The master of the current selection once stored; until then the newest stored one, so
+    // the episode can be watched while it is re-assembled.
+    let stored = |id: &String| recs.get(id).filter(|r| r.state == TaskState::Stored);
+    let master_rec = plan
+        .current
+        .as_ref()
+        .and_then(stored)
+        .or_else(|| plan.assemblies.iter().rev().find_map(stored))
+        .or_else(|| plan.current.as_ref().and_then(|a| recs.get(a)));
     let scenes: Vec<SceneCard> = plan
         .scenes
         .iter()
@@ -487,6 +498,11 @@ pub async fn episode_page(studio: &Studio, season: &str, group: &str) -> Result<
         group: group.to_string(),
         review: plan.review,
         assembly,
+        assembly_state: plan
+            .current
+            .as_ref()
+            .and_then(|a| recs.get(a))
+            .map(|r| r.state),
         master: master_rec.map(|r| TaskCard::of(studio, r)),
         subtitles: master_rec
             .and_then(crate::media::subtitles_location)
