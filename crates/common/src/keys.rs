@@ -144,7 +144,7 @@ impl SeasonKeys {
     }
 
     /// HASH: title, created_ms, script digest of the last enqueue.
-    pub(crate) fn meta(&self) -> String {
+    pub fn meta(&self) -> String {
         format!("{}:meta", self.tag)
     }
 

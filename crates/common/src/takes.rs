@@ -313,11 +313,11 @@ impl Takes {
 
     /// Write `changes` if every field still holds the value read; false when one changed.
     async fn cas(&self, season: &str, changes: &[Change]) -> Result<bool> {
-        let changes: Vec<&Change> = changes
+        // Fields whose value stays are still compared: the decision was made from them.
+        if changes
             .iter()
-            .filter(|(_, old, new)| old.as_deref() != Some(new.as_str()))
-            .collect();
-        if changes.is_empty() {
+            .all(|(_, old, new)| old.as_deref() == Some(new.as_str()))
+        {
             return Ok(true);
         }
         let mut inv = CAS.prepare_invoke();
@@ -329,7 +329,11 @@ impl Takes {
                 None => "-".to_string(),
                 Some(v) => format!("={v}"),
             });
-            inv.arg(format!("={new}"));
+            if old.as_deref() == Some(new.as_str()) {
+                inv.arg("?");
+            } else {
+                inv.arg(format!("={new}"));
+            }
         }
         let mut conn = self.queue.redis().conn().await.map_err(QueueError::from)?;
         let at: i64 = inv.invoke_async(&mut conn).await?;
@@ -763,7 +767,7 @@ impl Takes {
             let scene_fields: Vec<String> = plan.scenes.iter().map(|s| scene_field(s)).collect();
             let raws = self.read(season, &scene_fields).await?;
             let mut scenes = HashMap::new();
-            for (f, r) in scene_fields.iter().zip(raws) {
+            for (f, r) in scene_fields.iter().zip(&raws) {
                 let e: SceneTakes = decode(f, r.as_deref())?;
                 scenes.insert(e.scene.clone(), e);
             }
@@ -783,10 +787,15 @@ impl Takes {
                     AssemblyState::AwaitingApproval { scenes }
                 }
             };
-            if self
-                .cas(season, &[(field.clone(), old.clone(), encode(&plan))])
-                .await?
-            {
+            // The scenes the decision was made from are compared too: a selection changed
+            // meanwhile means deciding again.
+            let mut changes: Vec<Change> = vec![(field.clone(), old.clone(), encode(&plan))];
+            for (f, r) in scene_fields.iter().zip(raws) {
+                if let Some(v) = r {
+                    changes.push((f.clone(), Some(v.clone()), v));
+                }
+            }
+            if self.cas(season, &changes).await? {
                 return Ok(state);
             }
         }

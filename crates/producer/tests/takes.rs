@@ -174,6 +174,24 @@ async fn reroll_select_and_reenqueue() {
         2
     );
 
+    // Two reviewers re-rolling the same scene at once with different notes: one take 2 wins,
+    // the other is told to reload, and only one task is created.
+    let before = f.queue.season_tasks("takes").await.unwrap().len();
+    let (a, b) = tokio::join!(
+        f.takes.reroll("takes", "ep02/sc01", Some(2), Some("left")),
+        f.takes.reroll("takes", "ep02/sc01", Some(2), Some("right")),
+    );
+    assert!(
+        a.is_ok() != b.is_ok(),
+        "exactly one wins: {:?} / {:?}",
+        a.as_ref().map(|r| &r.id),
+        b.as_ref().map(|r| &r.id)
+    );
+    assert!(matches!(a.err().or(b.err()), Some(TakesError::Conflict(_))));
+    let after = f.queue.season_tasks("takes").await.unwrap();
+    // One new take and ep02's new assembly.
+    assert_eq!(after.len(), before + 2);
+
     // Selecting take 1 again goes back to the first assembly (same id: nothing new).
     let s = f.takes.select("takes", "ep01/sc01", 1).await.unwrap();
     assert_eq!(

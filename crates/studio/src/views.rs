@@ -319,17 +319,11 @@ pub async fn season_title(studio: &Studio, season: &str) -> Result<String> {
         .await
         .map_err(|e| ViewError::Internal(e.to_string()))?;
     let title: Option<String> = redis::cmd("HGET")
-        .arg(format!("{}:meta", season_tag(season)))
+        .arg(dramaq_common::keys::SeasonKeys::new(season).meta())
         .arg("title")
         .query_async(&mut conn)
         .await?;
     Ok(title.unwrap_or_default())
-}
-
-fn season_tag(season: &str) -> String {
-    // The meta key's name lives in `SeasonKeys` (crate-private there): same tag, `:meta`.
-    let index = dramaq_common::keys::SeasonKeys::new(season).index();
-    index.trim_end_matches(":index").to_string()
 }
 
 /// A voice line of a scene, with its player.

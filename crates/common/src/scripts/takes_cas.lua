@@ -5,7 +5,8 @@
 -- ARGV[1]  n, the number of fields
 -- then n triples: field, expected, new
 --   expected: '-' when the field must be absent, '=' .. value when it must hold value
---   new:      '=' .. value to set it (nothing else is accepted; takes are never deleted)
+--   new:      '=' .. value to set it, or '?' to only compare it (a field the decision was
+--             made from); takes are never deleted
 --
 -- The Rust side (`takes.rs`) reads the fields, decides the new values and calls this; two
 -- operators acting on the same scene at once cannot both win: the loser sees the field changed
@@ -28,9 +29,11 @@ end
 for i = 0, n - 1 do
   local field = ARGV[2 + i * 3]
   local new = ARGV[4 + i * 3]
-  if string.sub(new, 1, 1) ~= '=' then
-    return redis.error_reply('takes_cas: new value of ' .. field .. ' must start with =')
+  if new ~= '?' then
+    if string.sub(new, 1, 1) ~= '=' then
+      return redis.error_reply('takes_cas: new value of ' .. field .. ' must be ? or start with =')
+    end
+    redis.call('HSET', KEYS[1], field, string.sub(new, 2))
   end
-  redis.call('HSET', KEYS[1], field, string.sub(new, 2))
 end
 return 0
