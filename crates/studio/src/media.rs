@@ -11,9 +11,9 @@ use crate::Studio;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use dramaq_common::config::StorageBackend;
+use dramaq_common::config::{Config, StorageBackend};
 use dramaq_common::ids::is_safe_component;
-use dramaq_common::model::{TaskRecord, TaskState};
+use dramaq_common::model::{TaskKind, TaskRecord, TaskState};
 use object_store::signer::Signer;
 use std::time::Duration;
 use tower::ServiceExt;
@@ -22,20 +22,44 @@ use tower_http::services::ServeFile;
 /// How long a presigned S3 URL stays valid.
 const PRESIGN_SECS: u64 = 300;
 
-/// The record's poster image location, when assembly recorded one. Records carry no poster
-/// field yet; this is where it will be read.
-pub fn poster_location(_r: &TaskRecord) -> Option<String> {
-    None
+/// A picture or subtitle file stored beside the record's output: `<season>/<group>/<task><suffix>`
+/// (episode assembly writes `-poster.jpg` for each scene clip and the master, `-contact.jpg`
+/// and `.vtt` for the master). The name comes from the record alone, never from a request, and
+/// is offered only when the file is there (the `dir` backend; with S3 a missing object would
+/// be a broken image, so none is offered).
+fn sidecar(cfg: &Config, r: &TaskRecord, suffix: &str) -> Option<String> {
+    let output = checked(r.output.as_deref()?)?;
+    let (stem, _ext) = output.rsplit_once('.')?;
+    let location = format!("{stem}{suffix}");
+    checked(&location)?;
+    match cfg.storage.backend {
+        StorageBackend::Dir => cfg
+            .storage
+            .dir
+            .join(&location)
+            .is_file()
+            .then_some(location),
+        StorageBackend::S3 => None,
+    }
 }
 
-/// The master's WebVTT subtitles location, when the record has one.
-pub fn subtitles_location(_r: &TaskRecord) -> Option<String> {
-    None
+/// The poster frame of a scene clip or an episode master, when assembly stored one.
+pub fn poster_location(cfg: &Config, r: &TaskRecord) -> Option<String> {
+    sidecar(cfg, r, "-poster.jpg")
 }
 
-/// The master's contact sheet location, when the record has one.
-pub fn contact_sheet_location(_r: &TaskRecord) -> Option<String> {
-    None
+/// The master's WebVTT subtitles, when assembly stored them.
+pub fn subtitles_location(cfg: &Config, r: &TaskRecord) -> Option<String> {
+    (r.kind == TaskKind::Assembly)
+        .then(|| sidecar(cfg, r, ".vtt"))
+        .flatten()
+}
+
+/// The master's contact sheet, when assembly stored one.
+pub fn contact_sheet_location(cfg: &Config, r: &TaskRecord) -> Option<String> {
+    (r.kind == TaskKind::Assembly)
+        .then(|| sidecar(cfg, r, "-contact.jpg"))
+        .flatten()
 }
 
 /// A recorded location, re-checked: exactly `<season>/<group>/<file>.<ext>`, every component
@@ -86,9 +110,9 @@ pub async fn part(
         return not_found();
     };
     let loc = match part.as_str() {
-        "poster" => poster_location(&r),
-        "subtitles" => subtitles_location(&r),
-        "contact" => contact_sheet_location(&r),
+        "poster" => poster_location(&studio.cfg, &r),
+        "subtitles" => subtitles_location(&studio.cfg, &r),
+        "contact" => contact_sheet_location(&studio.cfg, &r),
         _ => None,
     };
     match loc.as_deref().and_then(checked) {

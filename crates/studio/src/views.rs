@@ -94,7 +94,7 @@ impl TaskCard {
                 .get(&r.account)
                 .map_or(0.0, |a| a.price_usd(&r.payload)),
             media: stored.then(|| format!("/media/{}/{}", r.season, r.id)),
-            poster: crate::media::poster_location(r)
+            poster: crate::media::poster_location(&studio.cfg, r)
                 .map(|_| format!("/media/{}/{}/poster", r.season, r.id)),
             failure: r.failure.map(|f| f.as_str().to_string()),
         }
@@ -499,7 +499,7 @@ pub async fn episode_page(studio: &Studio, season: &str, group: &str) -> Result<
             .map(|r| r.state),
         master: master_rec.map(|r| TaskCard::of(studio, r)),
         subtitles: master_rec
-            .and_then(crate::media::subtitles_location)
+            .and_then(|r| crate::media::subtitles_location(&studio.cfg, r))
             .map(|_| {
                 format!(
                     "/media/{season}/{}/subtitles",
@@ -507,7 +507,7 @@ pub async fn episode_page(studio: &Studio, season: &str, group: &str) -> Result<
                 )
             }),
         contact_sheet: master_rec
-            .and_then(crate::media::contact_sheet_location)
+            .and_then(|r| crate::media::contact_sheet_location(&studio.cfg, r))
             .map(|_| {
                 format!(
                     "/media/{season}/{}/contact",

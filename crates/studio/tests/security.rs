@@ -247,6 +247,24 @@ async fn media_comes_only_from_records_with_range() {
         let (status, _, _) = send(&f, get(&uri)).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
     }
+
+    // A poster frame stored beside the clip (as episode assembly writes it) is served, and
+    // the season page shows it on the scene's card.
+    std::fs::write(
+        f.out
+            .path()
+            .join(format!("sec/ep001/{}-poster.jpg", sc1.base)),
+        b"jpeg",
+    )
+    .unwrap();
+    let (status, _, body) = send(&f, get(&format!("/media/sec/{}/poster", sc1.base))).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"jpeg"[..]));
+    let (_, _, page) = send(&f, get("/seasons/sec")).await;
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains(&format!("src=\"/media/sec/{}/poster\"", sc1.base)),
+        "the card shows the poster"
+    );
 }
 
 #[tokio::test]
