@@ -198,18 +198,35 @@ impl Job {
         )
     }
 
+    /// The finished clip: the asked size and length, or the broken file a bad-output scenario
+    /// asks for (served with the same status and content type as a good one).
     pub fn video_bytes(&self) -> Vec<u8> {
         let (w, h) = self
             .size
             .split_once('x')
             .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
             .unwrap_or((720, 1280));
-        media::mp4_video(&media::VideoSpec {
+        let seconds = match self.scenario {
+            Scenario::WrongDuration => self.seconds.clamp(1, 20) * 2 + 2,
+            _ => self.seconds.clamp(1, 20),
+        };
+        let mut clip = media::mp4_video(&media::VideoSpec {
             width: w,
             height: h,
-            seconds: self.seconds.clamp(1, 20),
+            seconds,
             tag: &self.id,
-        })
+        });
+        match self.scenario {
+            Scenario::TruncatedMp4 => clip.truncate(clip.len() / 2),
+            Scenario::ZeroBytes => clip.clear(),
+            Scenario::Html200 => {
+                clip = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>\
+                    <body><h1>502 Bad Gateway</h1><p>upstream closed the connection</p></body></html>\n"
+                    .to_vec()
+            }
+            _ => {}
+        }
+        clip
     }
 }
 
@@ -597,6 +614,27 @@ pub fn unix_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::iso8601;
+    use super::*;
+
+    #[test]
+    fn bad_output_scenarios_break_the_file_the_way_they_say() {
+        let shared = Shared::new(SandboxOptions::default());
+        let clip = |scenario| {
+            let job = Job {
+                seconds: 4,
+                size: "720x1280".into(),
+                ..shared.new_job("j1", Api::OpenaiVideo, "k".into(), scenario, Instant::now())
+            };
+            job.video_bytes()
+        };
+        let good = clip(Scenario::Ok);
+        assert!(media::inspect_mp4(&good).is_ok());
+        assert_eq!(clip(Scenario::TruncatedMp4), good[..good.len() / 2]);
+        assert!(clip(Scenario::ZeroBytes).is_empty());
+        assert!(clip(Scenario::Html200).starts_with(b"<!DOCTYPE html>"));
+        let long = clip(Scenario::WrongDuration);
+        assert!(media::inspect_mp4(&long).is_ok() && long.len() > good.len());
+    }
 
     #[test]
     fn iso8601_is_utc_with_milliseconds() {

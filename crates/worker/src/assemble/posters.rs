@@ -1,6 +1,7 @@
 //! Pictures a person can glance at: a poster frame per scene and per episode, and a contact sheet
 //! (the scene posters in a grid) per episode, all JPEG, taken from the finished master so they
-//! show exactly what the master shows (format, padding, burnt-in subtitles).
+//! show exactly what the master shows (format, padding, burnt-in subtitles). The posters are
+//! taken at the middle of each scene (a fast seek each); the sheet is tiled from them.
 
 use super::ffmpeg::{args, run, Format};
 use super::timeline::Timeline;
@@ -80,35 +81,26 @@ pub(crate) async fn make(
         );
     }
     let episode = frame_at(ffmpeg, dir, master, t.total_ms / 2, height, "poster.jpg").await?;
+    // The sheet tiles the scene posters already taken (an image sequence), so the master is not
+    // decoded again.
     let columns = t.scenes.len().clamp(1, COLUMNS);
     let rows = t.scenes.len().div_ceil(columns).max(1);
-    let frames: Vec<String> = t
-        .scenes
-        .iter()
-        .map(|s| {
-            let mid_ms = s.start_ms + s.duration_ms / 2;
-            format!("eq(n\\,{})", mid_ms * u64::from(f.fps) / 1000)
-        })
-        .collect();
     let thumb = (height / 2).max(16) / 2 * 2;
     run(
         ffmpeg,
         dir,
         "contact sheet",
         args([
-            "-loglevel".into(),
+            "-loglevel".to_string(),
             "error".into(),
+            "-framerate".into(),
+            "1".into(),
             "-i".into(),
-            master.display().to_string(),
+            "poster-%04d.jpg".into(),
             "-vf".into(),
-            format!(
-                "select='{}',scale=-2:{thumb},tile={columns}x{rows}:padding=4:margin=4",
-                frames.join("+")
-            ),
+            format!("scale=-2:{thumb},tile={columns}x{rows}:padding=4:margin=4"),
             "-frames:v".into(),
             "1".into(),
-            "-fps_mode".into(),
-            "vfr".into(),
             "-q:v".into(),
             "4".into(),
             "contact.jpg".into(),
