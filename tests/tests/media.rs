@@ -19,13 +19,13 @@ const SAMPLE: &str = "moonlit-harbor";
 const CHECKS: &str = "media-checks";
 const FINISH: Duration = Duration::from_secs(240);
 
-/// Mixed providers (Sora-shaped portrait clips and MiniMax landscape ones, of different sizes),
-/// a music bed, burnt-in subtitles with CJK and Vietnamese text; and an episode of broken outputs
-/// whose scenes fall back from Kling to MiniMax.
+/// Mixed providers (Sora-shaped portrait clips with their own sound, from an account marked
+/// `native_audio`, and silent MiniMax landscape ones, of different sizes) with burnt-in CJK and
+/// Vietnamese subtitles; an episode with a music bed; and an episode of broken outputs whose
+/// scenes fall back from Kling to MiniMax.
 const CHECKS_SCRIPT: &str = r#"
 id: media-checks
 title: Media checks
-music: MUSIC
 subtitles: burn
 defaults:
   aspect_ratio: "9:16"
@@ -41,6 +41,7 @@ episodes:
   - id: mixed
     scenes:
       - description: Harbour at dusk.
+        providers: { video: [sandbox-sora-sound] }
         dialogue:
           - { speaker: Mira, line: "灯塔熄了。" }
       - description: The lamp room, wide.
@@ -48,6 +49,10 @@ episodes:
         providers: { video: [sandbox-minimax] }
         dialogue:
           - { speaker: Mira, line: "Đèn tắt rồi.", at: 2 }
+  - id: bed
+    music: MUSIC
+    scenes:
+      - description: The empty pier.
   - id: broken
     scenes:
       - { description: "A [sandbox:truncated_mp4] clip.", duration: 10, providers: { video: [sandbox-kling, sandbox-minimax] } }
@@ -229,8 +234,9 @@ fn check_master(
     );
 
     // One cue per line, inside its scene; each line heard inside its scene, with its cue.
-    let lines = asm["payload"]["master"]["lines"].as_array().unwrap();
-    let voice = asm["payload"]["voice"].as_array().unwrap();
+    let listed = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let lines = listed(&asm["payload"]["master"]["lines"]);
+    let voice = listed(&asm["payload"]["voice"]);
     assert_eq!(lines.len(), voice.len(), "{label}");
     let base = master.with_extension("");
     let srt = std::fs::read_to_string(base.with_extension("srt")).unwrap();
@@ -301,6 +307,13 @@ fn masters_are_in_sync_at_loudness_and_broken_outputs_fall_back_unpublished() {
         .unwrap();
     env.set_in_table("worker", "retry_base_ms = 200\nretry_max_ms = 1000")
         .unwrap();
+    env.add_config(&format!(
+        "[accounts.sandbox-sora-sound]\nfamily = \"openai-videos\"\nbase_url = \"{}/openai\"\n\
+         model = \"sora-2\"\napi_key_env = \"DRAMAQ_SANDBOX_KEY\"\nnative_audio = true\n\
+         poll_first_ms = 200\npoll_max_ms = 500",
+        env.sandbox_url
+    ))
+    .unwrap();
     env.add_config(&format!(
         "[accounts.sandbox-minimax]\nfamily = \"minimax\"\nbase_url = \"{}/minimax\"\n\
          model = \"MiniMax-Hailuo-02\"\napi_key_env = \"DRAMAQ_SANDBOX_KEY\"\n\
@@ -391,6 +404,28 @@ fn masters_are_in_sync_at_loudness_and_broken_outputs_fall_back_unpublished() {
     assert_ne!(
         sizes[0], sizes[1],
         "the two providers' clips should differ in size"
+    );
+    // The Sora clip's own sound is kept under its scene (before the first line starts at
+    // 0.3 s); the silent MiniMax scene stays silent until its line (at 2 s into it: 6 s).
+    let master = env.out.join(mixed["output"].as_str().unwrap());
+    let level = |from: &str, to: &str| -> f64 {
+        let err = audio_analysis(&master, &format!("atrim={from}:{to},volumedetect"));
+        let v = &err[err.rfind("mean_volume: ").expect("volumedetect") + 13..];
+        v.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (clip_sound, quiet) = (level("0.05", "0.25"), level("4.5", "5.8"));
+    assert!(
+        clip_sound > -45.0,
+        "no clip sound under scene 1: {clip_sound} dB"
+    );
+    assert!(quiet < -70.0, "sound under the silent scene: {quiet} dB");
+
+    // A music bed alone is a master at the loudness target.
+    let bed = tasks.iter().find(|t| t["label"] == "bed/assembly").unwrap();
+    let (i, tp, _) = check_master(&env, &tasks, bed, (720, 1280), false);
+    assert!(
+        (i + 14.0).abs() <= 1.0 && tp <= -1.0,
+        "bed: {i} LUFS, {tp} dBTP"
     );
 
     // Broken outputs: retried, fell back from Kling to MiniMax, dead as bad_output, unpublished.

@@ -215,6 +215,8 @@ impl Job {
             height: h,
             seconds,
             tag: &self.id,
+            // Models that render their own sound (Sora 2, Veo 3) deliver clips with audio.
+            sound: self.model.starts_with("sora-2") || self.model.starts_with("veo-3"),
         });
         match self.scenario {
             Scenario::TruncatedMp4 => clip.truncate(clip.len() / 2),
@@ -623,6 +625,7 @@ mod tests {
             let job = Job {
                 seconds: 4,
                 size: "720x1280".into(),
+                model: "sora-2".into(),
                 ..shared.new_job("j1", Api::OpenaiVideo, "k".into(), scenario, Instant::now())
             };
             job.video_bytes()
@@ -634,6 +637,31 @@ mod tests {
         assert!(clip(Scenario::Html200).starts_with(b"<!DOCTYPE html>"));
         let long = clip(Scenario::WrongDuration);
         assert!(media::inspect_mp4(&long).is_ok() && long.len() > good.len());
+
+        // A Sora 2 clip carries sound, and ffprobe reads both tracks at the asked length.
+        let path = std::env::temp_dir().join(format!("dramaq-sandbox-{}.mp4", std::process::id()));
+        std::fs::write(&path, &good).unwrap();
+        let out = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-count_packets", "-show_entries"])
+            .args([
+                "stream=codec_name,duration,nb_read_packets",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&path)
+            .output()
+            .expect("ffprobe (apt-get install ffmpeg)");
+        std::fs::remove_file(&path).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{text} {:?}",
+            out.stderr
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("h264,4.000000,96"), "{text}");
+        assert!(lines[1].starts_with("pcm_s16le,4.000000"), "{text}");
     }
 
     #[test]

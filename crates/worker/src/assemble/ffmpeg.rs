@@ -103,7 +103,8 @@ pub(crate) struct AudioInputs<'a> {
     pub music: Option<usize>,
 }
 
-const FMT: &str = "aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo";
+/// Every audio stream inside the graphs: 48 kHz float stereo.
+pub(crate) const FMT: &str = "aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo";
 
 /// The audio mix graph, output label `[aout]`: dialogue at its timeline places over silence; the
 /// bed (clip sound and music) ducked under the dialogue by a sidechain compressor; the sum
@@ -183,11 +184,13 @@ impl Loudness {
     }
 
     /// The second, linear loudnorm pass to `target` LUFS with true peak at most −1.5 dBTP (a
-    /// margin under the −1 dBTP platforms ask for, for the AAC encoder's overshoot).
+    /// margin under the −1 dBTP platforms ask for, for the AAC encoder's overshoot). loudnorm
+    /// works at 192 kHz; the format after it is pinned (rate, sample format and stereo layout),
+    /// else ffmpeg may fail to pick a channel layout for the AAC encoder.
     pub(crate) fn filter(&self, target: f64) -> String {
         format!(
             "loudnorm=I={target}:TP=-1.5:LRA=11:measured_I={}:measured_TP={}:measured_LRA={}:\
-             measured_thresh={}:offset={}:linear=true,aresample=48000",
+             measured_thresh={}:offset={}:linear=true,{FMT}",
             self.input_i, self.input_tp, self.input_lra, self.input_thresh, self.target_offset
         )
     }

@@ -357,7 +357,7 @@ impl Assembler {
         let loudness = ffmpeg::parse_loudness(&measured).map_err(failed)?;
         let audio_filter = match loudness.integrated() {
             Some(_) => loudness.filter(self.loudness_lufs),
-            None => "anull".to_string(),
+            None => ffmpeg::FMT.to_string(),
         };
 
         // Pass 3: the one encode.
