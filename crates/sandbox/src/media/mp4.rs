@@ -202,58 +202,11 @@ fn moov(t: &TrackInfo<'_>, chunk_offset: u32, pcm: &[u8], pcm_offset: u32) -> Ve
             .u32(3) // next_track_ID
             .0,
     );
-    let tkhd = full_box(
-        b"tkhd",
-        0,
-        3, // enabled, in movie
-        &Be::new()
-            .u32(0)
-            .u32(0)
-            .u32(1) // track_ID
-            .u32(0)
-            .u32(t.duration_ms)
-            .zeros(8)
-            .u16(0) // layer
-            .u16(0) // alternate_group
-            .u16(0) // volume (video)
-            .u16(0)
-            .matrix()
-            .u32(t.width << 16)
-            .u32(t.height << 16)
-            .0,
-    );
-    let mdhd = full_box(
-        b"mdhd",
-        0,
-        0,
-        &Be::new()
-            .u32(0)
-            .u32(0)
-            .u32(TIMESCALE)
-            .u32(t.frames * SAMPLE_DELTA)
-            .u16(0x55c4) // language "und"
-            .u16(0)
-            .0,
-    );
-    let hdlr = full_box(
-        b"hdlr",
-        0,
-        0,
-        &Be::new()
-            .u32(0)
-            .raw(b"vide")
-            .zeros(12)
-            .raw(b"VideoHandler\0")
-            .0,
-    );
+    let tkhd = tkhd(1, t.duration_ms, 0, (t.width, t.height));
+    let mdhd = mdhd(TIMESCALE, t.frames * SAMPLE_DELTA);
+    let hdlr = hdlr(b"vide", b"VideoHandler\0");
     let vmhd = full_box(b"vmhd", 0, 1, &Be::new().zeros(8).0);
-    let dref = full_box(
-        b"dref",
-        0,
-        0,
-        &Be::new().u32(1).raw(&full_box(b"url ", 0, 1, &[])).0,
-    );
-    let dinf = container(b"dinf", &[dref]);
+    let dinf = dinf();
 
     let avcc = boxed(
         b"avcC",
@@ -328,63 +281,76 @@ fn moov(t: &TrackInfo<'_>, chunk_offset: u32, pcm: &[u8], pcm_offset: u32) -> Ve
     )
 }
 
-/// The sound track: mono 16-bit little-endian PCM (`sowt`) at the speech sample rate, all in one
-/// chunk at `offset`.
-fn sound_trak(duration_ms: u32, pcm_len: usize, offset: u32) -> Vec<u8> {
-    let rate = super::audio::SPEECH_SAMPLE_RATE;
-    let samples = (pcm_len / 2) as u32;
-    let tkhd = full_box(
+/// A track header: enabled and in the movie; sound tracks (volume 1.0) form alternate group 1.
+fn tkhd(track_id: u32, duration_ms: u32, volume: u16, (width, height): (u32, u32)) -> Vec<u8> {
+    full_box(
         b"tkhd",
         0,
-        3,
+        3, // enabled, in movie
         &Be::new()
-            .u32(0)
-            .u32(0)
-            .u32(2) // track_ID
+            .u32(0) // creation_time
+            .u32(0) // modification_time
+            .u32(track_id)
             .u32(0)
             .u32(duration_ms)
             .zeros(8)
-            .u16(0)
-            .u16(1) // alternate_group
-            .u16(0x0100) // volume 1.0
+            .u16(0) // layer
+            .u16(u16::from(volume != 0)) // alternate_group
+            .u16(volume)
             .u16(0)
             .matrix()
-            .u32(0)
-            .u32(0)
+            .u32(width << 16)
+            .u32(height << 16)
             .0,
-    );
-    let mdhd = full_box(
+    )
+}
+
+fn mdhd(timescale: u32, duration: u32) -> Vec<u8> {
+    full_box(
         b"mdhd",
         0,
         0,
         &Be::new()
             .u32(0)
             .u32(0)
-            .u32(rate)
-            .u32(samples)
-            .u16(0x55c4)
+            .u32(timescale)
+            .u32(duration)
+            .u16(0x55c4) // language "und"
             .u16(0)
             .0,
-    );
-    let hdlr = full_box(
+    )
+}
+
+fn hdlr(kind: &[u8; 4], name: &[u8]) -> Vec<u8> {
+    full_box(
         b"hdlr",
         0,
         0,
-        &Be::new()
-            .u32(0)
-            .raw(b"soun")
-            .zeros(12)
-            .raw(b"SoundHandler\0")
-            .0,
-    );
-    let smhd = full_box(b"smhd", 0, 0, &Be::new().zeros(4).0);
+        &Be::new().u32(0).raw(kind).zeros(12).raw(name).0,
+    )
+}
+
+/// Data in this same file.
+fn dinf() -> Vec<u8> {
     let dref = full_box(
         b"dref",
         0,
         0,
         &Be::new().u32(1).raw(&full_box(b"url ", 0, 1, &[])).0,
     );
-    let dinf = container(b"dinf", &[dref]);
+    container(b"dinf", &[dref])
+}
+
+/// The sound track: mono 16-bit little-endian PCM (`sowt`) at the speech sample rate, all in one
+/// chunk at `offset`.
+fn sound_trak(duration_ms: u32, pcm_len: usize, offset: u32) -> Vec<u8> {
+    let rate = super::audio::SPEECH_SAMPLE_RATE;
+    let samples = (pcm_len / 2) as u32;
+    let tkhd = tkhd(2, duration_ms, 0x0100, (0, 0));
+    let mdhd = mdhd(rate, samples);
+    let hdlr = hdlr(b"soun", b"SoundHandler\0");
+    let smhd = full_box(b"smhd", 0, 0, &Be::new().zeros(4).0);
+    let dinf = dinf();
     let sowt = boxed(
         b"sowt",
         &Be::new()
