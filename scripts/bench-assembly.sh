@@ -46,7 +46,8 @@ PIDS+=($!)
 python3 - "$BIN/dramaq" "$SEASON" "$WORK/assembly.err" "$WORK/out" <<'PY'
 import json, re, subprocess, sys
 dramaq, season, log, out = sys.argv[1:5]
-built = [(float(s), int(t)) for s, t in re.findall(r'episode master built.*?seconds\S*?=\S*?([\d.]+).*?took_ms\S*?=\S*?(\d+)', open(log).read())]
+text = re.sub(r'\x1b\[[0-9;]*m', '', open(log).read())
+built = {e: (float(s), int(t)) for e, s, t in re.findall(r'episode master built.*?episode=(\S+).*?seconds=([\d.]+).*?took_ms=(\d+)', text)}
 tasks = json.loads(subprocess.run([dramaq, "tasks", "--season", season, "--json"], capture_output=True, check=True).stdout)
 def ff(args):
     return subprocess.run(["ffmpeg", "-hide_banner", "-nostats"] + args + ["-f", "null", "-"], capture_output=True, text=True).stderr
@@ -63,9 +64,10 @@ for t in sorted((t for t in tasks if t["kind"] == "assembly" and t["state"] == "
     srt = open(path[:-4] + ".srt").read()
     cues = [int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000 for h, m, s, ms in re.findall(r'(\d+):(\d+):(\d+),(\d+) -->', srt)]
     worst = max((abs(a - b) for a, b in zip(onsets, cues)), default=0.0) if len(onsets) == len(cues) else float("nan")
-    print(f'{t["group"]:<10} {length:>8.2f} {"":>8} {lufs:>6.1f} {peak:>6.1f} {len(cues):>5} {worst * 1000:>13.1f}')
-secs = sum(s for s, _ in built)
-took = sum(t for _, t in built) / 1000
+    took_s = built.get(t["group"], (0, float("nan")))[1] / 1000
+    print(f'{t["group"]:<10} {length:>8.2f} {took_s:>8.2f} {lufs:>6.1f} {peak:>6.1f} {len(cues):>5} {worst * 1000:>13.1f}')
+secs = sum(s for s, _ in built.values())
+took = sum(t for _, t in built.values()) / 1000
 print(f"{len(built)} masters, {secs:.1f} s of episode built in {took:.1f} s: {took / secs * 60:.1f} s of assembly per minute of episode")
 print("(machine: %s cores, load average %s)" % (subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(), open("/proc/loadavg").read().split()[0]))
 PY

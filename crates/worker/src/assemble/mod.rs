@@ -450,6 +450,7 @@ impl Assembler {
             .await?;
         }
         info!(
+            episode = %dramaq_common::text::Shown::id(group),
             seconds = t.total_ms as f64 / 1000.0,
             lines = t.lines.len(),
             loudness_in = ?loudness.integrated(),
