@@ -146,14 +146,10 @@ fn sample_season_stores_every_output_in_s3() {
         assert!(output.ends_with(".mp4"), "{output} (manifest instead?)");
         let master = &objects[ep["id"].as_str().unwrap()];
         assert_eq!(&master[4..8], b"ftyp", "{output} is not an MP4");
-        let scenes = ep["payload"]["scenes"].as_array().unwrap();
-        let clips: usize = scenes
-            .iter()
-            .map(|id| objects[id.as_str().unwrap()].len())
-            .sum();
-        assert!(
-            master.len() > clips,
-            "{output} is smaller than its clips: not a re-encoded master"
-        );
+        // Its subtitles came back beside it: one cue per voice line.
+        let srt_key = format!("{PREFIX}/{}", output.replace(".mp4", ".srt"));
+        let srt = String::from_utf8(bucket.get(&srt_key)).unwrap();
+        let lines = ep["payload"]["voice"].as_array().map_or(0, Vec::len);
+        assert_eq!(srt.matches(" --> ").count(), lines, "{srt_key}: {srt}");
     }
 }
