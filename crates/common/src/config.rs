@@ -726,6 +726,16 @@ impl Config {
                     .into(),
             });
         }
+        if !(1..=120).contains(&self.assembly.fps) {
+            return Err(bad("assembly.fps".into(), "must be from 1 to 120".into()));
+        }
+        let lufs = self.assembly.loudness_lufs;
+        if !lufs.is_finite() || !(-70.0..=-5.0).contains(&lufs) {
+            return Err(bad(
+                "assembly.loudness_lufs".into(),
+                "must be a loudness from -70 to -5 LUFS (platforms ask for -14)".into(),
+            ));
+        }
         for (name, acct) in &self.accounts {
             if !crate::ids::is_safe_component(name) {
                 return Err(bad(
@@ -1446,5 +1456,20 @@ mod tests {
         let shown = format!("{creds:?} {s3:?}");
         assert!(!shown.contains("AKIDEXAMPLE"), "{shown}");
         assert!(!shown.contains("wJalrXUtnFEMI-secret"), "{shown}");
+    }
+
+    #[test]
+    fn assembly_settings_are_checked_at_load() {
+        let base = "[accounts.a]\nfamily = \"kling\"\njwt = false\nbase_url = \"http://x\"\n";
+        let cfg = Config::from_toml_str(base).unwrap();
+        assert!(cfg.assembly.ffmpeg && cfg.assembly.probe);
+        assert_eq!((cfg.assembly.fps, cfg.assembly.loudness_lufs), (24, -14.0));
+        for (extra, key) in [
+            ("[assembly]\nfps = 0", "assembly.fps"),
+            ("[assembly]\nloudness_lufs = 3.0", "assembly.loudness_lufs"),
+        ] {
+            let err = Config::from_toml_str(&format!("{base}{extra}\n")).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 }
