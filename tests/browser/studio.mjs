@@ -80,7 +80,7 @@ for (let i = 0; i < 4; i++) {
   assert.equal(await cards.nth(i).locator(".poster").count(), 1, `card ${i} has a poster`);
 }
 assert.ok(await page.locator('[data-testid="characters"] figure').count() >= 1, "character strip");
-await shot("season");
+await shot("season-running");
 
 // 3. Scene: the clip plays (HTTP Range from the studio's media route).
 await page.goto(`${BASE}/seasons/${SEASON}/scenes/ep01/sc01`);
@@ -132,6 +132,14 @@ await until("ep01's master to be assembled", async () => {
 const ep = await api(`/api/seasons/${SEASON}/episodes/ep01`);
 assert.equal(ep.body.assembly.status, "queued");
 await shot("episode");
+// Assembly took a poster frame of every scene: the season page's ep01 cards show them.
+await page.goto(`${BASE}/seasons/${SEASON}`);
+const posters = await until("ep01's poster frames on the season page", () => page.evaluate(() => {
+  const imgs = [...document.querySelectorAll('[data-episode="ep01"] img.poster')];
+  return imgs.length === 2 && imgs.every((i) => i.complete && i.naturalWidth > 0) ? imgs.length : false;
+}));
+assert.equal(posters, 2);
+await shot("season");
 
 // 6. Dead letters: preview the requeue of the rejected scene, then apply exactly that.
 await page.goto(`${BASE}/dead?class=content_policy`);

@@ -112,6 +112,7 @@ fn review_studio_in_headless_chromium() {
     );
     for page in [
         "seasons",
+        "season-running",
         "season",
         "scene",
         "scene-takes",
