@@ -78,6 +78,9 @@ fn review_studio_in_headless_chromium() {
     std::fs::create_dir_all(&shots).expect("screenshot folder");
 
     let env = Env::start(SandboxArgs::default()).expect("env");
+    // Real masters: assembly takes the poster frames the season page shows.
+    env.edit_config(|t| t.replace("\nffmpeg = false\n", "\nffmpeg = true\n"))
+        .expect("config");
     let script = env.write_script("studio.yaml", SCRIPT).expect("script");
     let enq = env
         .dramaq_json(&["enqueue", script.to_str().unwrap()])
