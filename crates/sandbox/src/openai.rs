@@ -217,6 +217,11 @@ pub async fn create_video(State(shared): State<Arc<Shared>>, req: Request) -> Re
 
 /// Submit-time refusals shared by the OpenAI routes: scenario, rate and concurrency limits.
 fn refuse(shared: &Shared, key: &str, scenario: Scenario, idem: &str) -> Option<Response> {
+    let scenario = if shared.out_of_credits(key) {
+        Scenario::OutOfCredits
+    } else {
+        scenario
+    };
     match scenario {
         Scenario::ModerationInput => {
             return Some(error(

@@ -42,6 +42,8 @@ pub const MAX_SCRIPT_BYTES: u64 = 8 * 1024 * 1024;
 pub struct Expanded {
     pub season: String,
     pub title: String,
+    /// The script's `budget.usd`, when it sets one.
+    pub budget_usd: Option<f64>,
     /// In dependency order: images, then videos and voice lines, then assemblies.
     pub tasks: Vec<NewTask>,
 }
@@ -109,6 +111,7 @@ pub fn parse_as(
     };
     let tasks = expand::expand(&season, cfg);
     Ok(Expanded {
+        budget_usd: season.budget_usd,
         season: season.id,
         title: season.title,
         tasks,

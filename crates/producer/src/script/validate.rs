@@ -19,7 +19,15 @@ use super::season::{character_id, Character, Episode, Line, Scene, Season};
 use super::suggest::Suggest;
 use super::tree::Node;
 
-const ROOT_FIELDS: &[&str] = &["id", "title", "defaults", "characters", "episodes"];
+const ROOT_FIELDS: &[&str] = &[
+    "id",
+    "title",
+    "defaults",
+    "characters",
+    "episodes",
+    "budget",
+];
+const BUDGET_FIELDS: &[&str] = &["usd"];
 const DEFAULTS_FIELDS: &[&str] = &["aspect_ratio", "resolution", "duration", "providers"];
 const PROVIDER_FIELDS: &[&str] = &["image", "video", "voice", "assembly"];
 const CHARACTER_FIELDS: &[&str] = &["name", "appearance", "seed", "reference_image", "voice"];
@@ -95,6 +103,11 @@ impl Validator<'_> {
         let defaults = top
             .req(self.sink, "defaults")
             .and_then(|n| self.defaults(n));
+        let budget_usd = top.opt("budget").and_then(|n| {
+            let f = Fields::read(self.sink, n, "budget", BUDGET_FIELDS)?;
+            f.req(self.sink, "usd")
+                .and_then(|n| fields::usd(self.sink, n, &f.path_of("usd")))
+        });
 
         let characters = match top.opt("characters") {
             Some(n) => self.characters(n),
@@ -161,6 +174,7 @@ impl Validator<'_> {
         Some(Season {
             id: id?,
             title: title?,
+            budget_usd,
             aspect_ratio: defaults.aspect_ratio?,
             resolution: defaults.resolution?,
             image_chain,
