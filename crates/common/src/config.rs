@@ -1252,6 +1252,44 @@ mod tests {
     }
 
     #[test]
+    fn key_pools_are_read_and_checked_key_by_key() {
+        let base = "[accounts.v]\nfamily = \"openai-videos\"\nbase_url = \"http://x\"\n";
+        let key = |name: &str, quota: &str| {
+            format!("[[accounts.v.keys]]\nname = \"{name}\"\napi_key_env = \"K_{name}\"\nquota = {{ {quota} }}\n")
+        };
+        let cfg = Config::from_toml_str(&format!(
+            "{base}{}{}",
+            key("a", "submit_per_sec = 2, max_concurrent = 3"),
+            key("b", "daily_cap = 10")
+        ))
+        .unwrap();
+        let pool = cfg.accounts["v"].pool();
+        let names: Vec<&str> = pool.iter().map(|k| k.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(pool[0].quota.max_concurrent, 3);
+        assert_eq!(pool[1].api_key_env, Some("K_b"));
+        // Without keys the account is its own single, unnamed key.
+        let single = Config::from_toml_str(&format!("{base}api_key_env = \"K\"\n")).unwrap();
+        let pool = single.accounts["v"].pool();
+        assert_eq!(
+            (pool.len(), pool[0].name, pool[0].api_key_env),
+            (1, "", Some("K"))
+        );
+        for (bad, field) in [
+            (key("a", "") + &key("a", ""), "accounts.v.keys[1].name"),
+            (key("bad name", ""), "accounts.v.keys[0].name"),
+            (key("a", "burst = 0"), "accounts.v.keys[0].quota.burst"),
+            (
+                key("a", "submit_per_sec = -1"),
+                "accounts.v.keys[0].quota.submit_per_sec",
+            ),
+        ] {
+            let err = Config::from_toml_str(&format!("{base}{bad}")).unwrap_err();
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+    }
+
+    #[test]
     fn storage_dir_only_configs_keep_working() {
         let cfg =
             Config::from_toml_str("[storage]\ndir = \"/srv/out\"\nmax_bytes = 1000\n").unwrap();

@@ -453,7 +453,12 @@ pub async fn generate_image(
         "data": [{"b64_json": b64}],
         "output_format": "png",
         "size": format!("{w}x{h}"),
-        "usage": {"input_tokens": prompt.len() / 4, "output_tokens": 272},
+        "usage": {
+            "input_tokens": prompt.len() / 4,
+            "output_tokens": 272,
+            "total_tokens": prompt.len() / 4 + 272,
+            "input_tokens_details": {"text_tokens": prompt.len() / 4, "image_tokens": 0},
+        },
     }))
     .into_response()
 }

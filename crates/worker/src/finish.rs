@@ -149,17 +149,19 @@ pub(crate) async fn complete(
         "stored"
     );
     ctx.metrics.task_stored(&lease.account, rec.kind);
-    let cost = ctx
-        .account(&lease.account)
-        .map_or(0.0, |acct| acct.price_usd(&rec.payload));
+    // What the provider reported the render cost where the family reports it, else the
+    // configured price.
+    let reported = rec.provider_task_id.as_deref().and_then(|ptid| {
+        ctx.provider_for(&rec.account, rec.key.as_deref())?
+            .reported_cost_usd(ptid)
+    });
+    let cost = reported.unwrap_or_else(|| {
+        ctx.account(&lease.account)
+            .map_or(0.0, |acct| acct.price_usd(&rec.payload))
+    });
     ctx.metrics.spend(&lease.account, cost);
-    ctx.metrics.season_spend(
-        &rec.season,
-        &rec.account,
-        rec.kind,
-        rec.key.as_deref(),
-        cost,
-    );
+    ctx.metrics
+        .key_spend(&rec.account, rec.kind, rec.key.as_deref(), cost);
     settle_budget(ctx, rec, Some(cost)).await;
     if has_dependents {
         if let Err(e) = ctx.queue.notify_dependents(&lease.account, &lease.id).await {

@@ -292,7 +292,6 @@ struct AccountKeyLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SpendLabels {
-    season: String,
     account: String,
     kind: Name<TaskKind>,
     key: String,
@@ -504,10 +503,10 @@ families! {
     /// (the season is then parked until its budget is raised).
     budget_parked: Family<AccountLabels, Counter> = "dramaq_budget_parked", Family::default();
 
-    /// Spend in US dollars settled against season budgets when a task is stored, by season,
-    /// account, task kind and pool key.
-    season_spend: Family<SpendLabels, FloatCounter> =
-        "dramaq_season_spend" in Unit::Other("usd".to_string()), Family::default();
+    /// Spend in US dollars settled when a task is stored, by account, task kind and pool key
+    /// (per season and episode: dramaq status and dramaq budget show, as labels stay bounded).
+    key_spend: Family<SpendLabels, FloatCounter> =
+        "dramaq_key_spend" in Unit::Other("usd".to_string()), Family::default();
 
     /// Time spent waiting for the in-process rate limiter before a provider request.
     rate_limiter_wait: Family<AccountLabels, FloatCounter> =
@@ -797,20 +796,12 @@ impl Metrics {
             .inc();
     }
 
-    /// `usd` settled against `season`'s budget for a stored task.
-    pub fn season_spend(
-        &self,
-        season: &str,
-        account: &str,
-        kind: TaskKind,
-        key: Option<&str>,
-        usd: f64,
-    ) {
+    /// `usd` settled for a stored task of `account`'s pool key `key`.
+    pub fn key_spend(&self, account: &str, kind: TaskKind, key: Option<&str>, usd: f64) {
         if usd.is_finite() && usd >= 0.0 {
             self.f()
-                .season_spend
+                .key_spend
                 .get_or_create(&SpendLabels {
-                    season: season.to_string(),
                     account: account.to_string(),
                     kind: Name(kind),
                     key: key_label(key),
@@ -1003,7 +994,7 @@ mod tests {
         m.spend("p", 1.0);
         m.key_claimed("p", Some("k1"));
         m.budget_parked("p");
-        m.season_spend("s", "p", TaskKind::Video, None, 1.0);
+        m.key_spend("p", TaskKind::Video, None, 1.0);
         m.rate_limiter_wait("p", Duration::from_secs(1));
         m.set_adaptive_rate("p", 1.0);
     }

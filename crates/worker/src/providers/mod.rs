@@ -285,6 +285,13 @@ pub trait Provider: Send + Sync {
 
     async fn submit(&self, req: SubmitRequest<'_>) -> Result<SubmitOutcome, ProviderError>;
 
+    /// What the provider reported a finished render cost (USD), when the family reports it
+    /// (Runway's `cost` in credits); taken once, when the render is settled. `None`: the
+    /// configured price stands.
+    fn reported_cost_usd(&self, _provider_task_id: &str) -> Option<f64> {
+        None
+    }
+
     async fn poll(
         &self,
         provider_task_id: &str,
