@@ -3,13 +3,13 @@
 # processes x concurrency CONC for SECS seconds, against a sandbox enforcing each key's own rate.
 # Reports, per key, the share of its quota used and its 429s, and the pool's total.
 #
-#   scripts/bench-keys.sh                 # keys at 2/s, 4/s and 1/s (bursts 2, 4, 1)
+#   scripts/bench-keys.sh                 # keys at 2/s, 4/s and 1/s (bursts 2, 4, 2)
 #   SECS=30 WORKERS=4 scripts/bench-keys.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKERS=${WORKERS:-4}; CONC=${CONC:-16}; SECS=${SECS:-60}
 # name:rate:burst of each key; the sandbox gives each the same limits.
-KEYS=(k1:2:2 k2:4:4 k3:1:1)
+KEYS=(k1:2:2 k2:4:4 k3:1:2)
 TOTAL=0; for k in "${KEYS[@]}"; do IFS=: read -r _ r _ <<<"$k"; TOTAL=$(( TOTAL + r )); done
 SCENES=$(( TOTAL * (SECS + 30) ))
 
@@ -32,13 +32,7 @@ TOML
 done
 write_season bench-keys "$SCENES"
 use_bench_env
-"$BIN/dramaq" enqueue "$WORK/season.yaml" --json >/dev/null
-for _ in $(seq "$WORKERS"); do
-  "$BIN/dramaq-worker" run --concurrency "$CONC" --accounts sandbox-sora --metrics-addr off 2>/dev/null &
-  PIDS+=($!)
-done
-sleep $(( SECS + 5 ))
-python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('$SANDBOX/admin/stats').read().decode())" >"$WORK/stats.json"
+run_fleet "$WORKERS" "$CONC" "$SECS"
 python3 - "$WORK/stats.json" "$SECS" "$WORKERS" "$CONC" "${KEYS[@]}" <<'PY'
 import json, sys
 stats = json.load(open(sys.argv[1]))
