@@ -68,6 +68,7 @@ impl WorkerHost {
 
 /// Everything a multi-host test runs. Fields drop in order: processes first, the network last.
 pub struct Site {
+    node_timeout_ms: u64,
     pub workers: Vec<WorkerHost>,
     pub sandbox: Proc,
     pub sandbox_url: String,
@@ -88,24 +89,10 @@ impl Site {
         for i in 0..6 {
             let host = net.host(&format!("redis{i}"))?;
             let data = tempfile::tempdir()?;
-            let child = net
-                .command(&host, "redis-server")
-                .args(["--port", &REDIS_PORT.to_string(), "--bind", "0.0.0.0"])
-                .args(["--protected-mode", "no", "--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes"])
-                .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
-                .arg("--dir")
-                .arg(data.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting redis-server in a namespace")?;
+            let proc = spawn_redis(&net, &host, data.path(), node_timeout_ms)?;
             redis.push(RedisNode {
                 host,
-                proc: Proc {
-                    child,
-                    name: format!("redis{i}"),
-                },
+                proc,
                 _dir: data,
             });
         }
@@ -125,6 +112,7 @@ impl Site {
         let out = dir.path().join("out");
         let config = dir.path().join("dramaq.toml");
         let mut site = Site {
+            node_timeout_ms,
             workers,
             sandbox,
             sandbox_url,
@@ -194,6 +182,22 @@ impl Site {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Start node `i` again on its host, from its data folder (its `nodes.conf` makes it rejoin
+    /// the cluster; a primary that was replaced comes back as a replica of its successor). Its
+    /// link is plugged back first.
+    pub fn restart_redis(&mut self, i: usize) -> Result<()> {
+        let node = &self.redis[i];
+        self.net.set_link(&node.host, true)?;
+        let proc = spawn_redis(
+            &self.net,
+            &node.host,
+            node._dir.path(),
+            self.node_timeout_ms,
+        )?;
+        self.redis[i].proc = proc;
+        Ok(())
     }
 
     /// `redis+cluster://…` with every node as a seed.
@@ -352,6 +356,30 @@ impl Site {
         let body = crate::http::blocking_get(&format!("{}/admin/stats", self.sandbox_url))?;
         Ok(serde_json::from_str(&body)?)
     }
+}
+
+fn spawn_redis(
+    net: &Net,
+    host: &Host,
+    dir: &std::path::Path,
+    node_timeout_ms: u64,
+) -> Result<Proc> {
+    let child = net
+        .command(host, "redis-server")
+        .args(["--port", &REDIS_PORT.to_string(), "--bind", "0.0.0.0"])
+        .args(["--protected-mode", "no", "--save", "", "--appendonly", "no"])
+        .args(["--cluster-enabled", "yes"])
+        .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting redis-server in a namespace")?;
+    Ok(Proc {
+        child,
+        name: format!("redis on {}", host.name),
+    })
 }
 
 /// One task record through a cluster connection.

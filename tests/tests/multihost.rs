@@ -359,7 +359,7 @@ struct Failover {
 /// replica lags `lag` behind first (its link is down that long), then the primary's link is cut
 /// and every process on its host killed. With `wait`, a write counts as acknowledged only when
 /// `WAIT 1 100` confirmed it.
-fn kill_primary_under_writes(site: &Site, tag: &str, wait: bool, lag: Duration) -> Failover {
+fn kill_primary_under_writes(site: &mut Site, tag: &str, wait: bool, lag: Duration) -> Failover {
     let key = format!("probe:{{{tag}}}");
     let slot = site.any_node(|c| key_slot(c, &key)).expect("slot");
     let view = site.view().expect("view");
@@ -433,6 +433,29 @@ fn kill_primary_under_writes(site: &Site, tag: &str, wait: bool, lag: Duration) 
         .arg(&key)
         .query(&mut r.connection().expect("promoted replica"))
         .expect("get");
+    // The dead host comes back and rejoins as the new primary's replica, so the shard can
+    // confirm `WAIT 1` again (workers run with redis.durable_submit = "replica").
+    let dead = site
+        .redis
+        .iter()
+        .position(|n| n.addr() == primary.addr)
+        .expect("index");
+    site.restart_redis(dead).expect("restart");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !site.view().is_ok_and(|v| {
+        v.iter().any(|n| {
+            n.addr == primary.addr
+                && !n.primary
+                && !n.failed
+                && n.primary_id.as_deref() == Some(replica.id.as_str())
+        })
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the old primary never rejoined as a replica"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     Failover {
         acked,
         refused,
@@ -456,6 +479,14 @@ fn cluster_failover_loses_only_unwaited_writes() {
         2000,
     )
     .expect("site");
+    // Submit records wait for a replica: on a cluster that wait must go to the shard that holds
+    // the record, or a shard left without a replica would stop every account's submits.
+    let config = std::fs::read_to_string(&site.config).expect("config");
+    std::fs::write(
+        &site.config,
+        config.replacen("[redis]\n", "[redis]\ndurable_submit = \"replica\"\n", 1),
+    )
+    .expect("config");
     site.start_worker(0, &["--concurrency", "4"]).expect("w0");
     site.start_worker(1, &["--concurrency", "4"]).expect("w1");
     let season = "failover";
@@ -465,7 +496,7 @@ fn cluster_failover_loses_only_unwaited_writes() {
 
     // Two different primaries: the one holding the Sora account's keys, then another one.
     let lag = Duration::from_millis(300);
-    let first = kill_primary_under_writes(&site, "sandbox-sora", false, lag);
+    let first = kill_primary_under_writes(&mut site, "sandbox-sora", false, lag);
     let sora_slot = site
         .any_node(|c| key_slot(c, "x{sandbox-sora}"))
         .expect("slot");
@@ -494,7 +525,7 @@ fn cluster_failover_loses_only_unwaited_writes() {
             })
     })
     .expect("a second primary with a replica");
-    let second = kill_primary_under_writes(&site, other, true, lag);
+    let second = kill_primary_under_writes(&mut site, other, true, lag);
     let lost = |f: &Failover| (f.acked - f.on_replica).max(0);
     eprintln!(
         "failover without WAIT (replica {} ms behind): {} acknowledged, {} on the promoted \
