@@ -200,6 +200,20 @@ impl Site {
         Ok(())
     }
 
+    /// Add `lines` at the top of the config's `[redis]` table (e.g. `durable_submit = …`),
+    /// before any worker starts.
+    pub fn redis_settings(&self, lines: &str) -> Result<()> {
+        let text = std::fs::read_to_string(&self.config)?;
+        if !text.contains("[redis]\n") {
+            bail!("the test config has no [redis] table");
+        }
+        std::fs::write(
+            &self.config,
+            text.replacen("[redis]\n", &format!("[redis]\n{lines}\n"), 1),
+        )?;
+        Ok(())
+    }
+
     /// `redis+cluster://…` with every node as a seed.
     pub fn url(&self) -> String {
         let addrs: Vec<String> = self.redis.iter().map(RedisNode::addr).collect();

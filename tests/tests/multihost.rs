@@ -11,6 +11,9 @@
 //!   process killed) while a probe writes to them; their replicas take over, the fleet carries on
 //!   and finishes its season. The probe measures acknowledged writes missing from the promoted
 //!   replica, without and with `WAIT 1` (what `redis.durable_submit = "replica"` does).
+//! - `shard_without_replica_holds_up_only_its_own_accounts`: with `durable_submit = "replica"`,
+//!   one shard's replica dies; the accounts on other shards finish, those on that shard are
+//!   never paid (their submits wait for a replica that cannot confirm).
 //!
 //! Both skip with a message when the machine cannot make namespaces (not root, no `ip`); CI runs
 //! as root with iproute2 installed by `.ci/run`.
@@ -36,6 +39,23 @@ fn unavailable() -> bool {
         }
         None => false,
     }
+}
+
+/// A [`Site`] with `worker_hosts` empty worker hosts; the sandbox renders in `render_ms` (+ up to
+/// `jitter_ms`) with `extra` arguments; the cluster's node timeout is `node_timeout_ms`.
+fn start_site(
+    render_ms: u64,
+    jitter_ms: u64,
+    extra: &[&str],
+    worker_hosts: usize,
+    node_timeout_ms: u64,
+) -> Site {
+    let args = SandboxArgs {
+        render_ms,
+        render_jitter_ms: jitter_ms,
+        extra: extra.iter().map(|s| s.to_string()).collect(),
+    };
+    Site::start(args, worker_hosts, node_timeout_ms).expect("site")
 }
 
 /// Characters, scenes on two video families, voice lines and assemblies.
@@ -187,18 +207,9 @@ fn fleet_across_hosts_survives_host_kill_and_partition() {
     if unavailable() {
         return;
     }
-    let mut site = Site::start(
-        SandboxArgs {
-            render_ms: 300,
-            render_jitter_ms: 200,
-            // Each video create answers after 1.2 s, so submits hold their lease long enough for
-            // a fault to land mid-submit.
-            extra: vec!["--submit-delay-ms".into(), "1200".into()],
-        },
-        3,
-        3000,
-    )
-    .expect("site");
+    // Each video create answers after 1.2 s, so submits hold their lease long enough for a fault
+    // to land mid-submit.
+    let mut site = start_site(300, 200, &["--submit-delay-ms", "1200"], 3, 3000);
     // Host 0 runs two worker processes (a host dies with all of them); host 1 one worker that
     // holds one task at a time (its partition lands on a known submit).
     site.start_worker(0, &["--concurrency", "3"]).expect("w0a");
@@ -310,8 +321,11 @@ fn fleet_across_hosts_survives_host_kill_and_partition() {
         .wait_done(season, Duration::from_secs(90))
         .expect("kling season");
     assert_eq!(st["stored"].as_u64(), Some(n), "{st}");
-    // The late result was refused: the task the cut host held was finished under a newer fence,
-    // and the host said so when its heartbeat came back.
+    // The late result was refused: the task the cut host held was taken over (a newer fence)
+    // and finished once, unflagged: the cut host's late accept changed nothing. Whether the host
+    // also logs the refusal depends on a race after the link returns (its heartbeat finds the
+    // lease gone, or its late accept is recognised as the render already adopted), so the log
+    // is reported, not asserted.
     for (id, fence) in &cut {
         let rec = record(&mut conn, "sandbox-kling", id)
             .expect("record")
@@ -320,19 +334,22 @@ fn fleet_across_hosts_survives_host_kill_and_partition() {
             rec.fence > *fence,
             "{id} still carries the cut host's fence"
         );
+        assert_eq!(rec.state.as_str(), "stored", "{id}");
+        assert!(
+            !rec.possible_duplicate,
+            "{id} was flagged a possible duplicate"
+        );
     }
     let logs = site.logs(1);
-    assert!(
-        [
-            "lease lost",
-            "lost the task's lease",
-            "moved on",
-            "taken back"
-        ]
-        .iter()
-        .any(|w| logs.contains(w)),
-        "host 1 never noticed its lease was gone:\n{logs}"
-    );
+    let noticed = [
+        "lease lost",
+        "lost the task's lease",
+        "moved on",
+        "taken back",
+    ]
+    .iter()
+    .any(|w| logs.contains(w));
+    eprintln!("host 1 logged the refusal of its late result: {noticed}");
     // It rejoined: it claimed work after the link came back (or none was left to claim).
     let claimed_after = claimed_total(&site, 1);
     eprintln!("host 1 claimed {claimed_before} tasks before the cut, {claimed_after} by the end");
@@ -469,24 +486,11 @@ fn cluster_failover_loses_only_unwaited_writes() {
     if unavailable() {
         return;
     }
-    let mut site = Site::start(
-        SandboxArgs {
-            render_ms: 400,
-            render_jitter_ms: 300,
-            extra: Vec::new(),
-        },
-        2,
-        2000,
-    )
-    .expect("site");
+    let mut site = start_site(400, 300, &[], 2, 2000);
     // Submit records wait for a replica: on a cluster that wait must go to the shard that holds
     // the record, or a shard left without a replica would stop every account's submits.
-    let config = std::fs::read_to_string(&site.config).expect("config");
-    std::fs::write(
-        &site.config,
-        config.replacen("[redis]\n", "[redis]\ndurable_submit = \"replica\"\n", 1),
-    )
-    .expect("config");
+    site.redis_settings("durable_submit = \"replica\"")
+        .expect("config");
     site.start_worker(0, &["--concurrency", "4"]).expect("w0");
     site.start_worker(1, &["--concurrency", "4"]).expect("w1");
     let season = "failover";
@@ -590,5 +594,121 @@ fn cluster_failover_loses_only_unwaited_writes() {
             t["possible_duplicate"] == true || count <= attempts,
             "{key} paid {count} times, {attempts} attempts recorded, not flagged: {t}"
         );
+    }
+}
+
+/// With `durable_submit = "replica"`, a shard without a replica holds up the submits of its own
+/// accounts only: the wait goes to the primary of the account's slot, not to every primary.
+#[test]
+fn shard_without_replica_holds_up_only_its_own_accounts() {
+    if unavailable() {
+        return;
+    }
+    let mut site = start_site(300, 200, &[], 1, 2000);
+    site.redis_settings("durable_submit = \"replica\"\ndurable_timeout_ms = 300")
+        .expect("config");
+    // Which primary holds which account.
+    let view = site.view().expect("view");
+    let owner = |tag: &str| {
+        let slot = site
+            .any_node(|c| key_slot(c, &format!("x{{{tag}}}")))
+            .expect("slot");
+        view.iter()
+            .find(|n| n.primary && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+            .map(|n| n.id.clone())
+            .expect("owner")
+    };
+    let accounts = [
+        "sandbox-image",
+        "sandbox-sora",
+        "sandbox-kling",
+        "sandbox-tts",
+    ];
+    let owners: BTreeMap<&str, String> = accounts.iter().map(|a| (*a, owner(a))).collect();
+    // The shard to leave without a replica: one holding some accounts but not all (when all
+    // four share one shard, that one: then nothing may be paid at all).
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in owners.values() {
+        *counts.entry(o.as_str()).or_default() += 1;
+    }
+    let blocked_shard = counts
+        .iter()
+        .min_by_key(|(_, n)| **n)
+        .map(|(o, _)| o.to_string())
+        .expect("a shard");
+    let replica = view
+        .iter()
+        .find(|n| !n.primary && n.primary_id.as_deref() == Some(blocked_shard.as_str()))
+        .expect("its replica")
+        .clone();
+    let host = site.node(&replica.addr).expect("node").host.clone();
+    site.net.kill_host(&host);
+    let blocked: BTreeSet<&str> = owners
+        .iter()
+        .filter(|(_, o)| **o == blocked_shard)
+        .map(|(a, _)| *a)
+        .collect();
+    eprintln!("shard without replica holds {blocked:?}");
+
+    site.start_worker(0, &["--concurrency", "8"])
+        .expect("worker");
+    // Characters, scenes on two video accounts and voice lines, none depending on another.
+    let mut script = String::from(
+        "id: lone-shard\ntitle: \"Shards\"\ndefaults:\n  aspect_ratio: \"9:16\"\n  \
+         resolution: \"720p\"\n  duration: 4\n  providers:\n    image: [sandbox-image]\n    \
+         video: [sandbox-sora]\n    voice: [sandbox-tts]\ncharacters:\n  - name: Mira\n    \
+         appearance: \"yellow coat\"\n    seed: 1\n    voice: nova\nepisodes:\n  - id: ep01\n    \
+         scenes:\n",
+    );
+    for c in 1..=4 {
+        let _ = writeln!(
+            script,
+            "      - id: sc{c:02}\n        description: \"Shot {c}: the quay.\"\n        \
+             dialogue:\n          - speaker: Mira\n            line: \"Shot {c}.\""
+        );
+        if c % 2 == 0 {
+            script.push_str(
+                "        providers:\n          video: [sandbox-kling]\n        duration: 5\n",
+            );
+        }
+    }
+    site.enqueue("shards.yaml", &script).expect("enqueue");
+
+    if blocked.len() == accounts.len() {
+        // Nothing can be stored: give the worker time to try (and be refused) first.
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    // Every task of an account on a shard with a replica is stored; nothing of the others paid.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let all = tasks(&site, "lone-shard");
+        let pending: Vec<String> = all
+            .iter()
+            .filter(|t| t["kind"] != "assembly")
+            .filter(|t| !blocked.contains(t["account"].as_str().unwrap_or_default()))
+            .filter(|t| t["state"] != "stored")
+            .map(|t| format!("{} {}", t["label"], t["state"]))
+            .collect();
+        if pending.is_empty() {
+            let paid = paid(&site);
+            for t in &all {
+                let account = t["account"].as_str().unwrap_or_default();
+                if blocked.contains(account) {
+                    let id = t["id"].as_str().unwrap_or_default();
+                    assert!(
+                        !paid.keys().any(|k| task_of_key(k) == id),
+                        "{} of {account} was submitted without a replica confirming it",
+                        t["label"]
+                    );
+                    assert_ne!(t["state"], "stored", "{}", t["label"]);
+                }
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tasks of accounts on shards with a replica were held up: {pending:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
