@@ -16,6 +16,7 @@ mod fields;
 mod json;
 mod season;
 mod suggest;
+mod timing;
 mod tree;
 mod validate;
 
@@ -46,6 +47,8 @@ pub struct Expanded {
     pub budget_usd: Option<f64>,
     /// In dependency order: images, then videos and voice lines, then assemblies.
     pub tasks: Vec<NewTask>,
+    /// Problems that do not stop the season (a scene whose lines will not fit), for `plan`.
+    pub warnings: Vec<ScriptError>,
 }
 
 /// How the text is read.
@@ -110,11 +113,13 @@ pub fn parse_as(
         return Err(sink.finish());
     };
     let tasks = expand::expand(&season, cfg);
+    let warnings = timing::warnings(&season, file);
     Ok(Expanded {
         budget_usd: season.budget_usd,
         season: season.id,
         title: season.title,
         tasks,
+        warnings,
     })
 }
 

@@ -25,13 +25,15 @@ const ROOT_FIELDS: &[&str] = &[
     "defaults",
     "characters",
     "episodes",
+    "music",
+    "subtitles",
     "budget",
 ];
 const BUDGET_FIELDS: &[&str] = &["usd"];
 const DEFAULTS_FIELDS: &[&str] = &["aspect_ratio", "resolution", "duration", "providers"];
 const PROVIDER_FIELDS: &[&str] = &["image", "video", "voice", "assembly"];
 const CHARACTER_FIELDS: &[&str] = &["name", "appearance", "seed", "reference_image", "voice"];
-const EPISODE_FIELDS: &[&str] = &["id", "title", "scenes"];
+const EPISODE_FIELDS: &[&str] = &["id", "title", "scenes", "music"];
 const SCENE_FIELDS: &[&str] = &[
     "id",
     "description",
@@ -44,7 +46,9 @@ const SCENE_FIELDS: &[&str] = &[
     "dialogue",
 ];
 const SCENE_PROVIDER_FIELDS: &[&str] = &["video"];
-const LINE_FIELDS: &[&str] = &["speaker", "line"];
+const LINE_FIELDS: &[&str] = &["speaker", "line", "at"];
+/// `subtitles:` values: sidecar files only (the default), or burnt into the picture as well.
+const SUBTITLE_MODES: &[&str] = &["sidecar", "burn"];
 
 /// Most names one message lists; the rest are counted.
 const LISTED: usize = 10;
@@ -103,6 +107,11 @@ impl Validator<'_> {
         let defaults = top
             .req(self.sink, "defaults")
             .and_then(|n| self.defaults(n));
+        let music = top.opt("music").and_then(|n| self.music(n, "music"));
+        let burn_subtitles = top
+            .opt("subtitles")
+            .and_then(|n| self.one_of(n, "subtitles", "subtitles mode", SUBTITLE_MODES))
+            .is_some_and(|m| m == "burn");
         let budget_usd = top.opt("budget").and_then(|n| {
             let f = Fields::read(self.sink, n, "budget", BUDGET_FIELDS)?;
             f.req(self.sink, "usd")
@@ -180,6 +189,8 @@ impl Validator<'_> {
             image_chain,
             voice_chain,
             assembly_chain,
+            music,
+            burn_subtitles,
             characters,
             episodes: episodes
                 .into_iter()
@@ -513,9 +524,13 @@ impl Validator<'_> {
                 .req(self.sink, "scenes")
                 .map(|n| self.scenes(n, &f.path_of("scenes"), &refs, defaults))
                 .unwrap_or_default();
+            let music = f
+                .opt("music")
+                .and_then(|n| self.music(n, &f.path_of("music")));
             out.push(CheckedEpisode {
                 id: id.unwrap_or_default(),
                 title,
+                music,
                 scenes,
             });
         }
@@ -662,6 +677,7 @@ impl Validator<'_> {
             .and_then(|n| fields::text(self.sink, n, &f.path_of("negative_prompt")));
 
         let mut dialogue = Vec::new();
+        let mut line_offsets = Vec::new();
         if let Some(n) = f.opt("dialogue") {
             let path = f.path_of("dialogue");
             for (i, item) in fields::list(self.sink, n, &path)
@@ -679,10 +695,16 @@ impl Validator<'_> {
                 let text = lf
                     .req(self.sink, "line")
                     .and_then(|n| fields::text(self.sink, n, &lf.path_of("line")));
+                let at = lf
+                    .opt("at")
+                    .and_then(|n| fields::seconds_ms(self.sink, n, &lf.path_of("at")))
+                    .map(|ms| (ms, lf.path_of("at"), lf.opt("at").map_or(lf.pos, |n| n.pos)));
                 dialogue.push(Line {
                     speaker: speaker.unwrap_or_default(),
                     text: text.unwrap_or_default(),
+                    at_ms: at.as_ref().map(|(ms, _, _)| *ms),
                 });
+                line_offsets.extend(at);
             }
         }
 
@@ -722,6 +744,20 @@ impl Validator<'_> {
                 }
             },
         };
+        if let Some(d) = duration {
+            for (ms, path, pos) in &line_offsets {
+                if u64::from(*ms) >= u64::from(d) * 1000 {
+                    self.sink.push(
+                        path,
+                        *pos,
+                        format!(
+                            "the line starts at {:.3} s, not inside its {d} s scene",
+                            f64::from(*ms) / 1000.0
+                        ),
+                    );
+                }
+            }
+        }
         if let (Some(d), Chain::Valid(accounts)) = (duration, &chain) {
             for name in accounts {
                 let allowed = self
@@ -758,6 +794,8 @@ impl Validator<'_> {
         CheckedScene {
             scene: Scene {
                 id,
+                path: f.path.clone(),
+                pos: f.pos,
                 description,
                 characters,
                 duration_s: duration.unwrap_or_default(),
@@ -772,6 +810,24 @@ impl Validator<'_> {
             },
             uses_default_chain,
         }
+    }
+
+    /// A music bed: an http(s) URL or a local file path.
+    fn music(&mut self, node: &Node, path: &str) -> Option<String> {
+        let value = fields::text(self.sink, node, path)?;
+        let url = value.starts_with("http://") || value.starts_with("https://");
+        if !url && (value.contains("://") || value.chars().any(char::is_control)) {
+            self.sink.push(
+                path,
+                node.pos,
+                format!(
+                    "`{}` is neither an http(s) URL nor a file path",
+                    shown(&value)
+                ),
+            );
+            return None;
+        }
+        Some(value)
     }
 
     /// A character name used in a scene; resolves ignoring case.
@@ -870,6 +926,7 @@ impl<'a> Refs<'a> {
 struct CheckedEpisode {
     id: String,
     title: Option<String>,
+    music: Option<String>,
     scenes: Vec<CheckedScene>,
 }
 
@@ -878,6 +935,7 @@ impl CheckedEpisode {
         Episode {
             id: self.id,
             title: self.title,
+            music: self.music,
             scenes: self.scenes.into_iter().map(|s| s.scene).collect(),
         }
     }
