@@ -1,4 +1,5 @@
-# Shared set-up of the bench-*.sh scripts (sourced, not run): release binaries, a scratch folder
+# Shared set-up of the bench-*.sh scripts (sourced, not run): release binaries (or debug ones
+# with BENCH_PROFILE=debug), a scratch folder
 # removed on exit with every process started here, a throwaway redis-server and sandbox on free
 # ports, a generated season of video scenes, and the environment the dramaq binaries read.
 #
@@ -8,8 +9,8 @@
 #
 # Defines BIN, WORK, PIDS (append background pids), RPORT, SANDBOX and port().
 
-# BENCH_PROFILE=debug uses the debug binaries (for benchmarks of external tools, like ffmpeg in
-# bench-assembly.sh, where the build profile does not matter and a release build is not at hand).
+# BENCH_PROFILE=debug measures the debug build instead (no release build needed; slower, and
+# say so next to any figure taken that way).
 if [ "${BENCH_PROFILE:-release}" = debug ]; then
   cargo build --bins --quiet
   BIN=target/debug
@@ -56,4 +57,17 @@ PY
 use_bench_env() {
   export DRAMAQ_CONFIG="$WORK/dramaq.toml" DRAMAQ_REDIS_URL="redis://127.0.0.1:$RPORT" DRAMAQ_OUT_DIR="$WORK/out"
   export DRAMAQ_SANDBOX_KEY=sk-bench DRAMAQ_SANDBOX_KLING_AK=sandbox-ak DRAMAQ_SANDBOX_KLING_SK=sandbox-sk RUST_LOG=error
+}
+
+# Enqueue $WORK/season.yaml, run WORKERS worker processes x CONC on sandbox-sora for SECS (+5)
+# seconds, then save the sandbox's counters to $WORK/stats.json.
+run_fleet() {
+  local workers=$1 conc=$2 secs=$3
+  "$BIN/dramaq" enqueue "$WORK/season.yaml" --json >/dev/null
+  for _ in $(seq "$workers"); do
+    "$BIN/dramaq-worker" run --concurrency "$conc" --accounts sandbox-sora --metrics-addr off 2>/dev/null &
+    PIDS+=($!)
+  done
+  sleep $(( secs + 5 ))
+  python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('$SANDBOX/admin/stats').read().decode())" >"$WORK/stats.json"
 }

@@ -30,7 +30,7 @@ pub struct SeasonSummary {
     pub states: BTreeMap<String, u64>,
     pub spend_usd: f64,
     pub remaining_usd: f64,
-    /// The season's budget, once seasons have one.
+    /// The season's budget (`dramaq budget`, or the script's `budget.usd`), when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_usd: Option<f64>,
     pub eta_secs: Option<u64>,
@@ -104,7 +104,9 @@ pub async fn snapshot(studio: &Studio) -> anyhow::Result<Snapshot> {
     let mut seasons = Vec::new();
     for s in studio.queue.seasons().await? {
         let v = season_view(&studio.queue, &studio.cfg, &s).await?;
-        seasons.push(SeasonSummary::of(&v));
+        let mut summary = SeasonSummary::of(&v);
+        summary.budget_usd = studio.queue.budget(&s).await?.cap_usd;
+        seasons.push(summary);
     }
     Ok(Snapshot { seasons })
 }

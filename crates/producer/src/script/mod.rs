@@ -46,6 +46,8 @@ pub struct Expanded {
     /// `review: scenes`: each episode's assembly waits until its scenes are approved
     /// ([`dramaq_common::takes`]).
     pub review: bool,
+    /// The script's `budget.usd`, when it sets one.
+    pub budget_usd: Option<f64>,
     /// In dependency order: images, then videos and voice lines, then assemblies.
     pub tasks: Vec<NewTask>,
     /// Problems that do not stop the season (a scene whose lines will not fit), for `plan`.
@@ -116,6 +118,7 @@ pub fn parse_as(
     let tasks = expand::expand(&season, cfg);
     let warnings = timing::warnings(&season, file);
     Ok(Expanded {
+        budget_usd: season.budget_usd,
         season: season.id,
         title: season.title,
         review: season.review,
