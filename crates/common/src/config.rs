@@ -296,6 +296,9 @@ pub enum Family {
     Replicate,
     /// Local episode assembly (ffmpeg or manifest); no HTTP.
     Assembly,
+    /// OpenAI-compatible `POST /chat/completions` (DeepSeek, GPT, Gemini's compatibility
+    /// endpoint, relays): writes season scripts for `dramaq generate`, synchronous.
+    OpenaiChat,
 }
 
 impl Family {
@@ -311,6 +314,7 @@ impl Family {
             Family::Fal => "fal",
             Family::Replicate => "replicate",
             Family::Assembly => "assembly",
+            Family::OpenaiChat => "openai-chat",
         }
     }
 
@@ -327,6 +331,7 @@ impl Family {
             Family::OpenaiImages => &[TaskKind::Image],
             Family::OpenaiSpeech => &[TaskKind::Voice],
             Family::Assembly => &[TaskKind::Assembly],
+            Family::OpenaiChat => &[TaskKind::Script],
         }
     }
 
@@ -416,6 +421,24 @@ pub struct AccountConfig {
     /// The account's limits, enforced across every worker process and host.
     #[serde(default)]
     pub quota: Quota,
+    /// openai-chat: the answer's token limit (`max_tokens`); the family's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// openai-chat: how JSON answers are asked for (`object`: JSON mode, which every
+    /// compatible API has; `schema`: structured outputs, which DeepSeek refuses).
+    #[serde(default)]
+    pub json_mode: JsonMode,
+}
+
+/// How an openai-chat account asks for JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonMode {
+    /// `response_format: {"type": "json_object"}`.
+    #[default]
+    Object,
+    /// `response_format: {"type": "json_schema", ...}` (OpenAI, Gemini compatibility).
+    Schema,
 }
 
 /// A provider account's limits (docs/invariants.md, "Quotas hold across the fleet"). Zero means "no limit".
@@ -505,7 +528,33 @@ pub struct Price {
     /// USD per 1,000 characters (speech).
     #[serde(default)]
     pub per_1k_chars: f64,
+    /// USD per million input (prompt) tokens (chat).
+    #[serde(default)]
+    pub per_m_input: f64,
+    /// USD per million output (completion) tokens (chat).
+    #[serde(default)]
+    pub per_m_output: f64,
+    /// USD per million input tokens served from the provider's prompt cache (DeepSeek's
+    /// `prompt_cache_hit_tokens`); `per_m_input` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_m_cache_hit: Option<f64>,
 }
+
+impl Price {
+    /// What one chat answer cost (USD): input tokens not served from cache at the input price,
+    /// cached ones at the cache-hit price, output tokens at the output price.
+    pub fn chat_usd(&self, input: u64, cached_input: u64, output: u64) -> f64 {
+        let cached = cached_input.min(input);
+        let hit = self.per_m_cache_hit.unwrap_or(self.per_m_input);
+        ((input - cached) as f64 * self.per_m_input
+            + cached as f64 * hit
+            + output as f64 * self.per_m_output)
+            / 1_000_000.0
+    }
+}
+
+/// Default answer token limit of an openai-chat account (DeepSeek's maximum for deepseek-chat).
+pub const DEFAULT_CHAT_MAX_TOKENS: u32 = 8192;
 
 impl AccountConfig {
     /// What one task costs on this account, from the configured prices (USD).
@@ -518,7 +567,21 @@ impl AccountConfig {
                 self.price.per_1k_chars * text.chars().count() as f64 / 1000.0
             }
             TaskPayload::Assembly { .. } => 0.0,
+            // Chat calls are counted as they are paid (tokens × prices), not per task: a task
+            // may make several (repairs). See [`AccountConfig::chat_estimate_usd`].
+            TaskPayload::Script { .. } => 0.0,
         }
+    }
+
+    /// An upper bound for one chat call: a full answer at the token limit, the prompt not
+    /// counted.
+    pub fn chat_estimate_usd(&self) -> f64 {
+        self.price.per_m_output * f64::from(self.chat_max_tokens()) / 1_000_000.0
+    }
+
+    /// The answer token limit of an openai-chat account.
+    pub fn chat_max_tokens(&self) -> u32 {
+        self.max_tokens.unwrap_or(DEFAULT_CHAT_MAX_TOKENS)
     }
 
     pub fn durations(&self) -> Vec<u32> {
@@ -758,6 +821,9 @@ impl Config {
             ("per_second", acct.price.per_second),
             ("per_request", acct.price.per_request),
             ("per_1k_chars", acct.price.per_1k_chars),
+            ("per_m_input", acct.price.per_m_input),
+            ("per_m_output", acct.price.per_m_output),
+            ("per_m_cache_hit", acct.price.per_m_cache_hit.unwrap_or(0.0)),
         ] {
             if !price.is_finite() || price < 0.0 {
                 return Err(bad(
@@ -794,6 +860,12 @@ impl Config {
                     "must be at least 1 (milliseconds); 0 would fail or spin at once".into(),
                 ));
             }
+        }
+        if acct.max_tokens == Some(0) {
+            return Err(bad(
+                key("max_tokens"),
+                "must be at least 1: an answer of 0 tokens is always cut off".into(),
+            ));
         }
         if acct.max_queued_ms == Some(0) {
             return Err(bad(
@@ -978,6 +1050,8 @@ impl AccountConfig {
             http_timeout_ms: default_http_timeout_ms(),
             max_queued_ms: None,
             quota: Quota::default(),
+            max_tokens: None,
+            json_mode: JsonMode::default(),
         }
     }
 }

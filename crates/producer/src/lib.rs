@@ -2,6 +2,7 @@
 //! content-addressed tasks) and the operator commands ([`commands`]) behind the `dramaq` CLI.
 
 pub mod commands;
+pub mod generate;
 pub mod ops;
 pub mod script;
 pub mod status_view;

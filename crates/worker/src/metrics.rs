@@ -283,6 +283,13 @@ struct AccountLabels {
     account: String,
 }
 
+/// Tokens of a chat call, by account and direction (`input`, `output`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TokenLabels {
+    account: String,
+    direction: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct AccountKindLabels {
     account: String,
@@ -476,6 +483,11 @@ families! {
     /// task succeeds.
     spend: Family<AccountLabels, FloatCounter> =
         "dramaq_spend" in Unit::Other("usd".to_string()), Family::default();
+
+    /// Tokens of paid LLM calls (openai-chat accounts), by account and direction (input
+    /// includes tokens served from the provider's prompt cache). Their cost is in
+    /// `dramaq_spend_usd_total`.
+    llm_tokens: Family<TokenLabels, Counter> = "dramaq_llm_tokens", Family::default();
 
     /// Time spent waiting for the in-process rate limiter before a provider request.
     rate_limiter_wait: Family<AccountLabels, FloatCounter> =
@@ -732,6 +744,20 @@ impl Metrics {
                 .get_or_create(&by_account(account))
                 .inc_by(usd);
         }
+    }
+
+    /// One paid chat call: its tokens, and its cost in the spend counter.
+    pub fn llm_call(&self, account: &str, input: u64, output: u64, usd: f64) {
+        for (direction, n) in [("input", input), ("output", output)] {
+            self.f()
+                .llm_tokens
+                .get_or_create(&TokenLabels {
+                    account: account.to_string(),
+                    direction: direction.to_string(),
+                })
+                .inc_by(n);
+        }
+        self.spend(account, usd);
     }
 
     /// Time a request waited for the in-process rate limiter.
