@@ -85,6 +85,10 @@ pub struct SeasonView {
     /// Dependency notifications still pending in the outboxes of the season's accounts
     /// ([`Queue::notifications_pending`]); while any is, waiting tasks count as live.
     pub notifications_pending: u64,
+    /// For a `dramaq generate` season: what its chat calls used and cost (from the chat
+    /// accounts' usage totals); absent for other seasons.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat: Option<dramaq_common::chat::ChatUsage>,
 }
 
 /// One row of the view: an episode (`ep01`) or the character images (`characters`).
@@ -296,6 +300,7 @@ impl SeasonView {
                 parallelism,
             },
             notifications_pending: 0,
+            chat: None,
         }
     }
 
@@ -318,6 +323,12 @@ impl SeasonView {
         );
         if self.unpriced > 0 {
             s.push_str(&format!(", {} tasks without a price", self.unpriced));
+        }
+        if let Some(c) = &self.chat {
+            s.push_str(&format!(
+                " · chat: {} calls, {} input + {} output tokens, ${:.4}",
+                c.calls, c.input_tokens, c.output_tokens, c.cost_usd
+            ));
         }
         let b = &self.eta_basis;
         match (self.eta_secs, b.median_render_secs) {
@@ -440,6 +451,18 @@ pub async fn season_view(
     let records = queue.season_tasks(season).await?;
     let mut view = SeasonView::build(cfg, season, &counts, &records);
     view.notifications_pending = queue.notifications_pending(season).await?;
+    if records
+        .iter()
+        .any(|r| r.kind == dramaq_common::TaskKind::Script)
+    {
+        let chat_accounts: Vec<String> = cfg
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.family == dramaq_common::config::Family::OpenaiChat)
+            .map(|(n, _)| n.clone())
+            .collect();
+        view.chat = Some(dramaq_common::chat::season_usage(queue, season, &chat_accounts).await?);
+    }
     Ok(view)
 }
 
