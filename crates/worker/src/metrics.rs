@@ -573,6 +573,14 @@ impl Metrics {
                 });
             }
         }
+        if kinds.contains(&TaskKind::Script) {
+            for direction in ["input", "output"] {
+                let _ = f.llm_tokens.get_or_create(&TokenLabels {
+                    account: account.to_string(),
+                    direction: direction.to_string(),
+                });
+            }
+        }
         let labels = by_account(account);
         let _ = f.provider_rate_limited.get_or_create(&labels);
         let _ = f.provider_cooldown.get_or_create(&labels);
@@ -942,6 +950,7 @@ mod tests {
         m.possible_duplicates("p", 1);
         m.adopted_after_regression("p");
         m.spend("p", 1.0);
+        m.llm_call("p", 1, 1, 0.0);
         m.rate_limiter_wait("p", Duration::from_secs(1));
         m.set_adaptive_rate("p", 1.0);
     }
