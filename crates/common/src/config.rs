@@ -861,6 +861,12 @@ impl Config {
                 ));
             }
         }
+        if acct.family == Family::OpenaiChat && acct.model.trim().is_empty() {
+            return Err(bad(
+                key("model"),
+                "is required for openai-chat accounts (e.g. deepseek-chat, gpt-4.1)".into(),
+            ));
+        }
         if acct.max_tokens == Some(0) {
             return Err(bad(
                 key("max_tokens"),

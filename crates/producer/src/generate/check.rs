@@ -313,7 +313,93 @@ fn validate(
 
 #[cfg(test)]
 mod tests {
-    use super::extract_json;
+    use super::*;
+    use crate::generate::brief::Providers;
+
+    fn setup() -> (Brief, Outline, Config) {
+        let cfg = Config::from_toml_str(
+            "[accounts.img]\nfamily = \"openai-images\"\nbase_url = \"http://x\"\n\
+             [accounts.vid]\nfamily = \"kling\"\nbase_url = \"http://x\"\njwt = false\n\
+             [accounts.tts]\nfamily = \"openai-speech\"\nbase_url = \"http://x\"\n",
+        )
+        .unwrap();
+        let brief = Brief {
+            premise: "p".into(),
+            episodes: 2,
+            scenes_per_episode: 2,
+            characters: 2,
+            language: "en".into(),
+            style: "s".into(),
+            aspect_ratio: "9:16".into(),
+            resolution: "720p".into(),
+            durations: vec![5, 10],
+            voices: vec!["nova".into(), "alloy".into()],
+            providers: Providers {
+                image: vec!["img".into()],
+                video: vec!["vid".into()],
+                voice: vec!["tts".into()],
+            },
+            model: "m".into(),
+            take: 0,
+        };
+        let answer = r#"{"title":"T","logline":"L","characters":[
+            {"name":"Mai","appearance":"a"},{"name":"Tu","appearance":"b","voice":"alloy"}],
+            "episodes":[{"title":"1","synopsis":"s"},{"title":"2","synopsis":"s"}]}"#;
+        let v = check_answer(Step::Outline, &brief, None, answer, &cfg).unwrap();
+        let outline: Outline = serde_json::from_value(v).unwrap();
+        (brief, outline, cfg)
+    }
+
+    #[test]
+    fn outline_gets_seeds_and_voices() {
+        let (brief, outline, _) = setup();
+        assert_eq!(outline.characters[0].voice.as_deref(), Some("nova"));
+        assert_eq!(outline.characters[1].voice.as_deref(), Some("alloy"));
+        assert_eq!(outline.characters[0].seed, brief.seed_for("Mai"));
+        assert_ne!(outline.characters[0].seed, outline.characters[1].seed);
+    }
+
+    #[test]
+    fn episode_problems_come_from_the_validator_with_answer_paths() {
+        let (brief, outline, cfg) = setup();
+        let bad = r#"{"title":"E","scenes":[
+            {"description":"d","characters":["Mai"],"duration":"5"},
+            {"description":"d","characters":["Ghost"],"duration":7}]}"#;
+        let e = check_answer(Step::Episode(1), &brief, Some(&outline), bad, &cfg).unwrap_err();
+        let all = e.messages.join("\n");
+        assert!(all.contains("scenes[0].duration: "), "{all}");
+        assert!(
+            all.contains("scenes[1].characters[0]: unknown character `Ghost`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("scenes[1].duration: 7 s cannot be rendered by account vid"),
+            "{all}"
+        );
+        assert!(!all.contains("episodes[0]"), "{all}");
+
+        let good = "```json\n{\"title\":\"E\",\"scenes\":[\n\
+            {\"description\":\"d\",\"characters\":[\"Mai\"],\"duration\":5},\n\
+            {\"description\":\"d\",\"characters\":[\"Mai\",\"Tu\"],\"duration\":10,\n\
+             \"dialogue\":[{\"speaker\":\"Tu\",\"line\":\"hi\"}]}]}\n```";
+        let ep = check_answer(Step::Episode(1), &brief, Some(&outline), good, &cfg).unwrap();
+        assert_eq!(ep["id"], "ep01");
+        assert_eq!(ep["scenes"][1]["id"], "sc02");
+        // Opens on one character: that character's sheet is the first frame.
+        assert_eq!(ep["scenes"][0]["first_frame"], "Mai");
+        assert!(ep["scenes"][1].get("first_frame").is_none());
+        let text = crate::generate::compose::compose(
+            &brief,
+            &outline,
+            &[
+                crate::generate::compose::EpisodeText::Written(ep),
+                crate::generate::compose::EpisodeText::Missing("invalid_output: x".into()),
+            ],
+        );
+        assert!(text.contains("# ep02 is MISSING"), "{text}");
+        let parsed = crate::script::parse_str(&text, "gen.yaml", &cfg).expect("plan accepts it");
+        assert_eq!(parsed.title, "T");
+    }
 
     #[test]
     fn finds_the_object_behind_fences_prose_and_keepalive() {
