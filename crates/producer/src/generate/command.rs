@@ -101,10 +101,23 @@ pub async fn generate(cfg: &Config, args: GenerateArgs, as_json: bool) -> anyhow
     }
     let records = follow(&queue, &season, &brief, &llm, as_json, args.timeout_secs).await?;
     let Some(records) = records else {
+        let ops = dramaq_common::ops::Ops::new(queue.clone());
+        let mut why = Vec::new();
+        for account in &llm {
+            if let Ok(Some(p)) = ops.paused(account).await {
+                why.push(format!(
+                    "account {account} is paused ({}; `dramaq queue resume {account}` once fixed)",
+                    shown_default(p.reason.as_deref().unwrap_or("no reason given"))
+                ));
+            }
+        }
+        if why.is_empty() {
+            why.push(format!("are workers serving {} running?", llm.join(",")));
+        }
         eprintln!(
-            "gave up after {} s: are workers serving {} running? (`dramaq status --season {season}`)",
+            "gave up after {} s: {} (`dramaq status --season {season}`)",
             args.timeout_secs,
-            llm.join(",")
+            why.join("; ")
         );
         return Ok(ExitCode::from(3));
     };
