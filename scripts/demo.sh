@@ -88,6 +88,6 @@ echo "waiting for the season (renders take 3-5 s each on the sandbox)..."
 "$BIN/dramaq" status --season "$SEASON" --wait --timeout-secs 900
 "$BIN/dramaq" tasks --season "$SEASON"
 echo
-[ -n "$PREMISE" ] && echo "season script: $SCRIPT"
+if [ -n "$PREMISE" ]; then echo "season script: $SCRIPT"; fi
 echo "stored files under $DRAMAQ_OUT_DIR:"
 find "$DRAMAQ_OUT_DIR/$SEASON" -type f | sort
