@@ -50,6 +50,39 @@ pub struct Config {
     /// Provider accounts by name. The name is the Redis hash tag of all the account's keys.
     #[serde(default)]
     pub accounts: BTreeMap<String, AccountConfig>,
+    /// The accounts `dramaq generate` uses when its flags name none.
+    #[serde(default)]
+    pub generate: GenerateDefaults,
+}
+
+/// `[generate]`: default chains of `dramaq generate`, per kind (empty: the first configured
+/// account that produces the kind). Checked at load like every account reference.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateDefaults {
+    /// openai-chat accounts that write the script, in fallback order.
+    #[serde(default)]
+    pub llm: Vec<String>,
+    /// The chains the written script names.
+    #[serde(default)]
+    pub image: Vec<String>,
+    #[serde(default)]
+    pub video: Vec<String>,
+    #[serde(default)]
+    pub voice: Vec<String>,
+}
+
+impl GenerateDefaults {
+    /// The default chain for `kind`.
+    pub fn chain(&self, kind: TaskKind) -> &[String] {
+        match kind {
+            TaskKind::Script => &self.llm,
+            TaskKind::Image => &self.image,
+            TaskKind::Video => &self.video,
+            TaskKind::Voice => &self.voice,
+            TaskKind::Assembly => &[],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -710,6 +743,7 @@ impl Config {
             storage: StorageConfig::default(),
             worker: WorkerConfig::default(),
             accounts: BTreeMap::new(),
+            generate: GenerateDefaults::default(),
         }
     }
 
@@ -766,6 +800,39 @@ impl Config {
                     format!("accounts.{name}.secret_key_env"),
                     "Kling with jwt = true needs the secret key's environment variable".into(),
                 ));
+            }
+        }
+        for kind in [
+            TaskKind::Script,
+            TaskKind::Image,
+            TaskKind::Video,
+            TaskKind::Voice,
+        ] {
+            let field = if kind == TaskKind::Script {
+                "llm"
+            } else {
+                kind.as_str()
+            };
+            for name in self.generate.chain(kind) {
+                match self.accounts.get(name) {
+                    Some(a) if a.family.kinds().contains(&kind) => {}
+                    Some(a) => {
+                        return Err(bad(
+                            format!("generate.{field}"),
+                            format!(
+                                "account {} is {} and cannot produce {kind} tasks",
+                                crate::text::shown_default(name),
+                                a.family
+                            ),
+                        ))
+                    }
+                    None => {
+                        return Err(bad(
+                            format!("generate.{field}"),
+                            format!("no account {}", crate::text::shown_default(name)),
+                        ))
+                    }
+                }
             }
         }
         self.validate_storage(&bad)?;
@@ -1470,5 +1537,26 @@ mod tests {
         let shown = format!("{creds:?} {s3:?}");
         assert!(!shown.contains("AKIDEXAMPLE"), "{shown}");
         assert!(!shown.contains("wJalrXUtnFEMI-secret"), "{shown}");
+    }
+
+    #[test]
+    fn generate_defaults_must_name_accounts_of_the_kind() {
+        let base =
+            "[accounts.llm]\nfamily = \"openai-chat\"\nbase_url = \"http://x\"\nmodel = \"m\"\n\
+                    [accounts.vid]\nfamily = \"kling\"\nbase_url = \"http://x\"\njwt = false\n";
+        let ok = Config::from_toml_str(&format!(
+            "{base}[generate]\nllm = [\"llm\"]\nvideo = [\"vid\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.generate.chain(TaskKind::Script), ["llm".to_string()]);
+        for (table, want) in [
+            ("llm = [\"vid\"]", "generate.llm"),
+            ("video = [\"nope\"]", "generate.video"),
+        ] {
+            let err = Config::from_toml_str(&format!("{base}[generate]\n{table}\n")).unwrap_err();
+            assert!(err.to_string().contains(want), "{err}");
+        }
+        let err = Config::from_toml_str(&base.replace("model = \"m\"", "")).unwrap_err();
+        assert!(err.to_string().contains("accounts.llm.model"), "{err}");
     }
 }

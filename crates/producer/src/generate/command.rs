@@ -59,10 +59,12 @@ pub struct GenerateArgs {
     /// Write a new take instead of returning the stored one.
     #[arg(long)]
     pub fresh: bool,
-    /// openai-chat accounts to write with, in fallback order (default: the first configured).
+    /// openai-chat accounts to write with, in fallback order (default: `[generate] llm` of the
+    /// configuration, else the first configured).
     #[arg(long, value_delimiter = ',')]
     pub llm: Vec<String>,
-    /// Chains the script names per kind (default: the first configured account of each kind).
+    /// Chains the script names per kind (default: `[generate]` of the configuration, else the
+    /// first configured account of each kind).
     #[arg(long, value_delimiter = ',')]
     pub image: Vec<String>,
     #[arg(long, value_delimiter = ',')]
@@ -299,13 +301,17 @@ fn read_premise(path: &Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// The accounts named by a flag (checked), else the first configured account of the kind.
+/// The accounts named by a flag (checked), else the config's `[generate]` chain (checked at
+/// load), else the first configured account of the kind.
 fn chain(
     cfg: &Config,
     named: &[String],
     kind: TaskKind,
     flag: &str,
 ) -> anyhow::Result<Vec<String>> {
+    if named.is_empty() && !cfg.generate.chain(kind).is_empty() {
+        return Ok(cfg.generate.chain(kind).to_vec());
+    }
     if named.is_empty() {
         return cfg
             .accounts
