@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --premise) PREMISE="${2:?--premise needs a text}"; shift 2 ;;
     --episodes) EPISODES="${2:?--episodes needs a number}"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
