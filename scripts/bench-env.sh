@@ -8,8 +8,15 @@
 #
 # Defines BIN, WORK, PIDS (append background pids), RPORT, SANDBOX and port().
 
-cargo build --release --bins --quiet
-BIN=target/release
+# BENCH_PROFILE=debug uses the debug binaries (for benchmarks of external tools, like ffmpeg in
+# bench-assembly.sh, where the build profile does not matter and a release build is not at hand).
+if [ "${BENCH_PROFILE:-release}" = debug ]; then
+  cargo build --bins --quiet
+  BIN=target/debug
+else
+  cargo build --release --bins --quiet
+  BIN=target/release
+fi
 WORK=$(mktemp -d -t dramaq-bench.XXXXXX)
 PIDS=()
 # stderr goes quiet first: bash would report every process killed here.

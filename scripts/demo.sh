@@ -22,6 +22,16 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# Episode masters need ffmpeg (ffprobe also checks every downloaded clip) and a CJK-capable font
+# for subtitles.
+if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
+  echo "installing ffmpeg and fonts-wqy-zenhei (episode masters, clip probes, CJK subtitles)"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    ffmpeg fonts-wqy-zenhei fontconfig >/dev/null
+fi
+
 cargo build --release --bins --quiet
 BIN=target/release
 WORK=$(mktemp -d -t dramaq-demo.XXXXXX)
@@ -87,6 +97,8 @@ fi
 echo "waiting for the season (renders take 3-5 s each on the sandbox)..."
 "$BIN/dramaq" status --season "$SEASON" --wait --timeout-secs 900
 "$BIN/dramaq" tasks --season "$SEASON"
+echo "episode 1's folder (master .mp4, .srt/.vtt subtitles, posters and contact sheet beside the clips):"
+ls -l "$DRAMAQ_OUT_DIR/$SEASON/ep01"
 echo
 if [ -n "$PREMISE" ]; then echo "season script: $SCRIPT"; fi
 echo "stored files under $DRAMAQ_OUT_DIR:"

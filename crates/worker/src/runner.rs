@@ -14,6 +14,7 @@ use crate::providers::{self, Provider};
 use crate::{fetch, heartbeat, metrics_server, poll, reaper};
 use anyhow::{bail, Context};
 use dramaq_common::config::{Config, Family};
+use dramaq_common::model::TaskKind;
 use dramaq_common::queue::Queue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -70,12 +71,13 @@ pub async fn run(
         cfg.worker.concurrency = c;
     }
     let adapters = build_accounts(&cfg, &opts.accounts)?;
+    require_media_tools(&cfg, adapters.keys()).await?;
     let storage = crate::storage::from_config(&cfg.storage)
         .await
         .context("output storage")?;
     let queue = Queue::connect(&cfg.redis).await?;
-    // Every account has a provider: HTTP adapters, and the in-process assembler where there is
-    // none (the assembly account).
+    // Every account has a provider: HTTP adapters, the chat writer (openai-chat: it needs the
+    // queue, storage and metrics) and the in-process assembler (the assembly account).
     let metrics = Metrics::new();
     let shared_cfg = Arc::new(cfg.clone());
     let mut accounts: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
@@ -94,11 +96,7 @@ pub async fn run(
                     metrics.clone(),
                 ))
             }
-            (None, _) => Arc::new(Assembler::new(
-                queue.clone(),
-                storage.clone(),
-                cfg.worker.ffmpeg.clone(),
-            )),
+            (None, _) => Arc::new(Assembler::new(queue.clone(), storage.clone(), &cfg)),
         };
         accounts.insert(name.clone(), provider);
     }
@@ -217,4 +215,35 @@ pub fn shutdown_signal() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// Stop at start-up, saying what is missing, when a tool this worker will need is not installed:
+/// ffmpeg and ffprobe for the assembly account (unless `assembly.ffmpeg = false`), ffprobe for
+/// accounts whose clips and voice lines are probed before they are stored.
+async fn require_media_tools<'a>(
+    cfg: &Config,
+    served: impl Iterator<Item = &'a String>,
+) -> anyhow::Result<()> {
+    use dramaq_common::config::Family;
+    let families: Vec<Family> = served
+        .filter_map(|name| cfg.accounts.get(name))
+        .map(|a| a.family)
+        .collect();
+    let assembles = families.contains(&Family::Assembly);
+    let downloads_media = families.iter().any(|f| {
+        f.kinds()
+            .iter()
+            .any(|k| matches!(k, TaskKind::Video | TaskKind::Voice))
+    });
+    if assembles && cfg.assembly.ffmpeg {
+        let why = "to build episode masters (or set assembly.ffmpeg = false for a JSON manifest)";
+        crate::probe::require_tool(&cfg.worker.ffmpeg, why).await?;
+        crate::probe::require_tool(&cfg.worker.ffprobe, why).await?;
+    }
+    if downloads_media && cfg.assembly.probe {
+        let why =
+            "to check downloaded clips before they are stored (or set assembly.probe = false)";
+        crate::probe::require_tool(&cfg.worker.ffprobe, why).await?;
+    }
+    Ok(())
 }
