@@ -124,7 +124,10 @@ pub async fn run(
     info!(worker = %ctx.worker_id, accounts = ?ctx.accounts.keys().collect::<Vec<_>>(), concurrency = ctx.cfg.worker.concurrency, redis = %queue.redis().url_redacted(), "worker started");
 
     if let Some(addr) = opts.metrics_addr {
-        let bound = metrics_server::serve(addr, metrics.clone(), ctx.abort.clone()).await?;
+        let ready = metrics_server::Readiness::default()
+            .redis(queue.redis().clone())
+            .storage(ctx.storage.clone());
+        let bound = metrics_server::serve(addr, metrics.clone(), ready, ctx.abort.clone()).await?;
         info!(%bound, "serving /metrics");
     }
     // Temporary files of writers killed mid-write (this host's dead processes, or anyone's
