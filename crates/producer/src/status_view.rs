@@ -89,6 +89,9 @@ pub struct SeasonView {
     /// accounts' usage totals); absent for other seasons.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chat: Option<dramaq_common::chat::ChatUsage>,
+    /// The season's budget, reservations, settled spend by episode/account/kind/key and
+    /// whether it is parked (`crate::budget`).
+    pub budget: crate::budget::BudgetView,
 }
 
 /// One row of the view: an episode (`ep01`) or the character images (`characters`).
@@ -301,6 +304,7 @@ impl SeasonView {
             },
             notifications_pending: 0,
             chat: None,
+            budget: Default::default(),
         }
     }
 
@@ -329,6 +333,9 @@ impl SeasonView {
                 " · chat: {} calls, {} input + {} output tokens, ${:.4}",
                 c.calls, c.input_tokens, c.output_tokens, c.cost_usd
             ));
+        }
+        if self.budget.cap_usd.is_some() || self.budget.parked.is_some() {
+            s.push_str(&format!(" · {}", self.budget.line()));
         }
         let b = &self.eta_basis;
         match (self.eta_secs, b.median_render_secs) {
@@ -463,6 +470,7 @@ pub async fn season_view(
             .collect();
         view.chat = Some(dramaq_common::chat::season_usage(queue, season, &chat_accounts).await?);
     }
+    view.budget = crate::budget::budget_view(queue, season).await?;
     Ok(view)
 }
 
