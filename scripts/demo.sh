@@ -1,10 +1,26 @@
 #!/usr/bin/env bash
-# Run the sample season end to end on the built-in sandbox provider:
+# Run a season end to end on the built-in sandbox provider:
 # build, start a throwaway redis-server (unless DRAMAQ_REDIS_URL is set), start the sandbox and
 # two workers, enqueue examples/season-sample.yaml, wait until every task is stored, and list the
 # stored files. Outputs land in $DRAMAQ_OUT_DIR (default: out/demo).
+#
+#   ./scripts/demo.sh                                   the sample season
+#   ./scripts/demo.sh --premise "..." [--episodes N]    the whole pipeline: `dramaq generate`
+#       writes the season from the premise on the sandbox's chat endpoint, then it is planned,
+#       enqueued and rendered like the sample (the script is kept under $DRAMAQ_OUT_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+PREMISE=""
+EPISODES=3
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --premise) PREMISE="${2:?--premise needs a text}"; shift 2 ;;
+    --episodes) EPISODES="${2:?--episodes needs a number}"; shift 2 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
 
 # Episode masters need ffmpeg (ffprobe also checks every downloaded clip) and a CJK-capable font
 # for subtitles.
@@ -59,17 +75,31 @@ export DRAMAQ_CONFIG="$WORK/dramaq.toml"
 export DRAMAQ_OUT_DIR="${DRAMAQ_OUT_DIR:-$PWD/out/demo}"
 export DRAMAQ_SANDBOX_KEY=sk-sandbox-demo DRAMAQ_SANDBOX_KLING_AK=sandbox-ak DRAMAQ_SANDBOX_KLING_SK=sandbox-sk
 
-"$BIN/dramaq" plan examples/season-sample.yaml | tail -n 11
-"$BIN/dramaq" enqueue examples/season-sample.yaml
 for n in 1 2; do
   "$BIN/dramaq-worker" run --concurrency 8 --metrics-addr 127.0.0.1:0 2>"$WORK/worker-$n.log" &
   PIDS+=($!)
 done
-echo "two workers running; waiting for the season (renders take 3-5 s each on the sandbox)..."
-"$BIN/dramaq" status --season moonlit-harbor --wait --timeout-secs 600
-"$BIN/dramaq" tasks --season moonlit-harbor
+echo "two workers running"
+
+SCRIPT=examples/season-sample.yaml
+SEASON=moonlit-harbor
+if [ -n "$PREMISE" ]; then
+  mkdir -p "$DRAMAQ_OUT_DIR"
+  SCRIPT="$DRAMAQ_OUT_DIR/generated-season.yaml"
+  echo "writing a $EPISODES-episode season from the premise (sandbox chat endpoint)..."
+  "$BIN/dramaq" generate --premise "$PREMISE" --episodes "$EPISODES" --scenes-per-episode 3 \
+    --characters 3 --llm sandbox-llm --video sandbox-sora --out "$SCRIPT"
+  SEASON=$(awk -F'"' '/^id: /{print $2; exit}' "$SCRIPT")
+fi
+
+"$BIN/dramaq" plan "$SCRIPT" | tail -n 11
+"$BIN/dramaq" enqueue "$SCRIPT"
+echo "waiting for the season (renders take 3-5 s each on the sandbox)..."
+"$BIN/dramaq" status --season "$SEASON" --wait --timeout-secs 900
+"$BIN/dramaq" tasks --season "$SEASON"
 echo "episode 1's folder (master .mp4, .srt/.vtt subtitles, posters and contact sheet beside the clips):"
-ls -l "$DRAMAQ_OUT_DIR/moonlit-harbor/ep01"
+ls -l "$DRAMAQ_OUT_DIR/$SEASON/ep01"
 echo
+if [ -n "$PREMISE" ]; then echo "season script: $SCRIPT"; fi
 echo "stored files under $DRAMAQ_OUT_DIR:"
-find "$DRAMAQ_OUT_DIR/moonlit-harbor" -type f | sort
+find "$DRAMAQ_OUT_DIR/$SEASON" -type f | sort

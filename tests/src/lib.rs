@@ -357,6 +357,22 @@ impl Env {
         Ok(())
     }
 
+    /// Start `dramaq <args>` in the background, stdout and stderr piped.
+    pub fn dramaq_spawn(&self, args: &[&str]) -> Result<std::process::Child> {
+        Ok(self
+            .command("dramaq")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?)
+    }
+
+    /// The sandbox's chat counters (`GET /admin/chat`).
+    pub fn chat_stats(&self) -> Result<serde_json::Value> {
+        let body = http::blocking_get(&format!("{}/admin/chat", self.sandbox_url))?;
+        Ok(serde_json::from_str(&body)?)
+    }
+
     /// Every task record of a season (from `dramaq tasks --json`).
     pub fn tasks(&self, season: &str) -> Result<Vec<serde_json::Value>> {
         let v = self.dramaq_json(&["tasks", "--season", season])?;

@@ -52,9 +52,42 @@ pub struct Config {
     /// Provider accounts by name. The name is the Redis hash tag of all the account's keys.
     #[serde(default)]
     pub accounts: BTreeMap<String, AccountConfig>,
+    /// The accounts `dramaq generate` uses when its flags name none.
+    #[serde(default)]
+    pub generate: GenerateDefaults,
     /// `dramaq enqueue`: when to ask before writing.
     #[serde(default)]
     pub enqueue: EnqueueConfig,
+}
+
+/// `[generate]`: default chains of `dramaq generate`, per kind (empty: the first configured
+/// account that produces the kind). Checked at load like every account reference.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateDefaults {
+    /// openai-chat accounts that write the script, in fallback order.
+    #[serde(default)]
+    pub llm: Vec<String>,
+    /// The chains the written script names.
+    #[serde(default)]
+    pub image: Vec<String>,
+    #[serde(default)]
+    pub video: Vec<String>,
+    #[serde(default)]
+    pub voice: Vec<String>,
+}
+
+impl GenerateDefaults {
+    /// The default chain for `kind`.
+    pub fn chain(&self, kind: TaskKind) -> &[String] {
+        match kind {
+            TaskKind::Script => &self.llm,
+            TaskKind::Image => &self.image,
+            TaskKind::Video => &self.video,
+            TaskKind::Voice => &self.voice,
+            TaskKind::Assembly => &[],
+        }
+    }
 }
 
 /// How careful `dramaq enqueue` is with money.
@@ -360,6 +393,9 @@ pub enum Family {
     Replicate,
     /// Local episode assembly (ffmpeg or manifest); no HTTP.
     Assembly,
+    /// OpenAI-compatible `POST /chat/completions` (DeepSeek, GPT, Gemini's compatibility
+    /// endpoint, relays): writes season scripts for `dramaq generate`, synchronous.
+    OpenaiChat,
 }
 
 impl Family {
@@ -375,6 +411,7 @@ impl Family {
             Family::Fal => "fal",
             Family::Replicate => "replicate",
             Family::Assembly => "assembly",
+            Family::OpenaiChat => "openai-chat",
         }
     }
 
@@ -391,6 +428,7 @@ impl Family {
             Family::OpenaiImages => &[TaskKind::Image],
             Family::OpenaiSpeech => &[TaskKind::Voice],
             Family::Assembly => &[TaskKind::Assembly],
+            Family::OpenaiChat => &[TaskKind::Script],
         }
     }
 
@@ -485,10 +523,28 @@ pub struct AccountConfig {
     /// (`keys`), each key's own `quota` applies instead; `poll_per_sec` stays per account.
     #[serde(default)]
     pub quota: Quota,
+    /// openai-chat: the answer's token limit (`max_tokens`); the family's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// openai-chat: how JSON answers are asked for (`object`: JSON mode, which every
+    /// compatible API has; `schema`: structured outputs, which DeepSeek refuses).
+    #[serde(default)]
+    pub json_mode: JsonMode,
     /// A pool of API keys (`[[accounts.NAME.keys]]`), each with its own variables and quota.
     /// Empty: the account's `api_key_env`/`secret_key_env` and `quota` are its one key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyConfig>,
+}
+
+/// How an openai-chat account asks for JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonMode {
+    /// `response_format: {"type": "json_object"}`.
+    #[default]
+    Object,
+    /// `response_format: {"type": "json_schema", ...}` (OpenAI, Gemini compatibility).
+    Schema,
 }
 
 /// One API key of an account's pool. Its name is what logs, metrics, `queue status` and task
@@ -603,7 +659,33 @@ pub struct Price {
     /// USD per 1,000 characters (speech).
     #[serde(default)]
     pub per_1k_chars: f64,
+    /// USD per million input (prompt) tokens (chat).
+    #[serde(default)]
+    pub per_m_input: f64,
+    /// USD per million output (completion) tokens (chat).
+    #[serde(default)]
+    pub per_m_output: f64,
+    /// USD per million input tokens served from the provider's prompt cache (DeepSeek's
+    /// `prompt_cache_hit_tokens`); `per_m_input` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_m_cache_hit: Option<f64>,
 }
+
+impl Price {
+    /// What one chat answer cost (USD): input tokens not served from cache at the input price,
+    /// cached ones at the cache-hit price, output tokens at the output price.
+    pub fn chat_usd(&self, input: u64, cached_input: u64, output: u64) -> f64 {
+        let cached = cached_input.min(input);
+        let hit = self.per_m_cache_hit.unwrap_or(self.per_m_input);
+        ((input - cached) as f64 * self.per_m_input
+            + cached as f64 * hit
+            + output as f64 * self.per_m_output)
+            / 1_000_000.0
+    }
+}
+
+/// Default answer token limit of an openai-chat account (DeepSeek's maximum for deepseek-chat).
+pub const DEFAULT_CHAT_MAX_TOKENS: u32 = 8192;
 
 impl AccountConfig {
     /// What one task costs on this account, from the configured prices (USD).
@@ -616,7 +698,21 @@ impl AccountConfig {
                 self.price.per_1k_chars * text.chars().count() as f64 / 1000.0
             }
             TaskPayload::Assembly { .. } => 0.0,
+            // Chat calls are counted as they are paid (tokens × prices), not per task: a task
+            // may make several (repairs). See [`AccountConfig::chat_estimate_usd`].
+            TaskPayload::Script { .. } => 0.0,
         }
+    }
+
+    /// An upper bound for one chat call: a full answer at the token limit, the prompt not
+    /// counted.
+    pub fn chat_estimate_usd(&self) -> f64 {
+        self.price.per_m_output * f64::from(self.chat_max_tokens()) / 1_000_000.0
+    }
+
+    /// The answer token limit of an openai-chat account.
+    pub fn chat_max_tokens(&self) -> u32 {
+        self.max_tokens.unwrap_or(DEFAULT_CHAT_MAX_TOKENS)
     }
 
     /// The account's keys: the pool, or the account's own variables and quota as one unnamed key.
@@ -793,6 +889,7 @@ impl Config {
             worker: WorkerConfig::default(),
             assembly: AssemblyConfig::default(),
             accounts: BTreeMap::new(),
+            generate: GenerateDefaults::default(),
             enqueue: EnqueueConfig::default(),
         }
     }
@@ -847,6 +944,39 @@ impl Config {
                     format!("accounts.{name}.secret_key_env"),
                     "Kling with jwt = true needs the secret key's environment variable".into(),
                 ));
+            }
+        }
+        for kind in [
+            TaskKind::Script,
+            TaskKind::Image,
+            TaskKind::Video,
+            TaskKind::Voice,
+        ] {
+            let field = if kind == TaskKind::Script {
+                "llm"
+            } else {
+                kind.as_str()
+            };
+            for name in self.generate.chain(kind) {
+                match self.accounts.get(name) {
+                    Some(a) if a.family.kinds().contains(&kind) => {}
+                    Some(a) => {
+                        return Err(bad(
+                            format!("generate.{field}"),
+                            format!(
+                                "account {} is {} and cannot produce {kind} tasks",
+                                crate::text::shown_default(name),
+                                a.family
+                            ),
+                        ))
+                    }
+                    None => {
+                        return Err(bad(
+                            format!("generate.{field}"),
+                            format!("no account {}", crate::text::shown_default(name)),
+                        ))
+                    }
+                }
             }
         }
         self.validate_storage(&bad)?;
@@ -946,6 +1076,9 @@ impl Config {
             ("per_second", acct.price.per_second),
             ("per_request", acct.price.per_request),
             ("per_1k_chars", acct.price.per_1k_chars),
+            ("per_m_input", acct.price.per_m_input),
+            ("per_m_output", acct.price.per_m_output),
+            ("per_m_cache_hit", acct.price.per_m_cache_hit.unwrap_or(0.0)),
         ] {
             if !price.is_finite() || price < 0.0 {
                 return Err(bad(
@@ -982,6 +1115,18 @@ impl Config {
                     "must be at least 1 (milliseconds); 0 would fail or spin at once".into(),
                 ));
             }
+        }
+        if acct.family == Family::OpenaiChat && acct.model.trim().is_empty() {
+            return Err(bad(
+                key("model"),
+                "is required for openai-chat accounts (e.g. deepseek-chat, gpt-4.1)".into(),
+            ));
+        }
+        if acct.max_tokens == Some(0) {
+            return Err(bad(
+                key("max_tokens"),
+                "must be at least 1: an answer of 0 tokens is always cut off".into(),
+            ));
         }
         if acct.max_queued_ms == Some(0) {
             return Err(bad(
@@ -1191,6 +1336,8 @@ impl AccountConfig {
             http_timeout_ms: default_http_timeout_ms(),
             max_queued_ms: None,
             quota: Quota::default(),
+            max_tokens: None,
+            json_mode: JsonMode::default(),
             keys: Vec::new(),
         }
     }
@@ -1642,6 +1789,27 @@ mod tests {
         let shown = format!("{creds:?} {s3:?}");
         assert!(!shown.contains("AKIDEXAMPLE"), "{shown}");
         assert!(!shown.contains("wJalrXUtnFEMI-secret"), "{shown}");
+    }
+
+    #[test]
+    fn generate_defaults_must_name_accounts_of_the_kind() {
+        let base =
+            "[accounts.llm]\nfamily = \"openai-chat\"\nbase_url = \"http://x\"\nmodel = \"m\"\n\
+                    [accounts.vid]\nfamily = \"kling\"\nbase_url = \"http://x\"\njwt = false\n";
+        let ok = Config::from_toml_str(&format!(
+            "{base}[generate]\nllm = [\"llm\"]\nvideo = [\"vid\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.generate.chain(TaskKind::Script), ["llm".to_string()]);
+        for (table, want) in [
+            ("llm = [\"vid\"]", "generate.llm"),
+            ("video = [\"nope\"]", "generate.video"),
+        ] {
+            let err = Config::from_toml_str(&format!("{base}[generate]\n{table}\n")).unwrap_err();
+            assert!(err.to_string().contains(want), "{err}");
+        }
+        let err = Config::from_toml_str(&base.replace("model = \"m\"", "")).unwrap_err();
+        assert!(err.to_string().contains("accounts.llm.model"), "{err}");
     }
 
     #[test]

@@ -77,6 +77,20 @@ impl AccountKeys {
         format!("{}:moves", self.tag)
     }
 
+    /// STRING (JSON, with a TTL): an LLM answer that arrived, keyed by the sha256 of the request
+    /// that got it. An openai-chat worker looks here before paying for a call, so a request
+    /// answered once (before a crash, or by a repeated run) is never paid again.
+    pub fn chat_answer(&self, request_sha256: &str) -> String {
+        format!("{}:chat:{request_sha256}", self.tag)
+    }
+
+    /// HASH `<season>|calls`, `<season>|input_tokens`, `<season>|cached_tokens`,
+    /// `<season>|output_tokens`, `<season>|usd_micros` → totals: what the account's chat calls
+    /// used and cost, per season (`dramaq generate`, `dramaq status`).
+    pub fn chat_usage(&self) -> String {
+        format!("{}:chat_usage", self.tag)
+    }
+
     /// ZSET task id → time of death: the dead-letter set.
     pub fn dead(&self) -> String {
         format!("{}:dead", self.tag)

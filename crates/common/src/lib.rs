@@ -8,6 +8,7 @@
 //! registry is the worker's (`dramaq_worker::metrics`).
 
 pub mod budget;
+pub mod chat;
 pub(crate) mod coalesce;
 pub mod config;
 pub mod ids;

@@ -33,14 +33,18 @@ pub enum TaskKind {
     Voice,
     /// One episode, put together from its scenes and voice lines once they are all stored.
     Assembly,
+    /// A piece of a season script written by an LLM (`dramaq generate`): the outline or one
+    /// episode, stored as JSON.
+    Script,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 4] = [
+    pub const ALL: [TaskKind; 5] = [
         TaskKind::Image,
         TaskKind::Video,
         TaskKind::Voice,
         TaskKind::Assembly,
+        TaskKind::Script,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +53,7 @@ impl TaskKind {
             TaskKind::Video => "video",
             TaskKind::Voice => "voice",
             TaskKind::Assembly => "assembly",
+            TaskKind::Script => "script",
         }
     }
 
@@ -59,6 +64,7 @@ impl TaskKind {
             TaskKind::Video => "vid",
             TaskKind::Voice => "voc",
             TaskKind::Assembly => "asm",
+            TaskKind::Script => "scr",
         }
     }
 
@@ -173,6 +179,10 @@ pub enum FailureClass {
     /// URL refused again and again). The render was paid for: another provider would be paid
     /// again, so it does not fall back; an operator can requeue it.
     DownloadFailed,
+    /// An LLM answered, but its answer is still not a valid piece of script after the bounded
+    /// repair loop (each repair sends the validator's messages back). Asking again would pay
+    /// for the same mistake, so it is dead at once.
+    InvalidOutput,
     Unknown,
 }
 
@@ -191,7 +201,7 @@ pub enum RetryPolicy {
 }
 
 impl FailureClass {
-    pub const ALL: [FailureClass; 16] = [
+    pub const ALL: [FailureClass; 17] = [
         FailureClass::ContentPolicy,
         FailureClass::InvalidRequest,
         FailureClass::Auth,
@@ -207,6 +217,7 @@ impl FailureClass {
         FailureClass::Stalled,
         FailureClass::BadOutput,
         FailureClass::DownloadFailed,
+        FailureClass::InvalidOutput,
         FailureClass::Unknown,
     ];
 
@@ -227,6 +238,7 @@ impl FailureClass {
             FailureClass::Stalled => "stalled",
             FailureClass::BadOutput => "bad_output",
             FailureClass::DownloadFailed => "download_failed",
+            FailureClass::InvalidOutput => "invalid_output",
             FailureClass::Unknown => "unknown",
         }
     }
@@ -241,7 +253,8 @@ impl FailureClass {
             | FailureClass::InvalidRequest
             | FailureClass::Auth
             | FailureClass::ModelRetired
-            | FailureClass::DownloadFailed => RetryPolicy::Never,
+            | FailureClass::DownloadFailed
+            | FailureClass::InvalidOutput => RetryPolicy::Never,
             FailureClass::InsufficientCredits | FailureClass::QuotaExceeded => {
                 RetryPolicy::PauseAccount
             }
@@ -317,6 +330,15 @@ pub enum TaskPayload {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         master: Option<Box<MasterPlan>>,
     },
+    /// One LLM call graph node of `dramaq generate`: `step` is `outline` or `episode`;
+    /// `brief` is the generation brief as JSON text (premise, parameters, model, take), which
+    /// the prompt is built from and which makes the id content-addressed.
+    Script {
+        step: String,
+        #[serde(default, skip_serializing_if = "is_zero_u32")]
+        episode: u32,
+        brief: String,
+    },
 }
 
 /// How an episode master is laid out: its picture format, where each voice line sits, music and
@@ -362,6 +384,7 @@ impl TaskPayload {
             TaskPayload::Video { .. } => TaskKind::Video,
             TaskPayload::Voice { .. } => TaskKind::Voice,
             TaskPayload::Assembly { .. } => TaskKind::Assembly,
+            TaskPayload::Script { .. } => TaskKind::Script,
         }
     }
 }

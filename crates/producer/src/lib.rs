@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod commands;
+pub mod generate;
 pub mod ops;
 pub mod review;
 pub mod script;

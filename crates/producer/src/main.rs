@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dramaq_common::config::Config;
 use dramaq_common::logging::{self, LogFormat};
-use dramaq_producer::{budget, commands, ops, review, script, status_view};
+use dramaq_producer::{budget, commands, generate, ops, review, script, status_view};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,6 +30,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Write a season script from a premise with an LLM, through the queue (workers serving an
+    /// openai-chat account make the calls). Re-running the same command pays for nothing.
+    Generate(generate::GenerateArgs),
     /// Validate a season script and show the tasks it expands to, with estimated cost. Writes
     /// nothing.
     Plan { script: PathBuf },
@@ -112,6 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let json = cli.json;
     match cli.cmd {
+        Cmd::Generate(args) => generate::generate(&cfg, args, json).await,
         Cmd::Plan { script: path } => match script::load(&path, &cfg) {
             Ok(expanded) => {
                 commands::plan(&expanded, json)?;

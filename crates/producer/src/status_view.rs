@@ -85,6 +85,10 @@ pub struct SeasonView {
     /// Dependency notifications still pending in the outboxes of the season's accounts
     /// ([`Queue::notifications_pending`]); while any is, waiting tasks count as live.
     pub notifications_pending: u64,
+    /// For a `dramaq generate` season: what its chat calls used and cost (from the chat
+    /// accounts' usage totals); absent for other seasons.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat: Option<dramaq_common::chat::ChatUsage>,
     /// The season's budget, reservations, settled spend by episode/account/kind/key and
     /// whether it is parked (`crate::budget`).
     pub budget: crate::budget::BudgetView,
@@ -299,6 +303,7 @@ impl SeasonView {
                 parallelism,
             },
             notifications_pending: 0,
+            chat: None,
             budget: Default::default(),
         }
     }
@@ -322,6 +327,12 @@ impl SeasonView {
         );
         if self.unpriced > 0 {
             s.push_str(&format!(", {} tasks without a price", self.unpriced));
+        }
+        if let Some(c) = &self.chat {
+            s.push_str(&format!(
+                " · chat: {} calls, {} input + {} output tokens, ${:.4}",
+                c.calls, c.input_tokens, c.output_tokens, c.cost_usd
+            ));
         }
         if self.budget.cap_usd.is_some() || self.budget.parked.is_some() {
             s.push_str(&format!(" · {}", self.budget.line()));
@@ -447,6 +458,18 @@ pub async fn season_view(
     let records = queue.season_tasks(season).await?;
     let mut view = SeasonView::build(cfg, season, &counts, &records);
     view.notifications_pending = queue.notifications_pending(season).await?;
+    if records
+        .iter()
+        .any(|r| r.kind == dramaq_common::TaskKind::Script)
+    {
+        let chat_accounts: Vec<String> = cfg
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.family == dramaq_common::config::Family::OpenaiChat)
+            .map(|(n, _)| n.clone())
+            .collect();
+        view.chat = Some(dramaq_common::chat::season_usage(queue, season, &chat_accounts).await?);
+    }
     view.budget = crate::budget::budget_view(queue, season).await?;
     Ok(view)
 }

@@ -259,7 +259,7 @@ fn price_of(t: &NewTask) -> f64 {
         TaskPayload::Image { .. } if t.account() == GHOST => 0.0,
         TaskPayload::Image { .. } => PER_IMAGE,
         TaskPayload::Voice { text, .. } => PER_1K_CHARS * text.chars().count() as f64 / 1000.0,
-        TaskPayload::Assembly { .. } => 0.0,
+        TaskPayload::Assembly { .. } | TaskPayload::Script { .. } => 0.0,
     }
 }
 

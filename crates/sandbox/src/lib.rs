@@ -16,6 +16,7 @@
 //! and reports the renders in flight; `POST /admin/finish` completes every unfinished render at
 //! once, so a test can hold thousands in flight and then release them.
 
+pub mod chat;
 pub mod fal;
 pub mod kling;
 pub mod limits;
@@ -108,6 +109,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/finish", post(finish))
         .layer(DefaultBodyLimit::max(openai::MAX_BODY))
         .with_state(shared)
+        .merge(chat::router(chat::LATENCY))
 }
 
 async fn serve_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

@@ -283,6 +283,13 @@ struct AccountLabels {
     account: String,
 }
 
+/// Tokens of a chat call, by account and direction (`input`, `output`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TokenLabels {
+    account: String,
+    direction: String,
+}
+
 /// A pool key by name (`default` for an account without a key pool); never its value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct AccountKeyLabels {
@@ -495,6 +502,10 @@ families! {
     spend: Family<AccountLabels, FloatCounter> =
         "dramaq_spend" in Unit::Other("usd".to_string()), Family::default();
 
+    /// Tokens of paid LLM calls (openai-chat accounts), by account and direction (input
+    /// includes tokens served from the provider's prompt cache). Their cost is in
+    /// `dramaq_spend_usd_total`.
+    llm_tokens: Family<TokenLabels, Counter> = "dramaq_llm_tokens", Family::default();
     /// Tasks this process claimed, by provider account and the pool key the claim chose
     /// (default for an account without a key pool).
     key_claims: Family<AccountKeyLabels, Counter> = "dramaq_key_claims", Family::default();
@@ -589,6 +600,14 @@ impl Metrics {
                     kind: Name(*kind),
                     class: Name(class),
                     outcome: FailOutcome::Dead,
+                });
+            }
+        }
+        if kinds.contains(&TaskKind::Script) {
+            for direction in ["input", "output"] {
+                let _ = f.llm_tokens.get_or_create(&TokenLabels {
+                    account: account.to_string(),
+                    direction: direction.to_string(),
                 });
             }
         }
@@ -764,6 +783,20 @@ impl Metrics {
                 .get_or_create(&by_account(account))
                 .inc_by(usd);
         }
+    }
+
+    /// One paid chat call: its tokens, and its cost in the spend counter.
+    pub fn llm_call(&self, account: &str, input: u64, output: u64, usd: f64) {
+        for (direction, n) in [("input", input), ("output", output)] {
+            self.f()
+                .llm_tokens
+                .get_or_create(&TokenLabels {
+                    account: account.to_string(),
+                    direction: direction.to_string(),
+                })
+                .inc_by(n);
+        }
+        self.spend(account, usd);
     }
 
     /// Claim counters of an account's pool keys start at zero, so an idle key shows.
@@ -992,6 +1025,7 @@ mod tests {
         m.possible_duplicates("p", 1);
         m.adopted_after_regression("p");
         m.spend("p", 1.0);
+        m.llm_call("p", 1, 1, 0.0);
         m.key_claimed("p", Some("k1"));
         m.budget_parked("p");
         m.key_spend("p", TaskKind::Video, None, 1.0);

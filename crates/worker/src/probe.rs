@@ -55,7 +55,9 @@ impl Expect {
                 seconds: f64::from(*duration_s),
             }),
             TaskPayload::Voice { .. } => Some(Expect::Audio),
-            TaskPayload::Assembly { .. } | TaskPayload::Image { .. } => None,
+            TaskPayload::Assembly { .. }
+            | TaskPayload::Image { .. }
+            | TaskPayload::Script { .. } => None,
         }
         .filter(|_| ext != "json")
     }

@@ -13,7 +13,7 @@ use crate::metrics::{spawn_queue_gauges, Metrics, QUEUE_GAUGES_EVERY};
 use crate::providers::{self, Provider};
 use crate::{fetch, heartbeat, metrics_server, poll, reaper};
 use anyhow::{bail, Context};
-use dramaq_common::config::Config;
+use dramaq_common::config::{Config, Family};
 use dramaq_common::model::TaskKind;
 use dramaq_common::queue::Queue;
 use std::collections::BTreeMap;
@@ -76,17 +76,30 @@ pub async fn run(
         .await
         .context("output storage")?;
     let queue = Queue::connect(&cfg.redis).await?;
-    // Every account has a provider: HTTP adapters, and the in-process assembler where there is
-    // none (the assembly account).
-    let accounts: BTreeMap<String, Arc<dyn Provider>> = adapters
-        .iter()
-        .map(|(name, adapter)| {
-            let provider = adapter
-                .clone()
-                .unwrap_or_else(|| Arc::new(Assembler::new(queue.clone(), storage.clone(), &cfg)));
-            (name.clone(), provider)
-        })
-        .collect();
+    // Every account has a provider: HTTP adapters, the chat writer (openai-chat: it needs the
+    // queue, storage and metrics) and the in-process assembler (the assembly account).
+    let metrics = Metrics::new();
+    let shared_cfg = Arc::new(cfg.clone());
+    let mut accounts: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
+    for (name, adapter) in &adapters {
+        let provider: Arc<dyn Provider> = match (adapter, cfg.accounts.get(name)) {
+            (Some(a), _) => a.clone(),
+            (None, Some(acct)) if acct.family == Family::OpenaiChat => {
+                Arc::new(crate::providers::openai_chat::OpenaiChat::new(
+                    name,
+                    acct,
+                    acct.api_key(name)
+                        .with_context(|| format!("account {name}"))?,
+                    shared_cfg.clone(),
+                    queue.clone(),
+                    storage.clone(),
+                    metrics.clone(),
+                ))
+            }
+            (None, _) => Arc::new(Assembler::new(queue.clone(), storage.clone(), &cfg)),
+        };
+        accounts.insert(name.clone(), provider);
+    }
     let mut keyed = BTreeMap::new();
     for name in accounts.keys() {
         if let Some(acct) = cfg.accounts.get(name) {
@@ -97,7 +110,6 @@ pub async fn run(
             }
         }
     }
-    let metrics = Metrics::new();
     for name in accounts.keys() {
         if let Some(acct) = cfg.accounts.get(name) {
             metrics.init_account(name, acct.family.kinds());

@@ -39,6 +39,7 @@ fn recorded() -> (Metrics, Vec<GaugeGuard>) {
     m.possible_duplicates("kling-main", 1);
     m.adopted_after_regression("kling-main");
     m.spend("kling-main", 0.75);
+    m.llm_call("deepseek", 1200, 800, 0.0);
     m.key_claimed("kling-main", Some("k2"));
     m.budget_parked("kling-main");
     m.key_spend("kling-main", TaskKind::Video, Some("k2"), 0.5);
@@ -82,6 +83,8 @@ fn metrics_every_family_encoded_with_labels_and_help() {
         r#"dramaq_rate_limiter_wait_seconds_total{account="kling-main"} 0.25"#,
         r#"dramaq_adaptive_rate{account="kling-main"} 1.5"#,
         r#"dramaq_queue_gauge_refresh_failures_total{account="kling-main"} 1"#,
+        r#"dramaq_llm_tokens_total{account="deepseek",direction="input"} 1200"#,
+        r#"dramaq_llm_tokens_total{account="deepseek",direction="output"} 800"#,
     ];
     for s in samples {
         assert!(
@@ -111,6 +114,7 @@ fn metrics_every_family_encoded_with_labels_and_help() {
         ("dramaq_possible_duplicate_submissions", "counter"),
         ("dramaq_adopted_renders", "counter"),
         ("dramaq_spend_usd", "counter"),
+        ("dramaq_llm_tokens", "counter"),
         ("dramaq_key_claims", "counter"),
         ("dramaq_budget_parked", "counter"),
         ("dramaq_key_spend_usd", "counter"),
@@ -160,6 +164,7 @@ fn metrics_labels_stay_bounded() {
         "duty",
         "action",
         "state",
+        "direction",
         "le",
     ]
     .into_iter()

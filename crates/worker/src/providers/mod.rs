@@ -10,6 +10,7 @@ pub mod fal;
 pub mod http;
 pub mod kling;
 pub mod minimax;
+pub(crate) mod openai_chat;
 pub mod openai_images;
 pub mod openai_speech;
 pub mod openai_videos;
@@ -325,9 +326,9 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// Build the HTTP adapter for an account. `Assembly` has none and returns `None`: it is the
-/// in-process [`crate::assemble::Assembler`], which needs the queue and storage and is built by
-/// the runner.
+/// Build the HTTP adapter for an account. `Assembly` and `OpenaiChat` return `None`: they are
+/// built by the runner with the queue and storage ([`crate::assemble::Assembler`],
+/// [`openai_chat::OpenaiChat`]).
 pub fn build(name: &str, acct: &AccountConfig) -> Result<Option<Arc<dyn Provider>>, ConfigError> {
     build_with(acct, acct.api_key(name)?, acct.secret_key(name)?)
 }
@@ -372,6 +373,8 @@ fn build_with(
         Family::Minimax => Some(Arc::new(minimax::Minimax::new(client, acct, api_key))),
         Family::Fal => Some(Arc::new(fal::Fal::new(client, acct, api_key))),
         Family::Replicate => Some(Arc::new(replicate::Replicate::new(client, acct, api_key))),
-        Family::Assembly => None,
+        // In-process ones: they need the queue and storage (and the chat family the metrics),
+        // so the runner builds them.
+        Family::Assembly | Family::OpenaiChat => None,
     })
 }
