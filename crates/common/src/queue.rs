@@ -955,6 +955,17 @@ impl Queue {
         }
     }
 
+    /// The account's render-time histogram (empty when nothing finished yet).
+    pub async fn render_times(&self, account: &str) -> Result<crate::render_times::RenderTimes> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        let fields: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(k.render_times())
+            .query_async(&mut conn)
+            .await?;
+        Ok(crate::render_times::RenderTimes::from_fields(&fields))
+    }
+
     /// Take up to `limit` renders due for a poll, under a poll lease.
     pub async fn poll_take(
         &self,
@@ -1032,7 +1043,35 @@ impl Queue {
         worker: &str,
         lease_ms: u64,
     ) -> Result<u64> {
+        self.render_done_timed(
+            account,
+            id,
+            provider_task_id,
+            result_json,
+            worker,
+            lease_ms,
+            None,
+        )
+        .await
+    }
+
+    /// [`Queue::render_done`], adding `render_ms` (the poller's estimate of how long the render
+    /// took) to the account's render-time histogram ([`crate::render_times`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn render_done_timed(
+        &self,
+        account: &str,
+        id: &str,
+        provider_task_id: &str,
+        result_json: &str,
+        worker: &str,
+        lease_ms: u64,
+        render_ms: Option<u64>,
+    ) -> Result<u64> {
         let k = AccountKeys::new(account);
+        let bucket = render_ms.map_or_else(String::new, |ms| {
+            crate::render_times::bucket_of(ms).to_string()
+        });
         let mut conn = self.redis.conn().await?;
         SCRIPTS
             .render_done
@@ -1041,10 +1080,13 @@ impl Queue {
             .key(k.leases())
             .key(k.counts())
             .key(k.slots())
+            .key(k.render_times())
             .arg(provider_task_id)
             .arg(result_json)
             .arg(worker)
             .arg(lease_ms)
+            .arg(bucket)
+            .arg(crate::render_times::DECAY_AT)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| fenced_or(id, e))

@@ -203,6 +203,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         stopping: CancellationToken::new(),
         abort: CancellationToken::new(),
         metrics: crate::metrics::Metrics::new(),
+        plans: Default::default(),
         cfg,
     });
     let work = TaskTracker::new();

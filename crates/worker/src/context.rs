@@ -32,6 +32,8 @@ pub(crate) struct Ctx {
     /// the reaper moves it on).
     pub abort: CancellationToken,
     pub metrics: Metrics,
+    /// Each account's poll schedule, learned from its finished renders.
+    pub plans: crate::await_plan::Plans,
 }
 
 impl Ctx {
@@ -50,6 +52,12 @@ impl Ctx {
             base_ms: self.cfg.worker.retry_base_ms,
             max_ms: self.cfg.worker.retry_max_ms,
         }
+    }
+
+    /// Whether the account's renders call back (the webhook receiver is configured and the
+    /// family sends callbacks): then polls are a safety net only.
+    pub fn callbacks(&self, _account: &str) -> bool {
+        false
     }
 
     pub fn lease_ms(&self) -> u64 {

@@ -10,6 +10,7 @@
 //! Prometheus registry they all record into.
 
 pub(crate) mod assemble;
+pub(crate) mod await_plan;
 pub mod bench;
 pub(crate) mod context;
 pub mod decide;

@@ -107,6 +107,7 @@ pub async fn run(
         storage,
         held: HeldLeases::default(),
         journal: Default::default(),
+        plans: Default::default(),
         stopping: CancellationToken::new(),
         abort: CancellationToken::new(),
         cfg,
