@@ -251,6 +251,10 @@ pub struct WorkerConfig {
     /// `ffmpeg` binary for episode assembly; when absent the episode gets a JSON manifest.
     #[serde(default = "default_ffmpeg")]
     pub ffmpeg: String,
+    /// Serve the render callback receiver (`POST /hooks/<account>/<task>`) on this address,
+    /// e.g. `0.0.0.0:9466`. Accounts opt in with `callback_url`. None: no receiver, polls only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_addr: Option<String>,
 }
 
 impl Default for WorkerConfig {
@@ -268,6 +272,7 @@ impl Default for WorkerConfig {
             shutdown_grace_ms: default_shutdown_grace_ms(),
             dead_retention_days: 0,
             ffmpeg: default_ffmpeg(),
+            webhook_addr: None,
         }
     }
 }
@@ -416,6 +421,17 @@ pub struct AccountConfig {
     /// The account's limits, enforced across every worker process and host.
     #[serde(default)]
     pub quota: Quota,
+    /// Public URL of this account's callback receiver, up to and including `/hooks/<account>`
+    /// (the task id is appended). Families that call back (Kling, MiniMax, fal, Replicate) are
+    /// given it at submit when the worker serves `worker.webhook_addr`; a callback only moves
+    /// the render's next poll to now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// Environment variable holding the secret that signs this account's callbacks (Replicate
+    /// and Standard Webhooks: `whsec_<base64>`). Set: unsigned or badly signed callbacks are
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_env: Option<String>,
 }
 
 /// A provider account's limits (docs/invariants.md, "Quotas hold across the fleet"). Zero means "no limit".
@@ -533,6 +549,14 @@ impl AccountConfig {
             &format!("accounts.{account}"),
             "api_key_env",
             self.api_key_env.as_deref(),
+        )
+    }
+
+    pub fn webhook_secret(&self, account: &str) -> Result<Option<Secret>, ConfigError> {
+        read_secret(
+            &format!("accounts.{account}"),
+            "webhook_secret_env",
+            self.webhook_secret_env.as_deref(),
         )
     }
 
@@ -978,6 +1002,8 @@ impl AccountConfig {
             http_timeout_ms: default_http_timeout_ms(),
             max_queued_ms: None,
             quota: Quota::default(),
+            callback_url: None,
+            webhook_secret_env: None,
         }
     }
 }

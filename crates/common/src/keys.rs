@@ -120,6 +120,13 @@ impl AccountKeys {
         format!("{}:rtimes", self.tag)
     }
 
+    /// ZSET task id → time (ms): renders whose finish a provider callback announced, so a
+    /// repeated callback is ignored. Left by `render_done`; entries older than an hour are
+    /// trimmed by `poll_now`.
+    pub fn hooked(&self) -> String {
+        format!("{}:hooked", self.tag)
+    }
+
     /// ZSET task id → slot lease expiry (ms): the renders holding a concurrency slot.
     pub fn slots(&self) -> String {
         format!("{}:slots", self.tag)

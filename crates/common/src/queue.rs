@@ -71,6 +71,7 @@ pub struct Scripts {
     pub poll_take: Script,
     pub poll_drop: Script,
     pub poll_again: Script,
+    pub poll_now: Script,
     pub render_done: Script,
     pub complete: Script,
     pub fail: Script,
@@ -92,6 +93,7 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     poll_take: lua!("poll_take"),
     poll_drop: lua!("poll_drop"),
     poll_again: lua!("poll_again"),
+    poll_now: lua!("poll_now"),
     render_done: lua!("render_done"),
     complete: lua!("complete"),
     fail: lua!("fail"),
@@ -175,6 +177,17 @@ pub enum QuotaPeek {
     Go,
     Paused,
     Wait { ms: u64, reason: String },
+}
+
+/// What a provider callback did to the await schedule ([`Queue::poll_now`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollNow {
+    /// The render's next poll is now.
+    Moved,
+    /// Its finish was announced already; nothing changed.
+    Duplicate,
+    /// No render is awaited under that task and provider task id.
+    Unknown,
 }
 
 /// Renders [`Queue::poll_take`] took from an await schedule, with the Redis clock at the take.
@@ -1018,6 +1031,38 @@ impl Queue {
             .await
     }
 
+    /// A provider called back that render `id` (provider task id `provider_task_id`)
+    /// finished: move its next poll to now, once (`poll_now.lua`).
+    pub async fn poll_now(
+        &self,
+        account: &str,
+        id: &str,
+        provider_task_id: &str,
+    ) -> Result<PollNow> {
+        const FORGET_AFTER_MS: u64 = 3_600_000;
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        let outcome: String = SCRIPTS
+            .poll_now
+            .key(k.awaiting())
+            .key(k.task(id))
+            .key(k.hooked())
+            .arg(id)
+            .arg(provider_task_id)
+            .arg(FORGET_AFTER_MS)
+            .invoke_async(&mut conn)
+            .await?;
+        match outcome.as_str() {
+            "moved" => Ok(PollNow::Moved),
+            "duplicate" => Ok(PollNow::Duplicate),
+            "unknown" => Ok(PollNow::Unknown),
+            _ => Err(QueueError::Reply {
+                script: "poll_now",
+                detail: outcome,
+            }),
+        }
+    }
+
     /// Remove a schedule entry whose task no longer awaits a render (record gone or in another
     /// state, checked atomically). Returns true when it was removed.
     pub async fn poll_drop(&self, account: &str, id: &str) -> Result<bool> {
@@ -1081,6 +1126,7 @@ impl Queue {
             .key(k.counts())
             .key(k.slots())
             .key(k.render_times())
+            .key(k.hooked())
             .arg(provider_task_id)
             .arg(result_json)
             .arg(worker)

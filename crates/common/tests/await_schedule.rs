@@ -4,7 +4,7 @@
 
 use dramaq_common::keys::AccountKeys;
 use dramaq_common::model::NewTask;
-use dramaq_common::queue::{read_ready, Claim, Queue, QueueError, QuotaArgs};
+use dramaq_common::queue::{read_ready, Claim, PollNow, Queue, QueueError, QuotaArgs};
 use dramaq_common::redis_conn::RedisHandle;
 use dramaq_common::render_times::{bucket_of, DECAY_AT, TOTAL_FIELD};
 use dramaq_common::testkit::{video_task, RedisServer};
@@ -126,4 +126,57 @@ async fn finished_renders_teach_the_histogram_once_and_it_decays() {
         .await
         .unwrap();
     assert_eq!(histogram(&q).await.get(TOTAL_FIELD), Some(&(DECAY_AT / 2)));
+}
+
+#[tokio::test]
+async fn a_callback_moves_the_next_poll_to_now_once() {
+    let server = RedisServer::start().expect("redis-server");
+    let q = Queue::new(RedisHandle::connect(&server.url(), 4).await.unwrap());
+    let ids = rendering(&q, &["h0".into(), "h1".into()]).await;
+    for id in &ids {
+        assert!(q.poll_again(VID, id, 600_000).await.unwrap());
+    }
+    assert!(q.poll_take(VID, 10, 30_000).await.unwrap().is_empty());
+
+    // A callback about another provider task, or an unknown task, moves nothing.
+    assert_eq!(
+        q.poll_now(VID, &ids[0], "p-forged").await.unwrap(),
+        PollNow::Unknown
+    );
+    assert_eq!(
+        q.poll_now(VID, "nope", "p-nope").await.unwrap(),
+        PollNow::Unknown
+    );
+    assert!(q.poll_take(VID, 10, 30_000).await.unwrap().is_empty());
+
+    // The real one: due now; a repeat of it is ignored, even after the poll took it.
+    let ptid = format!("p-{}", ids[0]);
+    assert_eq!(
+        q.poll_now(VID, &ids[0], &ptid).await.unwrap(),
+        PollNow::Moved
+    );
+    let due = q.poll_take(VID, 10, 30_000).await.unwrap();
+    assert_eq!(due.renders.len(), 1);
+    assert_eq!(due.renders[0].0, ids[0]);
+    assert_eq!(
+        q.poll_now(VID, &ids[0], &ptid).await.unwrap(),
+        PollNow::Duplicate
+    );
+    assert!(q.poll_take(VID, 10, 30_000).await.unwrap().is_empty());
+
+    // Once the poll saw it finished the announcement is cleared with the render.
+    q.render_done(VID, &ids[0], &ptid, "{}", "w", 5_000)
+        .await
+        .unwrap();
+    let mut conn = q.redis().conn().await.unwrap();
+    let hooked: u64 = redis::cmd("ZCARD")
+        .arg(AccountKeys::new(VID).hooked())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(hooked, 0);
+    assert_eq!(
+        q.poll_now(VID, &ids[0], &ptid).await.unwrap(),
+        PollNow::Unknown
+    );
 }

@@ -56,8 +56,9 @@ impl Ctx {
 
     /// Whether the account's renders call back (the webhook receiver is configured and the
     /// family sends callbacks): then polls are a safety net only.
-    pub fn callbacks(&self, _account: &str) -> bool {
-        false
+    pub fn callbacks(&self, account: &str) -> bool {
+        self.account(account)
+            .is_some_and(|a| a.callback_url.is_some() && crate::webhooks::calls_back(a.family))
     }
 
     pub fn lease_ms(&self) -> u64 {

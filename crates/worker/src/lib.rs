@@ -27,5 +27,6 @@ pub mod reaper;
 pub mod runner;
 pub mod storage;
 pub(crate) mod submit;
+pub(crate) mod webhooks;
 
 pub use context::new_worker_id;

@@ -15,6 +15,7 @@ use crate::{fetch, heartbeat, metrics_server, poll, reaper};
 use anyhow::{bail, Context};
 use dramaq_common::config::Config;
 use dramaq_common::queue::Queue;
+use dramaq_common::text::Shown;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,6 +118,17 @@ pub async fn run(
     if let Some(addr) = opts.metrics_addr {
         let bound = metrics_server::serve(addr, metrics.clone(), ctx.abort.clone()).await?;
         info!(%bound, "serving /metrics");
+    }
+    if let Some(addr) = &ctx.cfg.worker.webhook_addr {
+        let addr: std::net::SocketAddr = addr.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "worker.webhook_addr: {} is not host:port: {e}",
+                Shown::id(addr)
+            )
+        })?;
+        let served: Vec<String> = ctx.accounts.keys().cloned().collect();
+        let app = crate::webhooks::router(&ctx.cfg, &served, queue.clone())?;
+        crate::webhooks::serve(addr, app, ctx.abort.clone()).await?;
     }
     // Temporary files of writers killed mid-write (this host's dead processes, or anyone's
     // untouched for an hour) go at start and every ten minutes.

@@ -6,6 +6,7 @@
 -- KEYS[4]  counts hash
 -- KEYS[5]  render slots zset (the provider's render is over: its slot is free)
 -- KEYS[6]  render-time histogram hash (bucket -> count, 'n' -> total)
+-- KEYS[7]  hooked zset (a callback announced this render: the entry is done with)
 -- ARGV[1]  provider task id the poll was about
 -- ARGV[2]  result JSON
 -- ARGV[3]  worker id
@@ -29,6 +30,7 @@ set_state(KEYS[4], t, 'downloading', now)
 save_task(KEYS[1], t)
 redis.call('ZREM', KEYS[2], t.id)
 redis.call('ZREM', KEYS[5], t.id)
+redis.call('ZREM', KEYS[7], t.id)
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), t.id)
 if ARGV[5] ~= '' then
   redis.call('HINCRBY', KEYS[6], ARGV[5], 1)

@@ -318,6 +318,12 @@ pub trait Provider: Send + Sync {
     }
 }
 
+/// The callback URL of one task: the account's `callback_url` (`…/hooks/<account>`) and the
+/// task id, which the receiver (`crate::webhooks`) reads from the path.
+pub(crate) fn callback_for(base: &str, task_id: &str) -> String {
+    format!("{}/{task_id}", base.trim_end_matches('/'))
+}
+
 /// Build the HTTP adapter for an account. `Assembly` has none and returns `None`: it is the
 /// in-process [`crate::assemble::Assembler`], which needs the queue and storage and is built by
 /// the runner.
