@@ -26,6 +26,8 @@ pub struct SandboxOptions {
     pub seed: u64,
     /// Extra time before a video create answers (a slow provider; holds callers mid-submit).
     pub submit_delay_ms: u64,
+    /// Callbacks (Replicate `webhook`): signing and faults.
+    pub webhooks: crate::webhook::WebhookOptions,
 }
 
 impl Default for SandboxOptions {
@@ -43,6 +45,7 @@ impl Default for SandboxOptions {
             api_keys: Vec::new(),
             seed: 0,
             submit_delay_ms: 0,
+            webhooks: Default::default(),
         }
     }
 }
@@ -234,8 +237,15 @@ pub struct Stats {
     pub held_ms_total: u64,
     /// Per render seen finished: how long after its finish (ms) a status request reported it.
     pub seen_late_ms: Vec<u64>,
-    /// Status requests about renders, and those answered "still running/queued".
+    /// Status requests about renders.
     pub status_polls: u64,
+    /// Milliseconds since the sandbox started when a status answer last reported a render
+    /// finished for the first time (with the first submit time: the season's makespan).
+    pub last_seen_finished_ms: u64,
+    /// Callbacks POSTed (replays included), those not answered 2xx, and those never sent.
+    pub callbacks_sent: u64,
+    pub callbacks_refused: u64,
+    pub callbacks_lost: u64,
 }
 
 pub struct Shared {
@@ -423,6 +433,8 @@ impl Shared {
         stats
             .seen_late_ms
             .push(now.saturating_duration_since(ends).as_millis() as u64);
+        stats.last_seen_finished_ms =
+            now.saturating_duration_since(self.started).as_millis() as u64;
     }
 
     pub fn render_time(&self, scenario: Scenario, id: &str) -> Option<Duration> {
