@@ -8,8 +8,11 @@
 #
 # Defines BIN, WORK, PIDS (append background pids), RPORT, SANDBOX and port().
 
-cargo build --release --bins --quiet
-BIN=target/release
+# BIN=target/debug runs debug builds instead (scheduling benchmarks, not throughput ones).
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --bins --quiet
+  BIN=target/release
+fi
 WORK=$(mktemp -d -t dramaq-bench.XXXXXX)
 PIDS=()
 # stderr goes quiet first: bash would report every process killed here.

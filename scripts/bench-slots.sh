@@ -15,19 +15,20 @@
 #
 #   scripts/bench-slots.sh                      # polls only (sandbox-sora, OpenAI shape)
 #   CALLBACKS=1 scripts/bench-slots.sh          # Replicate shape, signed callbacks as triggers
-#   CALLBACKS=1 LOST=0.1 REPLAY=1 scripts/bench-slots.sh   # 10 % lost, every one delivered twice
+#   CALLBACKS=1 LOST=0.1 BAD=0.05 REPLAY=1 scripts/bench-slots.sh
+#                                   # 10 % lost, 5 % badly signed, every one delivered twice
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RENDERS=${RENDERS:-400}; WARMUP=${WARMUP:-60}; SLOTS=${SLOTS:-16}
 RENDER_MS=${RENDER_MS:-6000}; JITTER_MS=${JITTER_MS:-3000}
-CALLBACKS=${CALLBACKS:-0}; LOST=${LOST:-0}; REPLAY=${REPLAY:-0}
+CALLBACKS=${CALLBACKS:-0}; LOST=${LOST:-0}; REPLAY=${REPLAY:-0}; BAD=${BAD:-0}
 SECRET=whsec_YmVuY2gtc2xvdHMtc2lnbmluZy1rZXk=
 
 source scripts/bench-env.sh
 start_redis
 SANDBOX_ARGS=(--render-ms "$RENDER_MS" --render-jitter-ms "$JITTER_MS" --max-concurrent "$SLOTS")
 if [ "$CALLBACKS" = 1 ]; then
-  SANDBOX_ARGS+=(--webhook-secret "$SECRET" --webhook-lost-rate "$LOST")
+  SANDBOX_ARGS+=(--webhook-secret "$SECRET" --webhook-lost-rate "$LOST" --webhook-bad-signature-rate "$BAD")
   [ "$REPLAY" = 1 ] && SANDBOX_ARGS+=(--webhook-replay)
 fi
 start_sandbox "${SANDBOX_ARGS[@]}"
@@ -72,13 +73,13 @@ PIDS+=($!)
 # The warm-up season teaches the account its render times; then the measured season runs.
 run_season() {
   write_season "$1" "$2" 8
-  sed -i "s/sandbox-sora/$ACCOUNT/" "$WORK/season.yaml"
+  sed -i -e "s/sandbox-sora/$ACCOUNT/" -e "s/^  duration: 4/  duration: 5/" "$WORK/season.yaml"
   "$BIN/dramaq" enqueue "$WORK/season.yaml" --json >/dev/null
   "$BIN/dramaq" status --season "$1" --wait >/dev/null 2>&1 || true
 }
 run_season bench-warmup "$WARMUP"
 curl -fsS -X POST "$SANDBOX/admin/reset" >/dev/null
-echo "$RENDERS renders of $((RENDER_MS / 1000))-$(((RENDER_MS + JITTER_MS) / 1000)) s on $SLOTS slots ($ACCOUNT, callbacks: $([ "$CALLBACKS" = 1 ] && echo "on, lost $LOST, replayed $REPLAY" || echo off))"
+echo "$RENDERS renders of $((RENDER_MS / 1000))-$(((RENDER_MS + JITTER_MS) / 1000)) s on $SLOTS slots ($ACCOUNT, callbacks: $([ "$CALLBACKS" = 1 ] && echo "on, lost $LOST, badly signed $BAD, replayed $REPLAY" || echo off))"
 START=$(date +%s.%N)
 run_season bench-slots "$RENDERS"
 END=$(date +%s.%N)
@@ -95,7 +96,7 @@ util = s["render_ms_total"] / max(s["held_ms_total"], 1)
 bound = s["render_ms_total"] / 1000 / slots
 # First submit to the last render seen finished, on the sandbox's clock.
 makespan = (s["last_seen_finished_ms"] - min(s["submit_times_ms"] or [0])) / 1000
-print(f"  stored              {st['stored']}/{renders} (renders seen finished by the sandbox: {seen})")
+print(f"  stored              {st['stored']} tasks ({renders} renders and their episodes); renders the sandbox saw found finished: {seen}")
 print(f"  slot utilization    {util:.2%} (target ≥ 97 %)")
 print(f"  polls per render    {s['status_polls'] / max(seen, 1):.2f} (target ≤ 3 without callbacks, ≤ 2 with)")
 print(f"  found late          p50 {q(0.5)} ms, p99 {q(0.99)} ms after the render finished")

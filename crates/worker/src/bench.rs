@@ -204,6 +204,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         abort: CancellationToken::new(),
         metrics: crate::metrics::Metrics::new(),
         plans: Default::default(),
+        poll_wake: Default::default(),
         cfg,
     });
     let work = TaskTracker::new();

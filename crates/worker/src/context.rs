@@ -34,6 +34,8 @@ pub(crate) struct Ctx {
     pub metrics: Metrics,
     /// Each account's poll schedule, learned from its finished renders.
     pub plans: crate::await_plan::Plans,
+    /// Wakes this process's idle pollers when its callback receiver moved a poll to now.
+    pub poll_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Ctx {

@@ -65,7 +65,12 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
             }
         };
         if due.is_empty() {
-            sleep_or_stop(&ctx, idle_wait(due.taken_ms, due.next_due_ms)).await;
+            // A callback received by this process wakes it at once; other processes find the
+            // moved render within MAX_IDLE.
+            tokio::select! {
+                _ = sleep_or_stop(&ctx, idle_wait(due.taken_ms, due.next_due_ms)) => {}
+                _ = ctx.poll_wake.notified() => {}
+            }
             continue;
         }
         let taken_ms = due.taken_ms;

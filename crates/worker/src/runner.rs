@@ -109,6 +109,7 @@ pub async fn run(
         held: HeldLeases::default(),
         journal: Default::default(),
         plans: Default::default(),
+        poll_wake: Default::default(),
         stopping: CancellationToken::new(),
         abort: CancellationToken::new(),
         cfg,
@@ -127,7 +128,7 @@ pub async fn run(
             )
         })?;
         let served: Vec<String> = ctx.accounts.keys().cloned().collect();
-        let app = crate::webhooks::router(&ctx.cfg, &served, queue.clone())?;
+        let app = crate::webhooks::router(&ctx.cfg, &served, queue.clone(), ctx.poll_wake.clone())?;
         crate::webhooks::serve(addr, app, ctx.abort.clone()).await?;
     }
     // Temporary files of writers killed mid-write (this host's dead processes, or anyone's

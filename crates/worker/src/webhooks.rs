@@ -57,6 +57,8 @@ struct Hooked {
 struct Receiver {
     queue: Queue,
     accounts: Arc<HashMap<String, Hooked>>,
+    /// Woken when a poll moved to now, so this process's idle pollers take it at once.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 /// Why a callback was refused.
@@ -205,7 +207,10 @@ async fn receive(
         Ok(outcome) => {
             debug!(account = %Shown::id(&account), task = %Shown::id(&task), ?outcome, "callback");
             let word = match outcome {
-                PollNow::Moved => "polling now",
+                PollNow::Moved => {
+                    rx.wake.notify_waiters();
+                    "polling now"
+                }
                 PollNow::Duplicate => "duplicate",
                 PollNow::Unknown => "not awaited",
             };
@@ -220,7 +225,12 @@ async fn receive(
 }
 
 /// The receiver's routes for the accounts of `cfg` that opted in (`callback_url`).
-pub(crate) fn router(cfg: &Config, served: &[String], queue: Queue) -> anyhow::Result<Router> {
+pub(crate) fn router(
+    cfg: &Config,
+    served: &[String],
+    queue: Queue,
+    wake: Arc<tokio::sync::Notify>,
+) -> anyhow::Result<Router> {
     let mut accounts = HashMap::new();
     for name in served {
         let Some(acct) = cfg.accounts.get(name) else {
@@ -247,6 +257,7 @@ pub(crate) fn router(cfg: &Config, served: &[String], queue: Queue) -> anyhow::R
     let rx = Receiver {
         queue,
         accounts: Arc::new(accounts),
+        wake,
     };
     Ok(Router::new()
         .route("/hooks/{account}/{task}", post(receive))
@@ -349,6 +360,7 @@ mod tests {
         let rx = Receiver {
             queue,
             accounts: Arc::new(accounts),
+            wake: Default::default(),
         };
         let app = Router::new()
             .route("/hooks/{account}/{task}", post(receive))
