@@ -73,7 +73,8 @@ PIDS+=($!)
 # The warm-up season teaches the account its render times; then the measured season runs.
 run_season() {
   write_season "$1" "$2" 8
-  sed -i -e "s/sandbox-sora/$ACCOUNT/" -e "s/^  duration: 4/  duration: 5/" "$WORK/season.yaml"
+  # Replicate's Kling model renders 5 or 10 s clips.
+  [ "$CALLBACKS" = 1 ] && sed -i -e "s/sandbox-sora/$ACCOUNT/" -e "s/^  duration: 4/  duration: 5/" "$WORK/season.yaml"
   "$BIN/dramaq" enqueue "$WORK/season.yaml" --json >/dev/null
   "$BIN/dramaq" status --season "$1" --wait >/dev/null 2>&1 || true
 }
