@@ -27,7 +27,7 @@ start_sandbox --render-ms "$RENDER_MS" --render-jitter-ms "$JITTER_MS"
 sed -e "s#http://127.0.0.1:8787#$SANDBOX#g" \
     -e "s/^poll_first_ms = .*/poll_first_ms = $POLL_FIRST_MS/" \
     -e "s/^poll_max_ms = .*/poll_max_ms = $POLL_MAX_MS/" \
-    -e "s/^max_attempts = .*/&\nffmpeg = \"dramaq-bench-no-ffmpeg\"/" \
+    -e "s/^ffmpeg = true/ffmpeg = false/" \
     ${POLL_CONCURRENCY:+-e "s/^max_attempts = .*/&\npoll_concurrency = $POLL_CONCURRENCY/"} \
     ${POOL_SIZE:+-e "s#^url = \"redis://.*#&\npool_size = $POOL_SIZE#"} \
     examples/dramaq.toml >"$WORK/dramaq.toml"

@@ -1,4 +1,5 @@
-# Shared set-up of the bench-*.sh scripts (sourced, not run): release binaries, a scratch folder
+# Shared set-up of the bench-*.sh scripts (sourced, not run): release binaries (or debug ones
+# with BENCH_PROFILE=debug), a scratch folder
 # removed on exit with every process started here, a throwaway redis-server and sandbox on free
 # ports, a generated season of video scenes, and the environment the dramaq binaries read.
 #
@@ -8,8 +9,12 @@
 #
 # Defines BIN, WORK, PIDS (append background pids), RPORT, SANDBOX and port().
 
-# BIN=target/debug runs debug builds instead (scheduling benchmarks, not throughput ones).
-if [ -z "${BIN:-}" ]; then
+# BENCH_PROFILE=debug measures the debug build instead (no release build needed; slower, and
+# say so next to any figure taken that way).
+if [ "${BENCH_PROFILE:-release}" = debug ]; then
+  cargo build --bins --quiet
+  BIN=target/debug
+else
   cargo build --release --bins --quiet
   BIN=target/release
 fi

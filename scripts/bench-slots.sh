@@ -55,8 +55,9 @@ dir = "$WORK/out"
 concurrency = 64
 lease_ms = 15000
 heartbeat_ms = 5000
-ffmpeg = "dramaq-bench-no-ffmpeg"
 webhook_addr = "127.0.0.1:$HOOK_PORT"
+[assembly]
+ffmpeg = false
 [accounts.$ACCOUNT]
 $ACCOUNT_TOML
 api_key_env = "DRAMAQ_SANDBOX_KEY"

@@ -6,6 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Episode masters need ffmpeg (ffprobe also checks every downloaded clip) and a CJK-capable font
+# for subtitles.
+if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
+  echo "installing ffmpeg and fonts-wqy-zenhei (episode masters, clip probes, CJK subtitles)"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    ffmpeg fonts-wqy-zenhei fontconfig >/dev/null
+fi
+
 cargo build --release --bins --quiet
 BIN=target/release
 WORK=$(mktemp -d -t dramaq-demo.XXXXXX)
@@ -58,6 +68,8 @@ done
 echo "two workers running; waiting for the season (renders take 3-5 s each on the sandbox)..."
 "$BIN/dramaq" status --season moonlit-harbor --wait --timeout-secs 600
 "$BIN/dramaq" tasks --season moonlit-harbor
+echo "episode 1's folder (master .mp4, .srt/.vtt subtitles, posters and contact sheet beside the clips):"
+ls -l "$DRAMAQ_OUT_DIR/moonlit-harbor/ep01"
 echo
 echo "stored files under $DRAMAQ_OUT_DIR:"
 find "$DRAMAQ_OUT_DIR/moonlit-harbor" -type f | sort

@@ -892,7 +892,7 @@ pub fn run(settings: &Settings) -> Result<Report> {
 }
 
 /// Strip a chunk suffix (`<task>:2`, the speech adapter's second chunk) from an idempotency key.
-fn task_of_key(key: &str) -> &str {
+pub fn task_of_key(key: &str) -> &str {
     match key.rsplit_once(':') {
         Some((id, n)) if n.chars().all(|c| c.is_ascii_digit()) => id,
         _ => key,

@@ -15,6 +15,46 @@ use std::time::{Duration, Instant};
 pub use dramaq_common::testkit;
 
 pub mod chaos;
+pub mod multihost;
+pub mod netns;
+
+/// The example configuration pointed at a sandbox, a Redis URL and an output folder, with short
+/// leases and polls so recovery happens within a test's patience.
+pub fn test_config(sandbox_url: &str, redis_url: &str, out: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(workspace_root().join("examples/dramaq.toml"))?
+        .replace("http://127.0.0.1:8787", sandbox_url)
+        .replace("redis://127.0.0.1:6379", redis_url)
+        .replace(
+            "dir = \"out\"",
+            &format!("dir = {:?}", out.display().to_string()),
+        )
+        .replace("lease_ms = 15000", "lease_ms = 3000")
+        .replace("heartbeat_ms = 5000", "heartbeat_ms = 1000")
+        .replace("poll_first_ms = 500", "poll_first_ms = 200")
+        .replace("poll_max_ms = 2000", "poll_max_ms = 500")
+        // Masters are built by the media tests (`tests/tests/media.rs`, which switch this back
+        // on); the others keep to the manifest so they stay fast.
+        .replace("\nffmpeg = true\n", "\nffmpeg = false\n");
+    Ok(format!("{text}\n"))
+}
+
+/// `cmd` with the environment every spawned dramaq process gets: the config, the sandbox's
+/// credentials, and nothing inherited that would point it elsewhere.
+pub fn with_test_env(mut cmd: Command, config: &Path) -> Command {
+    cmd.env("DRAMAQ_CONFIG", config)
+        .env("DRAMAQ_SANDBOX_KEY", SANDBOX_KEY)
+        .env("DRAMAQ_SANDBOX_KLING_AK", KLING_AK)
+        .env("DRAMAQ_SANDBOX_KLING_SK", KLING_SK)
+        .env("DRAMAQ_TEST_S3_AK", S3_AK)
+        .env("DRAMAQ_TEST_S3_SK", S3_SK)
+        .env_remove("DRAMAQ_REDIS_URL")
+        .env_remove("DRAMAQ_OUT_DIR")
+        .env(
+            "RUST_LOG",
+            std::env::var("DRAMAQ_TEST_LOG").unwrap_or_else(|_| "error".into()),
+        );
+    cmd
+}
 
 pub const SANDBOX_KEY: &str = "sk-sandbox-test";
 pub const KLING_AK: &str = "sandbox-ak";
@@ -159,19 +199,7 @@ impl Env {
         let dir = tempfile::tempdir()?;
         let out = dir.path().join("out");
         let config = dir.path().join("dramaq.toml");
-        let text = std::fs::read_to_string(workspace_root().join("examples/dramaq.toml"))?
-            .replace("http://127.0.0.1:8787", &sandbox_url)
-            .replace("redis://127.0.0.1:6379", &redis.url())
-            .replace(
-                "dir = \"out\"",
-                &format!("dir = {:?}", out.display().to_string()),
-            )
-            // Short leases and polls so recovery happens within a test's patience.
-            .replace("lease_ms = 15000", "lease_ms = 3000")
-            .replace("heartbeat_ms = 5000", "heartbeat_ms = 1000")
-            .replace("poll_first_ms = 500", "poll_first_ms = 200")
-            .replace("poll_max_ms = 2000", "poll_max_ms = 500");
-        let text = format!("{text}\n");
+        let text = test_config(&sandbox_url, &redis.url(), &out)?;
         std::fs::write(&config, text)?;
         Ok(Env {
             redis,
@@ -227,20 +255,7 @@ impl Env {
     }
 
     fn command(&self, name: &str) -> Command {
-        let mut cmd = Command::new(bin(name));
-        cmd.env("DRAMAQ_CONFIG", &self.config)
-            .env("DRAMAQ_SANDBOX_KEY", SANDBOX_KEY)
-            .env("DRAMAQ_SANDBOX_KLING_AK", KLING_AK)
-            .env("DRAMAQ_SANDBOX_KLING_SK", KLING_SK)
-            .env("DRAMAQ_TEST_S3_AK", S3_AK)
-            .env("DRAMAQ_TEST_S3_SK", S3_SK)
-            .env_remove("DRAMAQ_REDIS_URL")
-            .env_remove("DRAMAQ_OUT_DIR")
-            .env(
-                "RUST_LOG",
-                std::env::var("DRAMAQ_TEST_LOG").unwrap_or_else(|_| "error".into()),
-            );
-        cmd
+        with_test_env(Command::new(bin(name)), &self.config)
     }
 
     /// Run `dramaq <args>` to completion.
@@ -326,7 +341,7 @@ impl Env {
 }
 
 /// Minimal blocking GET without pulling in reqwest's blocking feature: a current-thread runtime.
-mod http {
+pub mod http {
     pub fn blocking_get(url: &str) -> anyhow::Result<String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -357,8 +372,14 @@ mod http {
 }
 
 fn start_sandbox(args: &SandboxArgs) -> Result<(Proc, String)> {
-    let mut child = Command::new(bin("dramaq-sandbox"))
-        .args(["--addr", "127.0.0.1:0"])
+    spawn_sandbox(Command::new(bin("dramaq-sandbox")), "127.0.0.1:0", args)
+}
+
+/// Start the sandbox with `cmd` (its binary, possibly wrapped) listening on `addr`; returns it
+/// with the base URL it printed.
+pub fn spawn_sandbox(mut cmd: Command, addr: &str, args: &SandboxArgs) -> Result<(Proc, String)> {
+    let mut child = cmd
+        .args(["--addr", addr])
         .args(["--render-ms", &args.render_ms.to_string()])
         .args(["--render-jitter-ms", &args.render_jitter_ms.to_string()])
         .args(&args.extra)
@@ -384,6 +405,18 @@ fn start_sandbox(args: &SandboxArgs) -> Result<(Proc, String)> {
         Some(u) => Ok((proc, u)),
         None => bail!("dramaq-sandbox printed {line:?} instead of its address"),
     }
+}
+
+/// Paid submissions per idempotency key from the sandbox's `/admin/stats` answer.
+pub fn paid_by_key(stats: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+    stats["by_task"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// sha256 of a file, hex.

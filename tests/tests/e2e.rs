@@ -13,15 +13,7 @@ const FINISH: Duration = Duration::from_secs(180);
 
 /// Submissions per task id, as the sandbox counted them (keyed by our Idempotency-Key).
 fn submissions(env: &Env) -> BTreeMap<String, u64> {
-    let stats = env.sandbox_stats().expect("sandbox stats");
-    stats["by_task"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default()
+    dramaq_e2e::paid_by_key(&env.sandbox_stats().expect("sandbox stats"))
 }
 
 /// Every task is stored, its file exists under the output folder with the recorded checksum.

@@ -3,9 +3,8 @@
 //! S3-compatible server (`moto_server`). Every stored task must have its object in the bucket,
 //! under the configured prefix, with the recorded sha256 and size, and nothing else may be there.
 //!
-//! Episode assembly runs with a stand-in for ffmpeg that concatenates the scene files it is
-//! given: the S3 backend has no local paths, so the worker must fetch the clips from the bucket
-//! for it and store the result back, and the episode object must be exactly its scenes in order.
+//! Episode masters are built with ffmpeg: the S3 backend has no local paths, so the worker must
+//! fetch the clips from the bucket for it and store the master, its subtitles and posters back.
 
 use dramaq_e2e::testkit::MotoServer;
 use dramaq_e2e::{sample_script, Env, SandboxArgs, S3_AK, S3_SK};
@@ -21,21 +20,6 @@ const SEASON: &str = "moonlit-harbor";
 const BUCKET: &str = "dramaq-e2e";
 const PREFIX: &str = "studio-a";
 const FINISH: Duration = Duration::from_secs(180);
-
-/// Answers `-version`; otherwise writes the concatenation of the files named in the first
-/// `-i` concat list to the output (the last argument). Clip paths are temporary-directory paths
-/// without spaces or quotes.
-const FAKE_FFMPEG: &str = r#"#!/bin/sh
-set -e
-if [ "$1" = "-version" ]; then echo "ffmpeg version 0-dramaq-test"; exit 0; fi
-list=""
-for arg in "$@"; do
-  if [ "$prev" = "-i" ] && [ -z "$list" ]; then list="$arg"; fi
-  prev="$arg"
-done
-out="$prev"
-cat $(sed -n "s/^file '\(.*\)'\$/\1/p" "$list") > "$out"
-"#;
 
 struct Bucket {
     store: AmazonS3,
@@ -91,16 +75,8 @@ fn sample_season_stores_every_output_in_s3() {
     let env = Env::start(SandboxArgs::default()).expect("env");
     env.use_s3(&moto.endpoint(), BUCKET, &format!("{PREFIX}/"))
         .unwrap();
-    let ffmpeg = env.write_script("fake-ffmpeg", FAKE_FFMPEG).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&ffmpeg, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    env.set_in_table(
-        "worker",
-        &format!("ffmpeg = {:?}", ffmpeg.display().to_string()),
-    )
-    .unwrap();
+    env.edit_config(|t| t.replace("\nffmpeg = false\n", "\nffmpeg = true\n"))
+        .unwrap();
 
     let enq = env
         .dramaq_json(&["enqueue", sample_script().to_str().unwrap()])
@@ -137,11 +113,27 @@ fn sample_season_stores_every_output_in_s3() {
         assert!(!bytes.is_empty(), "{key} is empty");
         objects.insert(t["id"].as_str().unwrap().to_string(), bytes);
     }
-    // Nothing else in the bucket (no stray or partial objects), and nothing outside the prefix.
-    let expected: BTreeSet<String> = tasks
+    // Nothing else in the bucket (no stray or partial objects), and nothing outside the prefix:
+    // the outputs, and beside each master its subtitles and pictures.
+    let mut expected: BTreeSet<String> = tasks
         .iter()
         .map(|t| format!("{PREFIX}/{}", t["output"].as_str().unwrap()))
         .collect();
+    for ep in tasks.iter().filter(|t| t["kind"] == "assembly") {
+        let dir = format!("{PREFIX}/{SEASON}/{}", ep["group"].as_str().unwrap());
+        let id = ep["id"].as_str().unwrap();
+        for name in [
+            format!("{id}.srt"),
+            format!("{id}.vtt"),
+            format!("{id}-poster.jpg"),
+            format!("{id}-contact.jpg"),
+        ] {
+            expected.insert(format!("{dir}/{name}"));
+        }
+        for scene in ep["payload"]["scenes"].as_array().unwrap() {
+            expected.insert(format!("{dir}/{}-poster.jpg", scene.as_str().unwrap()));
+        }
+    }
     assert_eq!(bucket.keys(), expected);
     // Nothing went to the local output folder.
     assert!(!env.out.exists(), "{} was created", env.out.display());
@@ -152,16 +144,12 @@ fn sample_season_stores_every_output_in_s3() {
     for ep in episodes {
         let output = ep["output"].as_str().unwrap();
         assert!(output.ends_with(".mp4"), "{output} (manifest instead?)");
-        let scenes = ep["payload"]["scenes"].as_array().unwrap();
-        assert!(!scenes.is_empty());
-        let concatenated: Vec<u8> = scenes
-            .iter()
-            .flat_map(|id| objects[id.as_str().unwrap()].iter().copied())
-            .collect();
-        assert_eq!(
-            objects[ep["id"].as_str().unwrap()],
-            concatenated,
-            "{output} is not its scenes in order"
-        );
+        let master = &objects[ep["id"].as_str().unwrap()];
+        assert_eq!(&master[4..8], b"ftyp", "{output} is not an MP4");
+        // Its subtitles came back beside it: one cue per voice line.
+        let srt_key = format!("{PREFIX}/{}", output.replace(".mp4", ".srt"));
+        let srt = String::from_utf8(bucket.get(&srt_key)).unwrap();
+        let lines = ep["payload"]["voice"].as_array().map_or(0, Vec::len);
+        assert_eq!(srt.matches(" --> ").count(), lines, "{srt_key}: {srt}");
     }
 }

@@ -47,6 +47,8 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub worker: WorkerConfig,
+    #[serde(default)]
+    pub assembly: AssemblyConfig,
     /// Provider accounts by name. The name is the Redis hash tag of all the account's keys.
     #[serde(default)]
     pub accounts: BTreeMap<String, AccountConfig>,
@@ -248,13 +250,60 @@ pub struct WorkerConfig {
     /// is no size cap).
     #[serde(default)]
     pub dead_retention_days: u64,
-    /// `ffmpeg` binary for episode assembly; when absent the episode gets a JSON manifest.
+    /// `ffmpeg` binary for episode assembly (`assembly.ffmpeg = false` writes a manifest).
     #[serde(default = "default_ffmpeg")]
     pub ffmpeg: String,
     /// Serve the render callback receiver (`POST /hooks/<account>/<task>`) on this address,
-    /// e.g. `0.0.0.0:9466`. Accounts opt in with `callback_url`. None: no receiver, polls only.
+    /// e.g. `0.0.0.0:9467`. Accounts opt in with `callback_url`. None: no receiver, polls only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_addr: Option<String>,
+    /// `ffprobe` binary: every downloaded video and audio file is probed before it is stored.
+    #[serde(default = "default_ffprobe")]
+    pub ffprobe: String,
+}
+
+/// Episode masters and the check of downloaded media (docs/media.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssemblyConfig {
+    /// Build a master with ffmpeg (the default). `false` writes a JSON manifest of the clips
+    /// instead, on purpose; with `true`, a worker serving the assembly account refuses to start
+    /// without ffmpeg, and an ffmpeg failure fails the task.
+    #[serde(default = "default_true")]
+    pub ffmpeg: bool,
+    /// Probe every downloaded video and audio file (ffprobe) before it is stored; a broken file
+    /// is a `bad_output` failure. Turn off only where ffprobe cannot be installed.
+    #[serde(default = "default_true")]
+    pub probe: bool,
+    /// Frame rate of every master.
+    #[serde(default = "default_master_fps")]
+    pub fps: u32,
+    /// Integrated loudness target of the mix (LUFS).
+    #[serde(default = "default_loudness")]
+    pub loudness_lufs: f64,
+}
+
+impl Default for AssemblyConfig {
+    fn default() -> Self {
+        AssemblyConfig {
+            ffmpeg: true,
+            probe: true,
+            fps: default_master_fps(),
+            loudness_lufs: default_loudness(),
+        }
+    }
+}
+
+fn default_master_fps() -> u32 {
+    24
+}
+
+fn default_loudness() -> f64 {
+    -14.0
+}
+
+fn default_ffprobe() -> String {
+    "ffprobe".into()
 }
 
 impl Default for WorkerConfig {
@@ -273,6 +322,7 @@ impl Default for WorkerConfig {
             dead_retention_days: 0,
             ffmpeg: default_ffmpeg(),
             webhook_addr: None,
+            ffprobe: default_ffprobe(),
         }
     }
 }
@@ -396,6 +446,10 @@ pub struct AccountConfig {
     /// Voice for speech tasks when the character names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voice: Option<String>,
+    /// The model renders its own sound (dialogue, ambience: Sora 2, Veo 3): the master keeps the
+    /// clip's audio under the voice lines instead of dropping it.
+    #[serde(default)]
+    pub native_audio: bool,
     /// Clip lengths this account renders; defaults to the family's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durations: Option<Vec<u32>>,
@@ -670,6 +724,7 @@ impl Config {
             redis: RedisConfig::default(),
             storage: StorageConfig::default(),
             worker: WorkerConfig::default(),
+            assembly: AssemblyConfig::default(),
             accounts: BTreeMap::new(),
         }
     }
@@ -694,6 +749,16 @@ impl Config {
                           family and base_url (see examples/dramaq.toml)"
                     .into(),
             });
+        }
+        if !(1..=120).contains(&self.assembly.fps) {
+            return Err(bad("assembly.fps".into(), "must be from 1 to 120".into()));
+        }
+        let lufs = self.assembly.loudness_lufs;
+        if !lufs.is_finite() || !(-70.0..=-5.0).contains(&lufs) {
+            return Err(bad(
+                "assembly.loudness_lufs".into(),
+                "must be a loudness from -70 to -5 LUFS (platforms ask for -14)".into(),
+            ));
         }
         for (name, acct) in &self.accounts {
             if !crate::ids::is_safe_component(name) {
@@ -994,6 +1059,7 @@ impl AccountConfig {
             jwt: false,
             multipart: false,
             voice: None,
+            native_audio: false,
             durations: None,
             price: Price::default(),
             render_deadline_ms: default_render_deadline_ms(),
@@ -1416,5 +1482,20 @@ mod tests {
         let shown = format!("{creds:?} {s3:?}");
         assert!(!shown.contains("AKIDEXAMPLE"), "{shown}");
         assert!(!shown.contains("wJalrXUtnFEMI-secret"), "{shown}");
+    }
+
+    #[test]
+    fn assembly_settings_are_checked_at_load() {
+        let base = "[accounts.a]\nfamily = \"kling\"\njwt = false\nbase_url = \"http://x\"\n";
+        let cfg = Config::from_toml_str(base).unwrap();
+        assert!(cfg.assembly.ffmpeg && cfg.assembly.probe);
+        assert_eq!((cfg.assembly.fps, cfg.assembly.loudness_lufs), (24, -14.0));
+        for (extra, key) in [
+            ("[assembly]\nfps = 0", "assembly.fps"),
+            ("[assembly]\nloudness_lufs = 3.0", "assembly.loudness_lufs"),
+        ] {
+            let err = Config::from_toml_str(&format!("{base}{extra}\n")).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 }

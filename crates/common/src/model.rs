@@ -164,6 +164,11 @@ pub enum FailureClass {
     ResultExpired,
     ModelRetired,
     Stalled,
+    /// The provider answered "success" but the file is not a playable clip: the container does
+    /// not parse, there is no video (or audio) stream, the duration is zero or far from what was
+    /// asked (an HTML error page served with 200, zero bytes, a truncated MP4). The bytes are
+    /// not stored; the task is retried, then falls back to the next account like `stalled`.
+    BadOutput,
     /// The render finished at the provider but its result could not be fetched (redirect loop,
     /// URL refused again and again). The render was paid for: another provider would be paid
     /// again, so it does not fall back; an operator can requeue it.
@@ -186,7 +191,7 @@ pub enum RetryPolicy {
 }
 
 impl FailureClass {
-    pub const ALL: [FailureClass; 15] = [
+    pub const ALL: [FailureClass; 16] = [
         FailureClass::ContentPolicy,
         FailureClass::InvalidRequest,
         FailureClass::Auth,
@@ -200,6 +205,7 @@ impl FailureClass {
         FailureClass::ResultExpired,
         FailureClass::ModelRetired,
         FailureClass::Stalled,
+        FailureClass::BadOutput,
         FailureClass::DownloadFailed,
         FailureClass::Unknown,
     ];
@@ -219,6 +225,7 @@ impl FailureClass {
             FailureClass::ResultExpired => "result_expired",
             FailureClass::ModelRetired => "model_retired",
             FailureClass::Stalled => "stalled",
+            FailureClass::BadOutput => "bad_output",
             FailureClass::DownloadFailed => "download_failed",
             FailureClass::Unknown => "unknown",
         }
@@ -246,6 +253,7 @@ impl FailureClass {
             | FailureClass::Timeout
             | FailureClass::ResultExpired
             | FailureClass::Stalled
+            | FailureClass::BadOutput
             | FailureClass::Unknown => RetryPolicy::Backoff,
         }
     }
@@ -304,7 +312,47 @@ pub enum TaskPayload {
             deserialize_with = "vec_or_empty_map"
         )]
         voice: Vec<String>,
+        /// The master's format and timeline; absent in records written before it existed
+        /// (assembled as 9:16 720p, each scene's lines one after another).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        master: Option<Box<MasterPlan>>,
     },
+}
+
+/// How an episode master is laid out: its picture format, where each voice line sits, music and
+/// subtitles. Everything here changes the master, so it is part of the assembly's id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterPlan {
+    /// `9:16`, `16:9` or `1:1`.
+    pub aspect_ratio: String,
+    /// `480p`, `720p` or `1080p` (the short side).
+    pub resolution: String,
+    /// One per voice task, in the same order: the scene it belongs to and where it starts.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "vec_or_empty_map"
+    )]
+    pub lines: Vec<LineCue>,
+    /// A music bed (local path or http(s) URL), ducked under dialogue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub music: Option<String>,
+    /// Burn the subtitles into the picture (the sidecars are written either way).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub burn_subtitles: bool,
+}
+
+/// Where a voice line sits on the episode timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineCue {
+    /// Index of the line's scene in the assembly's `scenes`.
+    pub scene: u32,
+    /// Offset from the start of the scene (ms), when the script gives one (`at:`); otherwise the
+    /// scene's lines play one after another from a small lead-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u32>,
 }
 
 impl TaskPayload {
@@ -509,6 +557,10 @@ impl TaskRecord {
     }
 }
 
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
 fn is_zero_u32(v: &u32) -> bool {
     *v == 0
 }
@@ -567,7 +619,8 @@ mod tests {
             p,
             TaskPayload::Assembly {
                 scenes: vec![],
-                voice: vec!["voc-1".into()]
+                voice: vec!["voc-1".into()],
+                master: None,
             }
         );
     }

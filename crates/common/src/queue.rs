@@ -363,7 +363,12 @@ impl Durability {
     /// Wait until the writes made so far on `conn` are durable as configured. Run on the very
     /// connection the `submitting` records were written on: `WAIT`/`WAITAOF` cover the writes
     /// of the calling connection.
-    async fn wait(&self, conn: &mut crate::redis_conn::Conn) -> Result<()> {
+    ///
+    /// On Redis Cluster the wait goes to the primary that holds `key`'s slot, where the records
+    /// were written. Sent without a key, the client would ask every primary and take the
+    /// smallest answer: one shard left without a replica after a failover would then refuse the
+    /// submits of every account, on every shard.
+    async fn wait(&self, conn: &mut crate::redis_conn::Conn, key: &str) -> Result<()> {
         let (cmd, needed) = match self.mode {
             DurableSubmit::None => return Ok(()),
             DurableSubmit::Fsync => {
@@ -377,7 +382,17 @@ impl Durability {
                 (c, "one replica")
             }
         };
-        let acked: redis::Value = cmd.query_async(conn).await?;
+        let acked: redis::Value = match conn {
+            crate::redis_conn::Conn::Cluster(c) => {
+                use redis::cluster_routing::{
+                    Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr,
+                };
+                let node = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(node));
+                c.route_command(cmd, routing).await?
+            }
+            other => cmd.query_async(other).await?,
+        };
         // WAIT answers the replica count; WAITAOF [local fsyncs, replica fsyncs].
         let first = match &acked {
             redis::Value::Array(v) => v.first().cloned(),
@@ -881,7 +896,7 @@ impl Queue {
                 let mut conn = redis.conn().await?;
                 let attempts: Vec<u32> = inv.invoke_async(&mut conn).await?;
                 // One durability wait covers the whole batch (group commit).
-                durable.wait(&mut conn).await?;
+                durable.wait(&mut conn, &k.counts()).await?;
                 Ok(reqs
                     .iter()
                     .zip(attempts)

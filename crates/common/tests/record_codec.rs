@@ -110,8 +110,11 @@ fn payload() -> impl Strategy<Value = TaskPayload> {
             voice,
             speaker
         }),
-        (vec(text(), 0..4), vec(text(), 0..4))
-            .prop_map(|(scenes, voice)| TaskPayload::Assembly { scenes, voice }),
+        (vec(text(), 0..4), vec(text(), 0..4)).prop_map(|(scenes, voice)| TaskPayload::Assembly {
+            scenes,
+            voice,
+            master: None
+        }),
     ]
 }
 

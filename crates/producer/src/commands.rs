@@ -26,6 +26,10 @@ pub fn plan(expanded: &Expanded, as_json: bool) -> anyhow::Result<()> {
         a.1 += t.est_cost_usd;
         total += t.est_cost_usd;
     }
+    // Warnings go to stderr (one a line, like script errors), so JSON on stdout stays clean.
+    for w in &expanded.warnings {
+        eprintln!("warning: {w}");
+    }
     if as_json {
         let tasks: Vec<_> = expanded
             .tasks
@@ -45,6 +49,7 @@ pub fn plan(expanded: &Expanded, as_json: bool) -> anyhow::Result<()> {
             "by_kind": by_kind.iter().map(|(k, (n, c))| (k.to_string(), json!({"count": n, "est_cost_usd": round_cents(*c)}))).collect::<serde_json::Map<_, _>>(),
             "by_account": by_account.iter().map(|(k, (n, c))| (k.to_string(), json!({"count": n, "est_cost_usd": round_cents(*c)}))).collect::<serde_json::Map<_, _>>(),
             "est_cost_usd": round_cents(total),
+            "warnings": expanded.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "tasks": tasks,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);

@@ -138,6 +138,12 @@ pub async fn create(
     body: Bytes,
 ) -> Response {
     shared.count_request();
+    if shared.opts.submit_delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(
+            shared.opts.submit_delay_ms,
+        ))
+        .await;
+    }
     if !ACTIONS.contains(&action.as_str()) {
         return fail(StatusCode::NOT_FOUND, 1202, "invalid request method");
     }

@@ -77,7 +77,8 @@ struct Cli {
         hide_env_values = true
     )]
     kling_secret_key: String,
-    /// Extra time before a video create answers (holds clients mid-submit).
+    /// Extra time before a video create answers (holds clients mid-submit): `/v1/videos` and
+    /// Kling creates.
     #[arg(
         long,
         env = "DRAMAQ_SANDBOX_SUBMIT_DELAY_MS",

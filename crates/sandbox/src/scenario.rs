@@ -30,6 +30,14 @@ pub enum Scenario {
     ServerError,
     /// The finished result's URL answers a redirect to itself, forever.
     RedirectLoop,
+    /// "Succeeded", but the result is an MP4 cut off halfway (a CDN that dropped the upload).
+    TruncatedMp4,
+    /// "Succeeded", but the result URL answers 200 with an HTML error page.
+    Html200,
+    /// "Succeeded", but the result is zero bytes long.
+    ZeroBytes,
+    /// "Succeeded" with a real clip of the wrong length (twice the asked seconds plus two).
+    WrongDuration,
 }
 
 impl Scenario {
@@ -48,6 +56,10 @@ impl Scenario {
             "not_found_first_polls" => Scenario::NotFoundFirstPolls,
             "server_error" => Scenario::ServerError,
             "redirect_loop" => Scenario::RedirectLoop,
+            "truncated_mp4" => Scenario::TruncatedMp4,
+            "html_200" => Scenario::Html200,
+            "zero_bytes" => Scenario::ZeroBytes,
+            "wrong_duration" => Scenario::WrongDuration,
             _ => return None,
         })
     }

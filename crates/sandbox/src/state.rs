@@ -203,18 +203,37 @@ impl Job {
         )
     }
 
+    /// The finished clip: the asked size and length, or the broken file a bad-output scenario
+    /// asks for (served with the same status and content type as a good one).
     pub fn video_bytes(&self) -> Vec<u8> {
         let (w, h) = self
             .size
             .split_once('x')
             .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
             .unwrap_or((720, 1280));
-        media::mp4_video(&media::VideoSpec {
+        let seconds = match self.scenario {
+            Scenario::WrongDuration => self.seconds.clamp(1, 20) * 2 + 2,
+            _ => self.seconds.clamp(1, 20),
+        };
+        let mut clip = media::mp4_video(&media::VideoSpec {
             width: w,
             height: h,
-            seconds: self.seconds.clamp(1, 20),
+            seconds,
             tag: &self.id,
-        })
+            // Models that render their own sound (Sora 2, Veo 3) deliver clips with audio.
+            sound: self.model.starts_with("sora-2") || self.model.starts_with("veo-3"),
+        });
+        match self.scenario {
+            Scenario::TruncatedMp4 => clip.truncate(clip.len() / 2),
+            Scenario::ZeroBytes => clip.clear(),
+            Scenario::Html200 => {
+                clip = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>\
+                    <body><h1>502 Bad Gateway</h1><p>upstream closed the connection</p></body></html>\n"
+                    .to_vec()
+            }
+            _ => {}
+        }
+        clip
     }
 }
 
@@ -642,6 +661,53 @@ pub fn unix_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::iso8601;
+    use super::*;
+
+    #[test]
+    fn bad_output_scenarios_break_the_file_the_way_they_say() {
+        let shared = Shared::new(SandboxOptions::default());
+        let clip = |scenario| {
+            let job = Job {
+                seconds: 4,
+                size: "720x1280".into(),
+                model: "sora-2".into(),
+                ..shared.new_job("j1", Api::OpenaiVideo, "k".into(), scenario, Instant::now())
+            };
+            job.video_bytes()
+        };
+        let good = clip(Scenario::Ok);
+        assert!(media::inspect_mp4(&good).is_ok());
+        assert_eq!(clip(Scenario::TruncatedMp4), good[..good.len() / 2]);
+        assert!(clip(Scenario::ZeroBytes).is_empty());
+        assert!(clip(Scenario::Html200).starts_with(b"<!DOCTYPE html>"));
+        let long = clip(Scenario::WrongDuration);
+        assert!(media::inspect_mp4(&long).is_ok() && long.len() > good.len());
+
+        // A Sora 2 clip carries sound, and ffprobe reads both tracks at the asked length.
+        let path = std::env::temp_dir().join(format!("dramaq-sandbox-{}.mp4", std::process::id()));
+        std::fs::write(&path, &good).unwrap();
+        let out = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-count_packets", "-show_entries"])
+            .args([
+                "stream=codec_name,duration,nb_read_packets",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&path)
+            .output()
+            .expect("ffprobe (apt-get install ffmpeg)");
+        std::fs::remove_file(&path).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{text} {:?}",
+            out.stderr
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("h264,4.000000,96"), "{text}");
+        assert!(lines[1].starts_with("pcm_s16le,4.000000"), "{text}");
+    }
 
     #[test]
     fn iso8601_is_utc_with_milliseconds() {

@@ -27,6 +27,11 @@ pub const NOT_FOUND_GRACE_MS: i64 = 60_000;
 /// is refused again and again ends here instead of polling until the render deadline.
 pub const MAX_FETCH_FAILURES: u32 = 5;
 
+/// Broken outputs (`bad_output`) one account may hand back for a task before the task falls
+/// back to the next account of its chain: a corrupt file can be a one-off at the provider (a
+/// CDN hiccup), so the first is retried, the second says the account is the problem.
+pub const BAD_OUTPUTS_PER_ACCOUNT: u32 = 2;
+
 /// Retry timing, from the `[worker]` config.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -85,6 +90,8 @@ pub struct History<'a> {
     pub fetch_failures: u32,
     /// Whether a result URL of this task already expired once.
     pub result_expired_before: bool,
+    /// Earlier `bad_output` failures of this task on its current account.
+    pub bad_outputs_here: u32,
     /// Age of the render (Redis clock), for renders.
     pub render_age_ms: i64,
     /// The poll cadence's next delay for this render (jittered), for poll failures.
@@ -120,7 +127,8 @@ pub enum Decision {
 
 /// True for the classes that try the next account of the chain: the failure may well be this
 /// provider's own (a render past its deadline or stuck in its queue, an expired result, a retired
-/// model, a holder that stalled again and again). Content-policy and request errors would fail
+/// model, a holder that stalled again and again, an account that keeps handing back broken
+/// files). Content-policy and request errors would fail
 /// the same way elsewhere, and `download_failed` was already paid for: those stay here.
 pub fn falls_back(class: FailureClass) -> bool {
     matches!(
@@ -129,6 +137,7 @@ pub fn falls_back(class: FailureClass) -> bool {
             | FailureClass::ResultExpired
             | FailureClass::ModelRetired
             | FailureClass::Stalled
+            | FailureClass::BadOutput
     )
 }
 
@@ -170,6 +179,21 @@ pub fn decide(failure: &Failure<'_>, history: &History<'_>, backoff: Backoff) ->
             _ => {}
         },
         Phase::Prepare | Phase::Submit | Phase::Render => {}
+    }
+    // A broken file: retried on the same account once (with backoff), then treated like a
+    // stalled holder, the account's own problem.
+    if class == FailureClass::BadOutput
+        && history.bad_outputs_here + 1 < BAD_OUTPUTS_PER_ACCOUNT
+        && history.attempt < history.max_attempts
+    {
+        let delay_ms = backoff.delay_ms(history.attempt.saturating_sub(1));
+        return record(
+            FailDecision::Retry {
+                delay_ms: delay_ms.max(hint_ms),
+                refund_attempt: false,
+            },
+            class,
+        );
     }
     if falls_back(class) {
         let decision = match history.next_account() {
@@ -248,6 +272,7 @@ mod tests {
             max_attempts: 5,
             fetch_failures: 0,
             result_expired_before: false,
+            bad_outputs_here: 0,
             render_age_ms: 120_000,
             next_poll_ms: 7_000,
             chain,
@@ -459,6 +484,46 @@ mod tests {
             fail_decision(decide(&f, &again, B)).0,
             FailDecision::Move { to: "acct1".into() }
         );
+    }
+
+    #[test]
+    fn a_bad_output_is_retried_once_on_the_account_then_falls_back_then_dies() {
+        let c = chain(2);
+        // (phase, earlier bad outputs here, attempt, chain position) -> decision
+        let table: &[(Phase, u32, u32, u32, &str)] = &[
+            (Phase::Download, 0, 1, 0, "retry"),
+            (Phase::Submit, 0, 1, 0, "retry"),
+            (Phase::Download, 1, 2, 0, "move"),
+            // The attempt limit is reached: no retry on this account, the next one gets it.
+            (Phase::Download, 0, 5, 0, "move"),
+            (Phase::Download, 0, 1, 1, "retry"),
+            (Phase::Download, 1, 3, 1, "dead"),
+        ];
+        for &(phase, earlier, attempt, pos, want) in table {
+            let h = History {
+                bad_outputs_here: earlier,
+                attempt,
+                chain_pos: pos,
+                ..history(&c)
+            };
+            let (d, class, cooldown) =
+                fail_decision(decide(&failure(FailureClass::BadOutput, phase), &h, B));
+            assert_eq!(class, FailureClass::BadOutput);
+            assert_eq!(cooldown, 0);
+            let got = match d {
+                FailDecision::Retry {
+                    refund_attempt: false,
+                    ..
+                } => "retry",
+                FailDecision::Move { to } if to == "acct1" => "move",
+                FailDecision::Dead => "dead",
+                other => panic!("unexpected {other:?}"),
+            };
+            assert_eq!(
+                got, want,
+                "{phase:?} earlier={earlier} attempt={attempt} pos={pos}"
+            );
+        }
     }
 
     #[test]

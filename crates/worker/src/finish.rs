@@ -14,6 +14,7 @@
 use crate::context::Ctx;
 use crate::decide::{self, Decision, Failure, History, Phase};
 use crate::metrics::FailOutcome;
+use crate::probe;
 use crate::providers::{Provider, ProviderError, ResultRef};
 use crate::storage::{self, Location, StoreError, Stored};
 use backon::{ExponentialBuilder, Retryable};
@@ -97,7 +98,66 @@ pub(crate) async fn download(
         .filter(|e| dramaq_common::ids::is_safe_component(e))
         .unwrap_or_else(|| rec.ext.clone());
     let body = dl.body.map(|chunk| chunk.map_err(|e| e.message)).boxed();
-    store(ctx, rec, &ext, body).await.map_err(store_failure)
+    store_checked(ctx, rec, &ext, body).await
+}
+
+/// Store a result, probing it first when it is a clip or a voice line ([`crate::probe`]): the
+/// body is spooled to a temporary file, probed, and only a good file is streamed into storage,
+/// so a broken one is never published. A broken file is a `bad_output` failure.
+pub(crate) async fn store_checked(
+    ctx: &Ctx,
+    rec: &TaskRecord,
+    ext: &str,
+    body: storage::Body,
+) -> Result<Stored, ProviderError> {
+    let expect = probe::Expect::of(&rec.payload, ext).filter(|_| ctx.cfg.assembly.probe);
+    let Some(expect) = expect else {
+        return store(ctx, rec, ext, body).await.map_err(store_failure);
+    };
+    let dir = tempfile::tempdir().map_err(|e| {
+        ProviderError::new(
+            FailureClass::Unknown,
+            format!("no temporary directory to probe the result in: {e}"),
+        )
+    })?;
+    let spooled = dir.path().join(format!("result.{ext}"));
+    spool(body, &spooled, ctx.cfg.storage.max_bytes).await?;
+    let probed = probe::check(&ctx.cfg.worker.ffprobe, &spooled, expect).await?;
+    debug!(duration_s = probed.duration_s, "result probed");
+    let file = tokio::fs::File::open(&spooled).await.map_err(|e| {
+        ProviderError::new(
+            FailureClass::Unknown,
+            format!("reading the spooled result: {e}"),
+        )
+    })?;
+    let body = tokio_util::io::ReaderStream::new(file)
+        .map(|chunk| chunk.map_err(|e| format!("reading the spooled result: {e}")))
+        .boxed();
+    store(ctx, rec, ext, body).await.map_err(store_failure)
+}
+
+/// Write `body` to `path`, refusing more than `max` bytes.
+async fn spool(
+    mut body: storage::Body,
+    path: &std::path::Path,
+    max: u64,
+) -> Result<(), ProviderError> {
+    use tokio::io::AsyncWriteExt;
+    let local = |e: std::io::Error| {
+        ProviderError::new(FailureClass::Unknown, format!("spooling the result: {e}"))
+    };
+    let mut file = tokio::fs::File::create(path).await.map_err(local)?;
+    let mut written = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| store_failure(StoreError::Body(e)))?;
+        written += chunk.len() as u64;
+        if max > 0 && written > max {
+            return Err(store_failure(StoreError::TooLarge { max }));
+        }
+        file.write_all(&chunk).await.map_err(local)?;
+    }
+    file.flush().await.map_err(local)?;
+    Ok(())
 }
 
 /// A storage failure as a classified error: too large is final (`invalid_request`), a broken
@@ -209,6 +269,11 @@ pub(crate) async fn fail(
             .errors
             .iter()
             .any(|e| e.class == FailureClass::ResultExpired),
+        bad_outputs_here: rec
+            .errors
+            .iter()
+            .filter(|e| e.class == FailureClass::BadOutput && e.account == rec.account)
+            .count() as u32,
         render_age_ms: at.render_age_ms,
         next_poll_ms: at.next_poll_ms,
         chain: &rec.chain,

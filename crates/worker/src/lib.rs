@@ -3,7 +3,7 @@
 //!
 //! Layout, one job per module, in the order a task meets them: [`fetch`] claims, [`submit`]
 //! submits, [`poll`] awaits renders, [`finish`] is the one way out of a worker's hands (store,
-//! complete, fail), [`decide`] is the one decision of what a failure becomes, [`storage`]
+//! complete, fail; a downloaded clip is first checked by [`probe`]), [`decide`] is the one decision of what a failure becomes, [`storage`]
 //! stores, [`assemble`] builds episodes (an in-process provider), [`heartbeat`] keeps leases
 //! alive, [`reaper`] recovers what crashed processes left, and [`runner`] wires them together
 //! with graceful shutdown. [`providers`] speaks each API family; [`metrics`] is the
@@ -22,6 +22,7 @@ pub(crate) mod journal;
 pub mod metrics;
 pub mod metrics_server;
 pub(crate) mod poll;
+pub(crate) mod probe;
 pub mod providers;
 pub mod reaper;
 pub mod runner;

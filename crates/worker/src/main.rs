@@ -173,7 +173,8 @@ async fn main() -> anyhow::Result<()> {
             let queue = dramaq_common::queue::Queue::connect(&cfg.redis).await?;
             let metrics = dramaq_worker::metrics::Metrics::new();
             if let Some(addr) = metrics_addr(&addr)? {
-                metrics_server::serve(addr, metrics.clone(), signal.clone()).await?;
+                let ready = metrics_server::Readiness::default().redis(queue.redis().clone());
+                metrics_server::serve(addr, metrics.clone(), ready, signal.clone()).await?;
             }
             dramaq_worker::metrics::spawn_queue_gauges(
                 queue.clone(),

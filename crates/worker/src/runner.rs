@@ -14,6 +14,7 @@ use crate::providers::{self, Provider};
 use crate::{fetch, heartbeat, metrics_server, poll, reaper};
 use anyhow::{bail, Context};
 use dramaq_common::config::Config;
+use dramaq_common::model::TaskKind;
 use dramaq_common::queue::Queue;
 use dramaq_common::text::Shown;
 use std::collections::BTreeMap;
@@ -71,6 +72,7 @@ pub async fn run(
         cfg.worker.concurrency = c;
     }
     let adapters = build_accounts(&cfg, &opts.accounts)?;
+    require_media_tools(&cfg, adapters.keys()).await?;
     let storage = crate::storage::from_config(&cfg.storage)
         .await
         .context("output storage")?;
@@ -80,13 +82,9 @@ pub async fn run(
     let accounts: BTreeMap<String, Arc<dyn Provider>> = adapters
         .iter()
         .map(|(name, adapter)| {
-            let provider = adapter.clone().unwrap_or_else(|| {
-                Arc::new(Assembler::new(
-                    queue.clone(),
-                    storage.clone(),
-                    cfg.worker.ffmpeg.clone(),
-                ))
-            });
+            let provider = adapter
+                .clone()
+                .unwrap_or_else(|| Arc::new(Assembler::new(queue.clone(), storage.clone(), &cfg)));
             (name.clone(), provider)
         })
         .collect();
@@ -117,7 +115,10 @@ pub async fn run(
     info!(worker = %ctx.worker_id, accounts = ?ctx.accounts.keys().collect::<Vec<_>>(), concurrency = ctx.cfg.worker.concurrency, redis = %queue.redis().url_redacted(), "worker started");
 
     if let Some(addr) = opts.metrics_addr {
-        let bound = metrics_server::serve(addr, metrics.clone(), ctx.abort.clone()).await?;
+        let ready = metrics_server::Readiness::default()
+            .redis(queue.redis().clone())
+            .storage(ctx.storage.clone());
+        let bound = metrics_server::serve(addr, metrics.clone(), ready, ctx.abort.clone()).await?;
         info!(%bound, "serving /metrics");
     }
     if let Some(addr) = &ctx.cfg.worker.webhook_addr {
@@ -219,4 +220,35 @@ pub fn shutdown_signal() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// Stop at start-up, saying what is missing, when a tool this worker will need is not installed:
+/// ffmpeg and ffprobe for the assembly account (unless `assembly.ffmpeg = false`), ffprobe for
+/// accounts whose clips and voice lines are probed before they are stored.
+async fn require_media_tools<'a>(
+    cfg: &Config,
+    served: impl Iterator<Item = &'a String>,
+) -> anyhow::Result<()> {
+    use dramaq_common::config::Family;
+    let families: Vec<Family> = served
+        .filter_map(|name| cfg.accounts.get(name))
+        .map(|a| a.family)
+        .collect();
+    let assembles = families.contains(&Family::Assembly);
+    let downloads_media = families.iter().any(|f| {
+        f.kinds()
+            .iter()
+            .any(|k| matches!(k, TaskKind::Video | TaskKind::Voice))
+    });
+    if assembles && cfg.assembly.ffmpeg {
+        let why = "to build episode masters (or set assembly.ffmpeg = false for a JSON manifest)";
+        crate::probe::require_tool(&cfg.worker.ffmpeg, why).await?;
+        crate::probe::require_tool(&cfg.worker.ffprobe, why).await?;
+    }
+    if downloads_media && cfg.assembly.probe {
+        let why =
+            "to check downloaded clips before they are stored (or set assembly.probe = false)";
+        crate::probe::require_tool(&cfg.worker.ffprobe, why).await?;
+    }
+    Ok(())
 }

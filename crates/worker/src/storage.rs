@@ -129,6 +129,20 @@ pub trait Storage: Send + Sync {
     async fn sweep_leftovers(&self) -> Result<usize, StoreError> {
         Ok(0)
     }
+
+    /// Whether outputs can be written now (the worker's `/readyz`): stores a three-byte object
+    /// at [`probe_location`] through the same path as every output, overwriting the last one.
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        self.put(&probe_location()?, once(Bytes::from_static(b"ok\n")))
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Where [`Storage::check_writable`] writes: `dramaq-readyz/probe/<host>.txt`, one small object
+/// per host, beside the seasons' folders.
+pub fn probe_location() -> Result<Location, StoreError> {
+    Location::new("dramaq-readyz", "probe", &host_name(), "txt")
 }
 
 /// How long another host's temporary file may sit untouched before a sweep removes it.

@@ -191,9 +191,7 @@ async fn store_sync(
     } else {
         ext
     };
-    finish::store(ctx, rec, ext, body)
-        .await
-        .map_err(finish::store_failure)
+    finish::store_checked(ctx, rec, ext, body).await
 }
 
 /// Image-to-video: the character image, read back from storage.

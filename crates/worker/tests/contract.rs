@@ -357,6 +357,7 @@ fn decision(stage: Stage, e: &ProviderError) -> Option<Decision> {
         max_attempts: 5,
         fetch_failures: 0,
         result_expired_before: false,
+        bad_outputs_here: 0,
         render_age_ms: 0,
         next_poll_ms: 0,
         chain: &[],

@@ -53,6 +53,7 @@ fn assembly(dep: &str) -> NewTask {
         payload: TaskPayload::Assembly {
             scenes: vec![dep.into()],
             voice: vec![],
+            master: None,
         },
         deps: vec![DepRef {
             id: dep.into(),

@@ -8,6 +8,7 @@
 
 use dramaq_common::config::{AccountConfig, Config};
 use dramaq_common::ids::{task_id, IdInput};
+use dramaq_common::model::{LineCue, MasterPlan};
 use dramaq_common::{DepRef, NewTask, TaskPayload};
 
 use super::season::{Character, Scene, Season};
@@ -33,7 +34,8 @@ pub fn expand(season: &Season, cfg: &Config) -> Vec<NewTask> {
         let mut scene_ids = Vec::new();
         let mut voice_ids = Vec::new();
         let mut deps = Vec::new();
-        for scene in &episode.scenes {
+        let mut cues = Vec::new();
+        for (scene_index, scene) in episode.scenes.iter().enumerate() {
             let video = video_task(season, &episode.id, scene, &images, cfg);
             scene_ids.push(video.id.clone());
             deps.push(dep_of(&video));
@@ -51,6 +53,10 @@ pub fn expand(season: &Season, cfg: &Config) -> Vec<NewTask> {
                     cfg,
                 );
                 voice_ids.push(voice.id.clone());
+                cues.push(LineCue {
+                    scene: scene_index as u32,
+                    at_ms: line.at_ms,
+                });
                 deps.push(dep_of(&voice));
                 middle.push(voice);
             }
@@ -58,6 +64,13 @@ pub fn expand(season: &Season, cfg: &Config) -> Vec<NewTask> {
         let payload = TaskPayload::Assembly {
             scenes: scene_ids,
             voice: voice_ids,
+            master: Some(Box::new(MasterPlan {
+                aspect_ratio: season.aspect_ratio.clone(),
+                resolution: season.resolution.clone(),
+                lines: cues,
+                music: episode.music.clone().or_else(|| season.music.clone()),
+                burn_subtitles: season.burn_subtitles,
+            })),
         };
         assemblies.push(task(
             season,

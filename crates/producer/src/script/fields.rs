@@ -200,6 +200,27 @@ pub fn whole(sink: &mut Sink, node: &Node, path: &str, min: i64, max: i64) -> Op
     None
 }
 
+/// A time offset in seconds (whole or decimal, `0` to one hour), as milliseconds.
+pub fn seconds_ms(sink: &mut Sink, node: &Node, path: &str) -> Option<u32> {
+    let expected = "expected a number of seconds (like 2 or 1.5), found";
+    let message = match &node.value {
+        Value::Scalar(s) => match s.resolve() {
+            Resolved::Int(Some(i)) if (0..=3_600).contains(&i) => return Some(i as u32 * 1000),
+            Resolved::Float(x) if (0.0..=3_600.0).contains(&x) => {
+                return Some((x * 1000.0).round() as u32)
+            }
+            Resolved::Int(_) | Resolved::Float(_) => format!(
+                "{} is out of range (allowed: 0 to 3600 seconds)",
+                shown(&s.text)
+            ),
+            other => format!("{expected} {}", other.describe()),
+        },
+        _ => format!("{expected} {}", node.describe()),
+    };
+    sink.push(path, node.pos, message);
+    None
+}
+
 /// A list, possibly empty.
 pub fn list<'n>(sink: &mut Sink, node: &'n Node, path: &str) -> Option<&'n [Node]> {
     match &node.value {

@@ -16,6 +16,7 @@ mod fields;
 mod json;
 mod season;
 mod suggest;
+mod timing;
 mod tree;
 mod validate;
 
@@ -44,6 +45,8 @@ pub struct Expanded {
     pub title: String,
     /// In dependency order: images, then videos and voice lines, then assemblies.
     pub tasks: Vec<NewTask>,
+    /// Problems that do not stop the season (a scene whose lines will not fit), for `plan`.
+    pub warnings: Vec<ScriptError>,
 }
 
 /// How the text is read.
@@ -108,10 +111,12 @@ pub fn parse_as(
         return Err(sink.finish());
     };
     let tasks = expand::expand(&season, cfg);
+    let warnings = timing::warnings(&season, file);
     Ok(Expanded {
         season: season.id,
         title: season.title,
         tasks,
+        warnings,
     })
 }
 

@@ -15,6 +15,10 @@ pub struct Season {
     pub image_chain: Vec<String>,
     pub voice_chain: Vec<String>,
     pub assembly_chain: Vec<String>,
+    /// Music bed of every episode without its own (path or URL).
+    pub music: Option<String>,
+    /// `subtitles: burn`: burn the cues into the picture as well as writing sidecars.
+    pub burn_subtitles: bool,
     pub characters: Vec<Character>,
     pub episodes: Vec<Episode>,
 }
@@ -34,12 +38,16 @@ pub struct Character {
 pub struct Episode {
     pub id: String,
     pub title: Option<String>,
+    pub music: Option<String>,
     pub scenes: Vec<Scene>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scene {
     pub id: String,
+    /// Where the scene is in the script (schema path and position), for warnings.
+    pub path: String,
+    pub pos: super::error::Pos,
     pub description: String,
     /// Indexes into [`Season::characters`], in script order.
     pub characters: Vec<usize>,
@@ -57,6 +65,8 @@ pub struct Line {
     /// Index into [`Season::characters`].
     pub speaker: usize,
     pub text: String,
+    /// `at:`: where the line starts in its scene (ms).
+    pub at_ms: Option<u32>,
 }
 
 /// `Mira Holt` → `mira-holt`.

@@ -144,11 +144,24 @@ fn sample_payloads_follow_the_script() {
     let asm = find("ep01/assembly");
     assert_eq!(asm.chain, vec!["assembly".to_string()]);
     match &asm.payload {
-        TaskPayload::Assembly { scenes, voice } => {
+        TaskPayload::Assembly {
+            scenes,
+            voice,
+            master,
+        } => {
             assert_eq!(scenes.len(), 4);
             assert_eq!(voice.len(), 5);
             assert_eq!(scenes[1], sc02.id);
             assert_eq!(asm.deps.len(), 9);
+            let plan = master.as_deref().expect("a master plan");
+            assert_eq!(
+                (plan.aspect_ratio.as_str(), plan.resolution.as_str()),
+                ("9:16", "720p")
+            );
+            // Lines of ep01: two in scene 2, three in scene 3.
+            let scenes_of: Vec<u32> = plan.lines.iter().map(|c| c.scene).collect();
+            assert_eq!(scenes_of, [1, 1, 2, 2, 2]);
+            assert!(plan.music.is_none() && !plan.burn_subtitles);
         }
         other => panic!("not an assembly: {other:?}"),
     }
@@ -412,7 +425,9 @@ fn sample_as_json_expands_identically() {
         Ok(x) => x,
         Err(e) => panic!("{e}"),
     };
-    assert_eq!(from_json, expand_ok(SAMPLE));
+    let from_yaml = expand_ok(SAMPLE);
+    assert_eq!(from_json.tasks, from_yaml.tasks);
+    assert_eq!(from_json.warnings.len(), from_yaml.warnings.len());
 }
 
 /// Truncations at every 37th byte, then `rounds` copies with a few random edits each: bit flips,
@@ -525,4 +540,67 @@ fn hostile_sizes_are_errors() {
         panic!("accepted an oversized script");
     };
     assert!(e.to_string().contains("larger than"), "{e}");
+}
+
+#[test]
+fn master_fields_reach_the_assembly_and_bad_ones_name_their_place() {
+    let script = SMALL_YAML
+        .replace(
+            "defaults:",
+            "music: beds/harbour.ogg\nsubtitles: burn\ndefaults:",
+        )
+        .replace("line: Hello. }", "line: Hello., at: 2.5 }");
+    let x = expand_ok(&script);
+    let asm = x.tasks.iter().find(|t| t.label == "ep01/assembly").unwrap();
+    let TaskPayload::Assembly {
+        master: Some(plan), ..
+    } = &asm.payload
+    else {
+        panic!("no master plan: {:?}", asm.payload);
+    };
+    assert_eq!(
+        (plan.aspect_ratio.as_str(), plan.resolution.as_str()),
+        ("16:9", "1080p")
+    );
+    assert_eq!(plan.music.as_deref(), Some("beds/harbour.ogg"));
+    assert!(plan.burn_subtitles);
+    assert_eq!(plan.lines[0].at_ms, Some(2_500));
+    assert!(x.warnings.is_empty(), "{:?}", x.warnings);
+
+    let bad = SMALL_YAML
+        .replace(
+            "defaults:",
+            "subtitles: loud\nmusic: ftp://x/y.mp3\ndefaults:",
+        )
+        .replace("line: Hello. }", "line: Hello., at: 12 }");
+    let errors = parse_str(&bad, "season.yaml", &config())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("season.yaml:4:12: subtitles: `loud` is not a supported subtitles mode"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("season.yaml:5:8: music: `ftp://x/y.mp3` is neither"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("episodes[0].scenes[0].dialogue[0].at: the line starts at 12.000 s, not inside its 12 s scene"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn plan_warns_about_a_scene_whose_lines_do_not_fit() {
+    let long = "word ".repeat(40);
+    let script = SMALL_YAML.replace("line: Hello. }", &format!("line: \"{long}\" }}"));
+    let x = expand_ok(&script.replace("duration: 12", "duration: 8"));
+    assert_eq!(x.warnings.len(), 1, "{:?}", x.warnings);
+    let w = x.warnings[0].to_string();
+    assert!(
+        w.starts_with(
+            "season.yaml:12:9: episodes[0].scenes[0]: the scene's 1 dialogue line need about"
+        ),
+        "{w}"
+    );
 }

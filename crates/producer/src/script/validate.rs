@@ -19,11 +19,19 @@ use super::season::{character_id, Character, Episode, Line, Scene, Season};
 use super::suggest::Suggest;
 use super::tree::Node;
 
-const ROOT_FIELDS: &[&str] = &["id", "title", "defaults", "characters", "episodes"];
+const ROOT_FIELDS: &[&str] = &[
+    "id",
+    "title",
+    "defaults",
+    "characters",
+    "episodes",
+    "music",
+    "subtitles",
+];
 const DEFAULTS_FIELDS: &[&str] = &["aspect_ratio", "resolution", "duration", "providers"];
 const PROVIDER_FIELDS: &[&str] = &["image", "video", "voice", "assembly"];
 const CHARACTER_FIELDS: &[&str] = &["name", "appearance", "seed", "reference_image", "voice"];
-const EPISODE_FIELDS: &[&str] = &["id", "title", "scenes"];
+const EPISODE_FIELDS: &[&str] = &["id", "title", "scenes", "music"];
 const SCENE_FIELDS: &[&str] = &[
     "id",
     "description",
@@ -36,7 +44,9 @@ const SCENE_FIELDS: &[&str] = &[
     "dialogue",
 ];
 const SCENE_PROVIDER_FIELDS: &[&str] = &["video"];
-const LINE_FIELDS: &[&str] = &["speaker", "line"];
+const LINE_FIELDS: &[&str] = &["speaker", "line", "at"];
+/// `subtitles:` values: sidecar files only (the default), or burnt into the picture as well.
+const SUBTITLE_MODES: &[&str] = &["sidecar", "burn"];
 
 /// Most names one message lists; the rest are counted.
 const LISTED: usize = 10;
@@ -95,6 +105,11 @@ impl Validator<'_> {
         let defaults = top
             .req(self.sink, "defaults")
             .and_then(|n| self.defaults(n));
+        let music = top.opt("music").and_then(|n| self.music(n, "music"));
+        let burn_subtitles = top
+            .opt("subtitles")
+            .and_then(|n| self.one_of(n, "subtitles", "subtitles mode", SUBTITLE_MODES))
+            .is_some_and(|m| m == "burn");
 
         let characters = match top.opt("characters") {
             Some(n) => self.characters(n),
@@ -166,6 +181,8 @@ impl Validator<'_> {
             image_chain,
             voice_chain,
             assembly_chain,
+            music,
+            burn_subtitles,
             characters,
             episodes: episodes
                 .into_iter()
@@ -499,9 +516,13 @@ impl Validator<'_> {
                 .req(self.sink, "scenes")
                 .map(|n| self.scenes(n, &f.path_of("scenes"), &refs, defaults))
                 .unwrap_or_default();
+            let music = f
+                .opt("music")
+                .and_then(|n| self.music(n, &f.path_of("music")));
             out.push(CheckedEpisode {
                 id: id.unwrap_or_default(),
                 title,
+                music,
                 scenes,
             });
         }
@@ -648,6 +669,7 @@ impl Validator<'_> {
             .and_then(|n| fields::text(self.sink, n, &f.path_of("negative_prompt")));
 
         let mut dialogue = Vec::new();
+        let mut line_offsets = Vec::new();
         if let Some(n) = f.opt("dialogue") {
             let path = f.path_of("dialogue");
             for (i, item) in fields::list(self.sink, n, &path)
@@ -665,10 +687,16 @@ impl Validator<'_> {
                 let text = lf
                     .req(self.sink, "line")
                     .and_then(|n| fields::text(self.sink, n, &lf.path_of("line")));
+                let at = lf
+                    .opt("at")
+                    .and_then(|n| fields::seconds_ms(self.sink, n, &lf.path_of("at")))
+                    .map(|ms| (ms, lf.path_of("at"), lf.opt("at").map_or(lf.pos, |n| n.pos)));
                 dialogue.push(Line {
                     speaker: speaker.unwrap_or_default(),
                     text: text.unwrap_or_default(),
+                    at_ms: at.as_ref().map(|(ms, _, _)| *ms),
                 });
+                line_offsets.extend(at);
             }
         }
 
@@ -708,6 +736,20 @@ impl Validator<'_> {
                 }
             },
         };
+        if let Some(d) = duration {
+            for (ms, path, pos) in &line_offsets {
+                if u64::from(*ms) >= u64::from(d) * 1000 {
+                    self.sink.push(
+                        path,
+                        *pos,
+                        format!(
+                            "the line starts at {:.3} s, not inside its {d} s scene",
+                            f64::from(*ms) / 1000.0
+                        ),
+                    );
+                }
+            }
+        }
         if let (Some(d), Chain::Valid(accounts)) = (duration, &chain) {
             for name in accounts {
                 let allowed = self
@@ -744,6 +786,8 @@ impl Validator<'_> {
         CheckedScene {
             scene: Scene {
                 id,
+                path: f.path.clone(),
+                pos: f.pos,
                 description,
                 characters,
                 duration_s: duration.unwrap_or_default(),
@@ -758,6 +802,24 @@ impl Validator<'_> {
             },
             uses_default_chain,
         }
+    }
+
+    /// A music bed: an http(s) URL or a local file path.
+    fn music(&mut self, node: &Node, path: &str) -> Option<String> {
+        let value = fields::text(self.sink, node, path)?;
+        let url = value.starts_with("http://") || value.starts_with("https://");
+        if !url && (value.contains("://") || value.chars().any(char::is_control)) {
+            self.sink.push(
+                path,
+                node.pos,
+                format!(
+                    "`{}` is neither an http(s) URL nor a file path",
+                    shown(&value)
+                ),
+            );
+            return None;
+        }
+        Some(value)
     }
 
     /// A character name used in a scene; resolves ignoring case.
@@ -856,6 +918,7 @@ impl<'a> Refs<'a> {
 struct CheckedEpisode {
     id: String,
     title: Option<String>,
+    music: Option<String>,
     scenes: Vec<CheckedScene>,
 }
 
@@ -864,6 +927,7 @@ impl CheckedEpisode {
         Episode {
             id: self.id,
             title: self.title,
+            music: self.music,
             scenes: self.scenes.into_iter().map(|s| s.scene).collect(),
         }
     }

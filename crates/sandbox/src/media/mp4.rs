@@ -1,9 +1,10 @@
 //! ISO BMFF (MP4) muxer for the sandbox's rendered videos.
 //!
-//! Layout: `ftyp`, `moov` (one `avc1` video track, sample tables pointing into `mdat`), a
-//! `free` box carrying the job's tag, then `mdat`. The picture is tiny (a few macroblocks)
-//! but keeps the aspect ratio of the requested size, and the duration matches the requested
-//! seconds at 24 frames per second.
+//! Layout: `ftyp`, `moov` (one `avc1` video track, sample tables pointing into `mdat`; with
+//! [`VideoSpec::sound`] a second, `sowt` (16-bit PCM) sound track: a soft tone, as models that
+//! render their own sound deliver), a `free` box carrying the job's tag, then `mdat`. The picture
+//! is tiny (a few macroblocks) but keeps the aspect ratio of the requested size, and the duration
+//! matches the requested seconds at 24 frames per second.
 
 use super::h264::{self, StreamParams};
 use super::{colour_from, mix};
@@ -17,6 +18,8 @@ pub struct VideoSpec<'a> {
     pub seconds: u32,
     /// Bytes embedded in the file and used to derive the colour: makes each job unique.
     pub tag: &'a str,
+    /// Add a sound track (a tone for the whole clip).
+    pub sound: bool,
 }
 
 const FPS: u32 = 24;
@@ -68,10 +71,25 @@ pub fn mp4_video(spec: &VideoSpec<'_>) -> Vec<u8> {
         pps: &pps,
         sizes: &sizes,
     };
-    // The chunk offset depends on the size of moov, which does not depend on the offset value.
-    let probe = moov(&track, 0);
+    let pcm = if spec.sound {
+        super::audio::pcm_tone(&super::audio::AudioSpec {
+            duration_ms: duration_ms as u32,
+            tag: spec.tag,
+        })
+    } else {
+        Vec::new()
+    };
+    let video_len: usize = samples.iter().map(Vec::len).sum();
+    // The chunk offsets depend on the size of moov, which does not depend on the offset values.
+    let probe = moov(&track, 0, &pcm, 0);
     let mdat_payload_offset = (ftyp.len() + probe.len() + free.len() + 8) as u32;
-    let moov = moov(&track, mdat_payload_offset);
+    let moov = moov(
+        &track,
+        mdat_payload_offset,
+        &pcm,
+        mdat_payload_offset + video_len as u32,
+    );
+    samples.push(pcm);
     let mdat_len: usize = samples.iter().map(Vec::len).sum();
 
     let mut out = Vec::with_capacity(ftyp.len() + moov.len() + free.len() + 8 + mdat_len);
@@ -166,7 +184,7 @@ impl Be {
     }
 }
 
-fn moov(t: &TrackInfo<'_>, chunk_offset: u32) -> Vec<u8> {
+fn moov(t: &TrackInfo<'_>, chunk_offset: u32, pcm: &[u8], pcm_offset: u32) -> Vec<u8> {
     let mvhd = full_box(
         b"mvhd",
         0,
@@ -181,61 +199,14 @@ fn moov(t: &TrackInfo<'_>, chunk_offset: u32) -> Vec<u8> {
             .zeros(10)
             .matrix()
             .zeros(24) // pre_defined
-            .u32(2) // next_track_ID
+            .u32(3) // next_track_ID
             .0,
     );
-    let tkhd = full_box(
-        b"tkhd",
-        0,
-        3, // enabled, in movie
-        &Be::new()
-            .u32(0)
-            .u32(0)
-            .u32(1) // track_ID
-            .u32(0)
-            .u32(t.duration_ms)
-            .zeros(8)
-            .u16(0) // layer
-            .u16(0) // alternate_group
-            .u16(0) // volume (video)
-            .u16(0)
-            .matrix()
-            .u32(t.width << 16)
-            .u32(t.height << 16)
-            .0,
-    );
-    let mdhd = full_box(
-        b"mdhd",
-        0,
-        0,
-        &Be::new()
-            .u32(0)
-            .u32(0)
-            .u32(TIMESCALE)
-            .u32(t.frames * SAMPLE_DELTA)
-            .u16(0x55c4) // language "und"
-            .u16(0)
-            .0,
-    );
-    let hdlr = full_box(
-        b"hdlr",
-        0,
-        0,
-        &Be::new()
-            .u32(0)
-            .raw(b"vide")
-            .zeros(12)
-            .raw(b"VideoHandler\0")
-            .0,
-    );
+    let tkhd = tkhd(1, t.duration_ms, 0, (t.width, t.height));
+    let mdhd = mdhd(TIMESCALE, t.frames * SAMPLE_DELTA);
+    let hdlr = hdlr(b"vide", b"VideoHandler\0");
     let vmhd = full_box(b"vmhd", 0, 1, &Be::new().zeros(8).0);
-    let dref = full_box(
-        b"dref",
-        0,
-        0,
-        &Be::new().u32(1).raw(&full_box(b"url ", 0, 1, &[])).0,
-    );
-    let dinf = container(b"dinf", &[dref]);
+    let dinf = dinf();
 
     let avcc = boxed(
         b"avcC",
@@ -301,7 +272,114 @@ fn moov(t: &TrackInfo<'_>, chunk_offset: u32) -> Vec<u8> {
     let minf = container(b"minf", &[vmhd, dinf, stbl]);
     let mdia = container(b"mdia", &[mdhd, hdlr, minf]);
     let trak = container(b"trak", &[tkhd, mdia]);
-    container(b"moov", &[mvhd, trak])
+    if pcm.is_empty() {
+        return container(b"moov", &[mvhd, trak]);
+    }
+    container(
+        b"moov",
+        &[mvhd, trak, sound_trak(t.duration_ms, pcm.len(), pcm_offset)],
+    )
+}
+
+/// A track header: enabled and in the movie; sound tracks (volume 1.0) form alternate group 1.
+fn tkhd(track_id: u32, duration_ms: u32, volume: u16, (width, height): (u32, u32)) -> Vec<u8> {
+    full_box(
+        b"tkhd",
+        0,
+        3, // enabled, in movie
+        &Be::new()
+            .u32(0) // creation_time
+            .u32(0) // modification_time
+            .u32(track_id)
+            .u32(0)
+            .u32(duration_ms)
+            .zeros(8)
+            .u16(0) // layer
+            .u16(u16::from(volume != 0)) // alternate_group
+            .u16(volume)
+            .u16(0)
+            .matrix()
+            .u32(width << 16)
+            .u32(height << 16)
+            .0,
+    )
+}
+
+fn mdhd(timescale: u32, duration: u32) -> Vec<u8> {
+    full_box(
+        b"mdhd",
+        0,
+        0,
+        &Be::new()
+            .u32(0)
+            .u32(0)
+            .u32(timescale)
+            .u32(duration)
+            .u16(0x55c4) // language "und"
+            .u16(0)
+            .0,
+    )
+}
+
+fn hdlr(kind: &[u8; 4], name: &[u8]) -> Vec<u8> {
+    full_box(
+        b"hdlr",
+        0,
+        0,
+        &Be::new().u32(0).raw(kind).zeros(12).raw(name).0,
+    )
+}
+
+/// Data in this same file.
+fn dinf() -> Vec<u8> {
+    let dref = full_box(
+        b"dref",
+        0,
+        0,
+        &Be::new().u32(1).raw(&full_box(b"url ", 0, 1, &[])).0,
+    );
+    container(b"dinf", &[dref])
+}
+
+/// The sound track: mono 16-bit little-endian PCM (`sowt`) at the speech sample rate, all in one
+/// chunk at `offset`.
+fn sound_trak(duration_ms: u32, pcm_len: usize, offset: u32) -> Vec<u8> {
+    let rate = super::audio::SPEECH_SAMPLE_RATE;
+    let samples = (pcm_len / 2) as u32;
+    let tkhd = tkhd(2, duration_ms, 0x0100, (0, 0));
+    let mdhd = mdhd(rate, samples);
+    let hdlr = hdlr(b"soun", b"SoundHandler\0");
+    let smhd = full_box(b"smhd", 0, 0, &Be::new().zeros(4).0);
+    let dinf = dinf();
+    let sowt = boxed(
+        b"sowt",
+        &Be::new()
+            .zeros(6)
+            .u16(1) // data_reference_index
+            .u16(0) // version
+            .u16(0) // revision
+            .u32(0) // vendor
+            .u16(1) // channels
+            .u16(16) // bits per sample
+            .u16(0) // compression id
+            .u16(0) // packet size
+            .u32(rate << 16)
+            .0,
+    );
+    let stsd = full_box(b"stsd", 0, 0, &Be::new().u32(1).raw(&sowt).0);
+    let stts = full_box(b"stts", 0, 0, &Be::new().u32(1).u32(samples).u32(1).0);
+    let stsc = full_box(
+        b"stsc",
+        0,
+        0,
+        &Be::new().u32(1).u32(1).u32(samples).u32(1).0,
+    );
+    let stsz = full_box(b"stsz", 0, 0, &Be::new().u32(2).u32(samples).0);
+    let stco = full_box(b"stco", 0, 0, &Be::new().u32(1).u32(offset).0);
+    let stbl = container(b"stbl", &[stsd, stts, stsc, stsz, stco]);
+    let minf = container(b"minf", &[smhd, dinf, stbl]);
+    let mdia = container(b"mdia", &[mdhd, hdlr, minf]);
+    container(b"trak", &[tkhd, mdia])
 }
 
 /// One box found by [`inspect_mp4`]: its path (e.g. `moov/trak/tkhd`) and total size.
