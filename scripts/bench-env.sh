@@ -58,3 +58,16 @@ use_bench_env() {
   export DRAMAQ_CONFIG="$WORK/dramaq.toml" DRAMAQ_REDIS_URL="redis://127.0.0.1:$RPORT" DRAMAQ_OUT_DIR="$WORK/out"
   export DRAMAQ_SANDBOX_KEY=sk-bench DRAMAQ_SANDBOX_KLING_AK=sandbox-ak DRAMAQ_SANDBOX_KLING_SK=sandbox-sk RUST_LOG=error
 }
+
+# Enqueue $WORK/season.yaml, run WORKERS worker processes x CONC on sandbox-sora for SECS (+5)
+# seconds, then save the sandbox's counters to $WORK/stats.json.
+run_fleet() {
+  local workers=$1 conc=$2 secs=$3
+  "$BIN/dramaq" enqueue "$WORK/season.yaml" --json >/dev/null
+  for _ in $(seq "$workers"); do
+    "$BIN/dramaq-worker" run --concurrency "$conc" --accounts sandbox-sora --metrics-addr off 2>/dev/null &
+    PIDS+=($!)
+  done
+  sleep $(( secs + 5 ))
+  python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('$SANDBOX/admin/stats').read().decode())" >"$WORK/stats.json"
+}

@@ -26,13 +26,7 @@ fleet_wide = $FLEET
 TOML
 write_season bench-quota "$SCENES"
 use_bench_env
-"$BIN/dramaq" enqueue "$WORK/season.yaml" --json >/dev/null
-for _ in $(seq "$WORKERS"); do
-  "$BIN/dramaq-worker" run --concurrency "$CONC" --accounts sandbox-sora --metrics-addr off 2>/dev/null &
-  PIDS+=($!)
-done
-sleep $(( SECS + 5 ))
-curl -s "$SANDBOX/admin/stats" >"$WORK/stats.json" 2>/dev/null || python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('$SANDBOX/admin/stats').read().decode())" >"$WORK/stats.json"
+run_fleet "$WORKERS" "$CONC" "$SECS"
 python3 - "$WORK/stats.json" "$RATE" "$BURST" "$SECS" "$FLEET" "$WORKERS" "$CONC" <<'PY'
 import json, sys
 stats = json.load(open(sys.argv[1]))

@@ -43,6 +43,10 @@ pub fn test_config(sandbox_url: &str, redis_url: &str, out: &Path) -> Result<Str
 pub fn with_test_env(mut cmd: Command, config: &Path) -> Command {
     cmd.env("DRAMAQ_CONFIG", config)
         .env("DRAMAQ_SANDBOX_KEY", SANDBOX_KEY)
+        .env("DRAMAQ_TEST_KEY_1", POOL_KEYS[0])
+        .env("DRAMAQ_TEST_KEY_2", POOL_KEYS[1])
+        .env("DRAMAQ_TEST_KEY_3", POOL_KEYS[2])
+        .env("DRAMAQ_TEST_KEY_4", POOL_KEYS[3])
         .env("DRAMAQ_SANDBOX_KLING_AK", KLING_AK)
         .env("DRAMAQ_SANDBOX_KLING_SK", KLING_SK)
         .env("DRAMAQ_TEST_S3_AK", S3_AK)
@@ -57,6 +61,9 @@ pub fn with_test_env(mut cmd: Command, config: &Path) -> Command {
 }
 
 pub const SANDBOX_KEY: &str = "sk-sandbox-test";
+/// Pool keys every spawned process gets as `DRAMAQ_TEST_KEY_<n>` (n = 1..=4), for key-pool
+/// configs (`[[accounts.NAME.keys]]`).
+pub const POOL_KEYS: [&str; 4] = ["sk-pool-1", "sk-pool-2", "sk-pool-3", "sk-pool-4"];
 pub const KLING_AK: &str = "sandbox-ak";
 pub const KLING_SK: &str = "sandbox-sk";
 /// S3 credentials every spawned process gets, under the names [`Env::use_s3`] configures
@@ -447,4 +454,17 @@ pub fn season_finished(st: &serde_json::Value) -> bool {
         && st["notifications_pending"].as_u64().unwrap_or(0) == 0;
     let live = if blocked { 0 } else { moving + waiting };
     live == 0 && st["total"].as_u64().unwrap_or(0) > 0
+}
+
+/// Most of the sorted `times` (ms) in any window of `window_ms`: the peak rate a sandbox saw.
+pub fn max_in_window(times: &[u64], window_ms: u64) -> usize {
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] >= window_ms {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
 }

@@ -2,7 +2,7 @@
 //! provider's real limits per key. The sandbox is the witness: it records every accepted submit,
 //! the peak number of unfinished renders and every 429 it answered.
 
-use dramaq_e2e::{Env, SandboxArgs};
+use dramaq_e2e::{max_in_window, Env, SandboxArgs};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -24,19 +24,6 @@ fn season(scenes: usize, account: &str, duration: u32, first_prompt_extra: &str)
 
 fn stats(env: &Env) -> Value {
     env.sandbox_stats().expect("sandbox stats")
-}
-
-/// Most accepted submits in any window of `window_ms`.
-fn max_in_window(times: &[u64], window_ms: u64) -> usize {
-    let mut best = 0;
-    let mut start = 0;
-    for end in 0..times.len() {
-        while times[end] - times[start] >= window_ms {
-            start += 1;
-        }
-        best = best.max(end - start + 1);
-    }
-    best
 }
 
 #[test]

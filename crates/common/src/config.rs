@@ -52,6 +52,20 @@ pub struct Config {
     /// Provider accounts by name. The name is the Redis hash tag of all the account's keys.
     #[serde(default)]
     pub accounts: BTreeMap<String, AccountConfig>,
+    /// `dramaq enqueue`: when to ask before writing.
+    #[serde(default)]
+    pub enqueue: EnqueueConfig,
+}
+
+/// How careful `dramaq enqueue` is with money.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueConfig {
+    /// Ask before enqueueing a plan estimated above this many USD (`--yes` answers for scripts;
+    /// without a terminal and without `--yes`, enqueue refuses). None: only the season budget
+    /// makes it ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_above_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -472,7 +486,8 @@ pub struct AccountConfig {
     /// Per-request HTTP timeout.
     #[serde(default = "default_http_timeout_ms")]
     pub http_timeout_ms: u64,
-    /// The account's limits, enforced across every worker process and host.
+    /// The account's limits, enforced across every worker process and host. With a key pool
+    /// (`keys`), each key's own `quota` applies instead; `poll_per_sec` stays per account.
     #[serde(default)]
     pub quota: Quota,
     /// Public URL of this account's callback receiver, up to and including `/hooks/<account>`
@@ -486,6 +501,35 @@ pub struct AccountConfig {
     /// refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret_env: Option<String>,
+    /// A pool of API keys (`[[accounts.NAME.keys]]`), each with its own variables and quota.
+    /// Empty: the account's `api_key_env`/`secret_key_env` and `quota` are its one key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyConfig>,
+}
+
+/// One API key of an account's pool. Its name is what logs, metrics, `queue status` and task
+/// records show; the value only ever comes from the environment variable named here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_env: Option<String>,
+    /// This key's limits (rate, burst, render slots, daily cap), enforced fleet-wide.
+    #[serde(default)]
+    pub quota: Quota,
+}
+
+/// One key of an account as the claim sees it: `name` is empty for an account without a key
+/// pool (its keys in Redis keep their original names).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolKey<'a> {
+    pub name: &'a str,
+    pub api_key_env: Option<&'a str>,
+    pub secret_key_env: Option<&'a str>,
+    pub quota: &'a Quota,
 }
 
 /// A provider account's limits (docs/invariants.md, "Quotas hold across the fleet"). Zero means "no limit".
@@ -589,6 +633,53 @@ impl AccountConfig {
             }
             TaskPayload::Assembly { .. } => 0.0,
         }
+    }
+
+    /// The account's keys: the pool, or the account's own variables and quota as one unnamed key.
+    pub fn pool(&self) -> Vec<PoolKey<'_>> {
+        if self.keys.is_empty() {
+            return vec![PoolKey {
+                name: "",
+                api_key_env: self.api_key_env.as_deref(),
+                secret_key_env: self.secret_key_env.as_deref(),
+                quota: &self.quota,
+            }];
+        }
+        self.keys
+            .iter()
+            .map(|k| PoolKey {
+                name: &k.name,
+                api_key_env: k.api_key_env.as_deref(),
+                secret_key_env: k.secret_key_env.as_deref(),
+                quota: &k.quota,
+            })
+            .collect()
+    }
+
+    /// The API key (and Kling secret key) of pool key `key` ("" for an account without a
+    /// pool), read from the environment now.
+    pub fn key_secrets(
+        &self,
+        account: &str,
+        key: &str,
+    ) -> Result<(Option<Secret>, Option<Secret>), ConfigError> {
+        if key.is_empty() {
+            return Ok((self.api_key(account)?, self.secret_key(account)?));
+        }
+        let owner = format!("accounts.{account}.keys.{key}");
+        let k = self.keys.iter().find(|k| k.name == key);
+        Ok((
+            read_secret(
+                &owner,
+                "api_key_env",
+                k.and_then(|k| k.api_key_env.as_deref()),
+            )?,
+            read_secret(
+                &owner,
+                "secret_key_env",
+                k.and_then(|k| k.secret_key_env.as_deref()),
+            )?,
+        ))
     }
 
     pub fn durations(&self) -> Vec<u32> {
@@ -726,6 +817,7 @@ impl Config {
             worker: WorkerConfig::default(),
             assembly: AssemblyConfig::default(),
             accounts: BTreeMap::new(),
+            enqueue: EnqueueConfig::default(),
         }
     }
 
@@ -768,26 +860,13 @@ impl Config {
                 ));
             }
             self.validate_account(name, acct, &bad)?;
-            let q = &acct.quota;
-            if !q.submit_per_sec.is_finite() || q.submit_per_sec < 0.0 {
-                return Err(bad(
-                    format!("accounts.{name}.quota.submit_per_sec"),
-                    "must be a number ≥ 0 (0 = unlimited)".into(),
-                ));
-            }
-            if !q.poll_per_sec.is_finite() || q.poll_per_sec < 0.0 {
-                return Err(bad(
-                    format!("accounts.{name}.quota.poll_per_sec"),
-                    "must be a number ≥ 0 (0 = unlimited)".into(),
-                ));
-            }
-            if q.burst == 0 {
-                return Err(bad(
-                    format!("accounts.{name}.quota.burst"),
-                    "must be at least 1".into(),
-                ));
-            }
-            if acct.family == Family::Kling && acct.jwt && acct.secret_key_env.is_none() {
+            validate_quota(&format!("accounts.{name}.quota"), &acct.quota, &bad)?;
+            self.validate_keys(name, acct, &bad)?;
+            if acct.family == Family::Kling
+                && acct.jwt
+                && acct.keys.is_empty()
+                && acct.secret_key_env.is_none()
+            {
                 return Err(bad(
                     format!("accounts.{name}.secret_key_env"),
                     "Kling with jwt = true needs the secret key's environment variable".into(),
@@ -816,6 +895,50 @@ impl Config {
                 "worker.max_attempts".into(),
                 "must be at least 1".into(),
             ));
+        }
+        if let Some(usd) = self.enqueue.confirm_above_usd {
+            if !usd.is_finite() || usd < 0.0 {
+                return Err(bad(
+                    "enqueue.confirm_above_usd".into(),
+                    format!("{usd} must be a finite number ≥ 0 (USD)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// An account's key pool: names safe and unique, each quota valid, Kling keys signable.
+    fn validate_keys(
+        &self,
+        name: &str,
+        acct: &AccountConfig,
+        bad: &dyn Fn(String, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, k) in acct.keys.iter().enumerate() {
+            let at = format!("accounts.{name}.keys[{i}]");
+            if !crate::ids::is_safe_component(&k.name) {
+                return Err(bad(
+                    format!("{at}.name"),
+                    format!(
+                        "\"{}\": key names may use only letters, digits, '_' and '-' (1 to 64)",
+                        crate::text::shown_default(&k.name)
+                    ),
+                ));
+            }
+            if !seen.insert(k.name.as_str()) {
+                return Err(bad(
+                    format!("{at}.name"),
+                    format!("\"{}\" names two keys of the account", k.name),
+                ));
+            }
+            validate_quota(&format!("{at}.quota"), &k.quota, bad)?;
+            if acct.family == Family::Kling && acct.jwt && k.secret_key_env.is_none() {
+                return Err(bad(
+                    format!("{at}.secret_key_env"),
+                    "Kling with jwt = true needs the secret key's environment variable".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -1021,6 +1144,30 @@ impl Config {
     }
 }
 
+/// A quota's numbers: rates finite and ≥ 0, burst at least 1. `at` is the table's path.
+fn validate_quota(
+    at: &str,
+    q: &Quota,
+    bad: &dyn Fn(String, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if !q.submit_per_sec.is_finite() || q.submit_per_sec < 0.0 {
+        return Err(bad(
+            format!("{at}.submit_per_sec"),
+            "must be a number ≥ 0 (0 = unlimited)".into(),
+        ));
+    }
+    if !q.poll_per_sec.is_finite() || q.poll_per_sec < 0.0 {
+        return Err(bad(
+            format!("{at}.poll_per_sec"),
+            "must be a number ≥ 0 (0 = unlimited)".into(),
+        ));
+    }
+    if q.burst == 0 {
+        return Err(bad(format!("{at}.burst"), "must be at least 1".into()));
+    }
+    Ok(())
+}
+
 /// The path as shown in messages: control characters escaped, cut at 200 characters.
 fn shown_path(path: &Path) -> String {
     crate::text::shown(&path.display().to_string(), 200)
@@ -1070,6 +1217,7 @@ impl AccountConfig {
             quota: Quota::default(),
             callback_url: None,
             webhook_secret_env: None,
+            keys: Vec::new(),
         }
     }
 }
@@ -1193,6 +1341,44 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("secret_key_env"), "{err}");
+    }
+
+    #[test]
+    fn key_pools_are_read_and_checked_key_by_key() {
+        let base = "[accounts.v]\nfamily = \"openai-videos\"\nbase_url = \"http://x\"\n";
+        let key = |name: &str, quota: &str| {
+            format!("[[accounts.v.keys]]\nname = \"{name}\"\napi_key_env = \"K_{name}\"\nquota = {{ {quota} }}\n")
+        };
+        let cfg = Config::from_toml_str(&format!(
+            "{base}{}{}",
+            key("a", "submit_per_sec = 2, max_concurrent = 3"),
+            key("b", "daily_cap = 10")
+        ))
+        .unwrap();
+        let pool = cfg.accounts["v"].pool();
+        let names: Vec<&str> = pool.iter().map(|k| k.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(pool[0].quota.max_concurrent, 3);
+        assert_eq!(pool[1].api_key_env, Some("K_b"));
+        // Without keys the account is its own single, unnamed key.
+        let single = Config::from_toml_str(&format!("{base}api_key_env = \"K\"\n")).unwrap();
+        let pool = single.accounts["v"].pool();
+        assert_eq!(
+            (pool.len(), pool[0].name, pool[0].api_key_env),
+            (1, "", Some("K"))
+        );
+        for (bad, field) in [
+            (key("a", "") + &key("a", ""), "accounts.v.keys[1].name"),
+            (key("bad name", ""), "accounts.v.keys[0].name"),
+            (key("a", "burst = 0"), "accounts.v.keys[0].quota.burst"),
+            (
+                key("a", "submit_per_sec = -1"),
+                "accounts.v.keys[0].quota.submit_per_sec",
+            ),
+        ] {
+            let err = Config::from_toml_str(&format!("{base}{bad}")).unwrap_err();
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl AccountKeys {
     }
 
     /// STRING: the GCRA limiter's theoretical arrival time (µs, Redis clock) for submits.
-    pub(crate) fn gcra(&self) -> String {
+    pub fn gcra(&self) -> String {
         format!("{}:gcra", self.tag)
     }
 
@@ -135,6 +135,51 @@ impl AccountKeys {
     /// HASH UTC day number → submits that day (daily cap).
     pub fn daily(&self) -> String {
         format!("{}:daily", self.tag)
+    }
+
+    /// A per-key quota key of pool key `key`: `dq:{A}:key:<key>:<what>`. The unnamed key of an
+    /// account without a pool (`""`) keeps the account's own names (`dq:{A}:<what>`), so a
+    /// single-key account's state is where it always was.
+    fn pool(&self, key: &str, what: &str) -> String {
+        if key.is_empty() {
+            format!("{}:{what}", self.tag)
+        } else {
+            format!("{}:key:{key}:{what}", self.tag)
+        }
+    }
+
+    /// STRING (JSON reason): present while pool key `key` is paused (out of credits, auth).
+    /// The unnamed key's is the account's own [`AccountKeys::paused`].
+    pub fn key_paused(&self, key: &str) -> String {
+        self.pool(key, "paused")
+    }
+
+    /// STRING with a TTL: pool key `key` cools down after a 429.
+    pub fn key_cooldown(&self, key: &str) -> String {
+        self.pool(key, "cooldown")
+    }
+
+    /// STRING: GCRA state (µs) of pool key `key`'s submit rate.
+    pub fn key_gcra(&self, key: &str) -> String {
+        self.pool(key, "gcra")
+    }
+
+    /// HASH UTC day number → submits through pool key `key` that day.
+    pub fn key_daily(&self, key: &str) -> String {
+        self.pool(key, "daily")
+    }
+
+    /// HASH task id → pool key name of the render holding that slot of [`AccountKeys::slots`]
+    /// (a pool's per-key render count). Releasing scripts only `ZREM` the slot; `claim.lua`
+    /// drops owners whose slot is gone.
+    pub fn slot_keys(&self) -> String {
+        format!("{}:slot_keys", self.tag)
+    }
+
+    /// SET of seasons parked (over budget) whose deliveries this account's claims put back.
+    /// A copy, in this account's slot, of each season's `parked` flag.
+    pub fn parked(&self) -> String {
+        format!("{}:parked", self.tag)
     }
 }
 
@@ -169,6 +214,23 @@ impl SeasonKeys {
     /// SET of accounts that hold this season's tasks (status sums their counts).
     pub fn accounts(&self) -> String {
         format!("{}:accounts", self.tag)
+    }
+
+    /// HASH: the season's budget in micro-USD (`cap`, `reserved`, `spent`) and `parked` while
+    /// the next task did not fit (see ARCHITECTURE.md, "Season budgets").
+    pub fn budget(&self) -> String {
+        format!("{}:budget", self.tag)
+    }
+
+    /// HASH task id → micro-USD reserved for its attempt in flight.
+    pub fn reservations(&self) -> String {
+        format!("{}:resv", self.tag)
+    }
+
+    /// HASH `<id>#<attempt>` → spend record (JSON: usd, group, kind, account, key): what each
+    /// settled attempt cost; settling the same attempt twice is a no-op.
+    pub fn ledger(&self) -> String {
+        format!("{}:ledger", self.tag)
     }
 }
 
@@ -222,8 +284,20 @@ mod tests {
             k.gcra_poll(),
             k.slots(),
             k.daily(),
+            k.key_paused("k1"),
+            k.key_cooldown("k1"),
+            k.key_gcra("k1"),
+            k.key_daily("k1"),
+            k.slot_keys(),
+            k.parked(),
         ] {
             assert!(key.starts_with("dq:{kling-main}:"), "{key}");
         }
+        assert_eq!(
+            k.key_gcra(""),
+            k.gcra(),
+            "a single key keeps the account's names"
+        );
+        assert_eq!(k.key_paused(""), k.paused());
     }
 }

@@ -7,6 +7,7 @@
 //! ([`ops`]) and log setup ([`logging`]). Nothing here talks HTTP to a provider; the metrics
 //! registry is the worker's (`dramaq_worker::metrics`).
 
+pub mod budget;
 pub(crate) mod coalesce;
 pub mod config;
 pub mod ids;

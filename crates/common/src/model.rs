@@ -425,6 +425,11 @@ pub struct TaskRecord {
     /// Worker id of the lease holder while claimed/submitting/downloading.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder: Option<String>,
+    /// Name of the account's pool key the current attempt uses (set at claim; absent for an
+    /// account without a key pool). Submit, every poll, download and cancel of the render use
+    /// it: a provider task id belongs to a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// Provider's task id, saved right after a successful submit (never pay twice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_task_id: Option<String>,
@@ -642,6 +647,7 @@ mod tests {
             stalls: 0,
             entry: None,
             holder: None,
+            key: None,
             provider_task_id: None,
             poll_locator: None,
             result: None,

@@ -421,6 +421,19 @@ pub struct AccountStatus {
     pub paused: Option<PauseInfo>,
     pub counts: BTreeMap<TaskState, u64>,
     pub dead_set: u64,
+    /// The account's pool keys by name (never their values), when it has a pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyStatus>,
+}
+
+/// One key of an account's pool in `queue status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyStatus {
+    pub name: String,
+    /// Why the key is paused (out of credits, refused), if it is.
+    pub paused: Option<PauseInfo>,
+    /// Milliseconds left of the key's cool-down after a 429 (0 when none).
+    pub cooldown_ms: u64,
 }
 
 /// `queue status --json`.
@@ -1175,6 +1188,29 @@ impl Ops {
         Ok(report)
     }
 
+    /// The state of each named key of an account's pool (pause reason, cool-down left).
+    pub async fn key_status(&self, account: &str, keys: &[&str]) -> Result<Vec<KeyStatus>> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.conn().await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for name in keys {
+            let raw: Option<String> = redis::cmd("GET")
+                .arg(k.key_paused(name))
+                .query_async(&mut conn)
+                .await?;
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(k.key_cooldown(name))
+                .query_async(&mut conn)
+                .await?;
+            out.push(KeyStatus {
+                name: name.to_string(),
+                paused: raw.as_deref().map(PauseInfo::parse),
+                cooldown_ms: ttl.max(0) as u64,
+            });
+        }
+        Ok(out)
+    }
+
     /// Status of `accounts` plus every account that ever held tasks, in name order.
     pub async fn queue_status(&self, configured: &[String]) -> Result<QueueStatus> {
         let mut names: BTreeSet<String> = self.known_accounts().await?.into_iter().collect();
@@ -1194,6 +1230,7 @@ impl Ops {
                 paused,
                 counts,
                 dead_set,
+                keys: Vec::new(),
             });
         }
         Ok(QueueStatus { accounts: out })

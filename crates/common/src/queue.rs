@@ -131,6 +131,10 @@ pub enum Claim {
         wait_ms: u64,
         reason: String,
     },
+    /// The task's season is parked over its budget; the entry went back to the stream.
+    Parked {
+        season: String,
+    },
 }
 
 /// An account's quota as the scripts take it (0 = unlimited), from
@@ -147,7 +151,10 @@ pub struct QuotaArgs {
 
 impl QuotaArgs {
     pub fn from_account(acct: &crate::config::AccountConfig) -> QuotaArgs {
-        let q = &acct.quota;
+        QuotaArgs::from_quota(&acct.quota, acct.render_deadline_ms + 60_000)
+    }
+
+    fn from_quota(q: &crate::config::Quota, slot_ms: u64) -> QuotaArgs {
         let interval_us = if q.fleet_wide {
             q.emission_interval_us()
         } else {
@@ -157,17 +164,74 @@ impl QuotaArgs {
             interval_us,
             tolerance_us: interval_us.saturating_mul(u64::from(q.burst.max(1)) - 1),
             max_concurrent: q.max_concurrent,
-            slot_ms: acct.render_deadline_ms + 60_000,
+            slot_ms,
             daily_cap: q.daily_cap,
         }
     }
+}
 
-    fn push(&self, inv: &mut redis::ScriptInvocation<'_>) {
-        inv.arg(self.interval_us)
-            .arg(self.tolerance_us)
-            .arg(self.max_concurrent)
-            .arg(self.slot_ms)
-            .arg(self.daily_cap);
+/// An account's key pool as `claim.lua` and `quota_peek.lua` take it: each key's name (`""` for
+/// the one key of an account without a pool) and quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolArgs {
+    /// How long a render slot is leased (the same for every key of the account).
+    pub slot_ms: u64,
+    pub keys: Vec<(String, QuotaArgs)>,
+}
+
+impl PoolArgs {
+    pub fn from_account(acct: &crate::config::AccountConfig) -> PoolArgs {
+        let slot_ms = acct.render_deadline_ms + 60_000;
+        PoolArgs {
+            slot_ms,
+            keys: acct
+                .pool()
+                .iter()
+                .map(|k| (k.name.to_string(), QuotaArgs::from_quota(k.quota, slot_ms)))
+                .collect(),
+        }
+    }
+
+    /// True when no key has any limit and there is no pool to choose from: nothing to peek at.
+    pub fn is_unlimited(&self) -> bool {
+        self.keys.len() == 1
+            && self.keys[0].0.is_empty()
+            && QuotaArgs {
+                slot_ms: 0,
+                ..self.keys[0].1
+            } == QuotaArgs::default()
+    }
+
+    /// KEYS (4 per pool key) and ARGV (`m`, then 5 per key), as the scripts' headers list them.
+    fn push(&self, k: &AccountKeys, inv: &mut redis::ScriptInvocation<'_>) {
+        inv.arg(self.keys.len());
+        for (name, q) in &self.keys {
+            inv.key(k.key_paused(name))
+                .key(k.key_cooldown(name))
+                .key(k.key_gcra(name))
+                .key(k.key_daily(name));
+            inv.arg(name)
+                .arg(q.interval_us)
+                .arg(q.tolerance_us)
+                .arg(q.max_concurrent)
+                .arg(q.daily_cap);
+        }
+    }
+}
+
+impl From<&QuotaArgs> for PoolArgs {
+    /// An account without a pool: its quota is its one key's.
+    fn from(q: &QuotaArgs) -> PoolArgs {
+        PoolArgs {
+            slot_ms: q.slot_ms,
+            keys: vec![(String::new(), *q)],
+        }
+    }
+}
+
+impl From<&PoolArgs> for PoolArgs {
+    fn from(p: &PoolArgs) -> PoolArgs {
+        p.clone()
     }
 }
 
@@ -760,30 +824,31 @@ impl Queue {
     }
 
     /// Claim delivered stream entries `(entry id, task id)` under a lease, within the account's
-    /// quota.
+    /// quota: each claim takes a key of the account's pool with room (recorded as the record's
+    /// `key`). A delivery of a season parked over budget goes back ([`Claim::Parked`]).
     pub async fn claim(
         &self,
         account: &str,
         worker: &str,
         lease_ms: u64,
-        quota: &QuotaArgs,
+        pool: impl Into<PoolArgs>,
         deliveries: &[(String, String)],
     ) -> Result<Vec<Claim>> {
         if deliveries.is_empty() {
             return Ok(Vec::new());
         }
+        let pool: PoolArgs = pool.into();
         let k = AccountKeys::new(account);
         let mut inv = SCRIPTS.claim.prepare_invoke();
         inv.key(k.ready())
             .key(k.leases())
             .key(k.counts())
             .key(k.paused())
-            .key(k.cooldown())
-            .key(k.gcra())
             .key(k.slots())
-            .key(k.daily());
-        inv.arg(GROUP).arg(worker).arg(lease_ms);
-        quota.push(&mut inv);
+            .key(k.slot_keys())
+            .key(k.parked());
+        inv.arg(GROUP).arg(worker).arg(lease_ms).arg(pool.slot_ms);
+        pool.push(&k, &mut inv);
         for (entry, id) in deliveries {
             inv.key(k.task(id));
             inv.arg(entry);
@@ -800,6 +865,9 @@ impl Queue {
                         source,
                     }),
                 "paused" => Ok(Claim::Paused),
+                "parked" => Ok(Claim::Parked {
+                    season: String::from_utf8_lossy(&packed).into_owned(),
+                }),
                 "throttled" => {
                     let text = String::from_utf8_lossy(&packed);
                     let (ms, reason) = text.split_once(':').unwrap_or((&text, ""));
@@ -835,16 +903,14 @@ impl Queue {
         Ok((granted, wait))
     }
 
-    /// How long until the account may take another submit (fetchers ask before reading).
-    pub async fn quota_peek(&self, account: &str, quota: &QuotaArgs) -> Result<QuotaPeek> {
+    /// How long until some key of the account may take another submit (fetchers ask before
+    /// reading).
+    pub async fn quota_peek(&self, account: &str, pool: impl Into<PoolArgs>) -> Result<QuotaPeek> {
+        let pool: PoolArgs = pool.into();
         let k = AccountKeys::new(account);
         let mut inv = SCRIPTS.quota_peek.prepare_invoke();
-        inv.key(k.paused())
-            .key(k.cooldown())
-            .key(k.gcra())
-            .key(k.slots())
-            .key(k.daily());
-        quota.push(&mut inv);
+        inv.key(k.paused()).key(k.slots()).key(k.slot_keys());
+        pool.push(&k, &mut inv);
         let mut conn = self.redis.conn().await?;
         let (ms, reason): (i64, String) = inv.invoke_async(&mut conn).await?;
         Ok(match ms {
@@ -1214,6 +1280,22 @@ impl Queue {
         decision: &FailDecision,
         info: &FailInfo<'_>,
     ) -> Result<TaskState> {
+        self.fail_on_key(account, None, id, guard, decision, info)
+            .await
+    }
+
+    /// [`Queue::fail`] for an attempt made with pool key `key` (the record's `key`): a 429
+    /// cools only that key, and out of credits or a refused key pauses only that key.
+    pub async fn fail_on_key(
+        &self,
+        account: &str,
+        key: Option<&str>,
+        id: &str,
+        guard: &FailGuard,
+        decision: &FailDecision,
+        info: &FailInfo<'_>,
+    ) -> Result<TaskState> {
+        let pool_key = key.unwrap_or("");
         let k = AccountKeys::new(account);
         let mut inv = SCRIPTS.fail.prepare_invoke();
         inv.key(k.task(id))
@@ -1223,8 +1305,8 @@ impl Queue {
             .key(k.dead())
             .key(k.counts())
             .key(k.slots())
-            .key(k.cooldown())
-            .key(k.paused())
+            .key(k.key_cooldown(pool_key))
+            .key(k.key_paused(pool_key))
             .key(k.ready())
             .key(k.moves());
         match guard {
@@ -1600,6 +1682,7 @@ fn initial_record(t: &NewTask, max_attempts: u32) -> TaskRecord {
         stalls: 0,
         entry: None,
         holder: None,
+        key: None,
         provider_task_id: None,
         poll_locator: None,
         result: None,

@@ -209,6 +209,7 @@ fn record() -> impl Strategy<Value = TaskRecord> {
             stalls,
             entry,
             holder,
+            key: None,
             provider_task_id,
             poll_locator,
             result,

@@ -88,8 +88,57 @@ fn round_cents(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
-pub async fn enqueue(cfg: &Config, expanded: &Expanded, as_json: bool) -> anyhow::Result<()> {
+/// Exit code of an enqueue refused for its cost (no terminal to ask and no `--yes`).
+pub const EXIT_COST_REFUSED: u8 = 4;
+
+/// The plan's estimated cost, and why it needs a yes (above `enqueue.confirm_above_usd`, or
+/// above the season's budget — the stored one, else the script's), if it does.
+fn needs_confirmation(cfg: &Config, estimate: f64, budget: Option<f64>) -> Option<String> {
+    if let Some(b) = budget {
+        if estimate > b {
+            return Some(format!(
+                "the plan is estimated at ${estimate:.2}, above the season's budget of ${b:.2}                  (the season will park when the budget runs out)"
+            ));
+        }
+    }
+    match cfg.enqueue.confirm_above_usd {
+        Some(limit) if estimate > limit => Some(format!(
+            "the plan is estimated at ${estimate:.2}, above enqueue.confirm_above_usd (${limit:.2})"
+        )),
+        _ => None,
+    }
+}
+
+/// Ask on the terminal; false without one (or on anything but yes).
+fn confirm(question: &str) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("{question} Enqueue anyway? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+}
+
+pub async fn enqueue(
+    cfg: &Config,
+    expanded: &Expanded,
+    as_json: bool,
+    yes: bool,
+) -> anyhow::Result<std::process::ExitCode> {
     let queue = Queue::connect(&cfg.redis).await?;
+    let estimate: f64 = expanded.tasks.iter().map(|t| t.est_cost_usd).sum();
+    let stored = queue.budget(&expanded.season).await?.cap_usd;
+    if let Some(why) = needs_confirmation(cfg, estimate, stored.or(expanded.budget_usd)) {
+        if !yes && !confirm(&why) {
+            eprintln!("{why}; nothing was enqueued (pass --yes to enqueue anyway)");
+            return Ok(std::process::ExitCode::from(EXIT_COST_REFUSED));
+        }
+    }
     let bar = if as_json {
         ProgressBar::hidden()
     } else {
@@ -113,18 +162,25 @@ pub async fn enqueue(cfg: &Config, expanded: &Expanded, as_json: bool) -> anyhow
         .await
         .context("enqueue (safe to re-run: existing tasks are skipped)")?;
     bar.finish_and_clear();
+    if let Some(usd) = expanded.budget_usd {
+        queue
+            .budget_init(&expanded.season, usd)
+            .await
+            .context("setting the season's budget")?;
+    }
     if as_json {
         println!(
             "{}",
-            json!({"season": expanded.season, "new": report.new, "existing": report.existing})
+            json!({"season": expanded.season, "new": report.new, "existing": report.existing,
+                   "est_cost_usd": round_cents(estimate), "budget_usd": stored.or(expanded.budget_usd)})
         );
     } else {
         println!(
-            "season {}: {} new tasks enqueued, {} already present",
+            "season {}: {} new tasks enqueued, {} already present; plan estimated at ${estimate:.2}",
             expanded.season, report.new, report.existing
         );
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 pub async fn tasks(cfg: &Config, season: &str, as_json: bool) -> anyhow::Result<()> {

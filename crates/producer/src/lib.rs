@@ -1,6 +1,7 @@
 //! dramaq's producer side: season scripts ([`script`]: parse, validate, expand into
 //! content-addressed tasks) and the operator commands ([`commands`]) behind the `dramaq` CLI.
 
+pub mod budget;
 pub mod commands;
 pub mod ops;
 pub mod script;

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dramaq_common::config::Config;
 use dramaq_common::logging::{self, LogFormat};
-use dramaq_producer::{commands, ops, script, status_view};
+use dramaq_producer::{budget, commands, ops, script, status_view};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,7 +34,14 @@ enum Cmd {
     /// nothing.
     Plan { script: PathBuf },
     /// Validate a season script and enqueue its tasks. Re-running adds only what changed.
-    Enqueue { script: PathBuf },
+    /// Prints the plan's estimated cost; above `enqueue.confirm_above_usd` or the season's
+    /// budget it asks first (refuses without a terminal unless --yes).
+    Enqueue {
+        script: PathBuf,
+        /// Enqueue without asking, whatever the estimated cost.
+        #[arg(long)]
+        yes: bool,
+    },
     /// A season's progress: per episode stored/total, states and failures, spend so far and
     /// remaining, ETA. Every season without --season.
     Status {
@@ -72,6 +79,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ops::WorkerCmd,
     },
+    /// Season budgets: set (resumes a parked season) or show.
+    Budget {
+        #[command(subcommand)]
+        cmd: budget::BudgetCmd,
+    },
 }
 
 #[tokio::main]
@@ -98,11 +110,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(errors) => Ok(report_script_errors(&errors)),
         },
-        Cmd::Enqueue { script: path } => match script::load(&path, &cfg) {
-            Ok(expanded) => {
-                commands::enqueue(&cfg, &expanded, json).await?;
-                Ok(ExitCode::SUCCESS)
-            }
+        Cmd::Enqueue { script: path, yes } => match script::load(&path, &cfg) {
+            Ok(expanded) => commands::enqueue(&cfg, &expanded, json, yes).await,
             Err(errors) => Ok(report_script_errors(&errors)),
         },
         Cmd::Status {
@@ -120,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Dlq { cmd } => ops::run_dlq(&cfg, cmd, json).await,
         Cmd::Queue { cmd } => ops::run_queue(&cfg, cmd, json).await,
         Cmd::Worker { cmd } => ops::run_worker(&cfg, cmd, json).await,
+        Cmd::Budget { cmd } => budget::run_budget(&cfg, cmd, json).await,
     }
 }
 
@@ -161,6 +171,8 @@ mod tests {
             &["queue", "resume", "a", "--json"],
             &["queue", "drain", "a", "--json"],
             &["queue", "status", "--json"],
+            &["budget", "show", "s", "--json"],
+            &["enqueue", "--yes", "s.yaml", "--json"],
             &["--json", "worker", "list"],
         ] {
             assert!(parse(args).json, "{args:?}");

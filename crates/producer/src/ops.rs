@@ -684,7 +684,13 @@ pub async fn queue_status(
     out: &mut dyn Write,
 ) -> anyhow::Result<QueueStatus> {
     let configured: Vec<String> = cfg.accounts.keys().cloned().collect();
-    let status = ops.queue_status(&configured).await?;
+    let mut status = ops.queue_status(&configured).await?;
+    for a in &mut status.accounts {
+        if let Some(acct) = cfg.account(&a.account) {
+            let names: Vec<&str> = acct.keys.iter().map(|k| k.name.as_str()).collect();
+            a.keys = ops.key_status(&a.account, &names).await?;
+        }
+    }
     if json {
         print_json(out, &status)?;
         return Ok(status);
@@ -692,6 +698,9 @@ pub async fn queue_status(
     for a in &status.accounts {
         let state = match &a.paused {
             Some(p) => describe_pause(p),
+            None if !a.keys.is_empty() && a.keys.iter().all(|k| k.paused.is_some()) => {
+                "paused (every key)".to_string()
+            }
             None => "running".to_string(),
         };
         let note = if a.configured {
@@ -712,6 +721,14 @@ pub async fn queue_status(
         };
         writeln!(out, "{}{note}: {state}", a.account)?;
         writeln!(out, "    {counts}; dead-letter set {}", a.dead_set)?;
+        for k in &a.keys {
+            let state = match (&k.paused, k.cooldown_ms) {
+                (Some(p), _) => describe_pause(p),
+                (None, 0) => "ready".to_string(),
+                (None, ms) => format!("cooling down ({ms} ms left)"),
+            };
+            writeln!(out, "    key {}: {state}", k.name)?;
+        }
     }
     Ok(status)
 }

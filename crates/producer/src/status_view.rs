@@ -85,6 +85,9 @@ pub struct SeasonView {
     /// Dependency notifications still pending in the outboxes of the season's accounts
     /// ([`Queue::notifications_pending`]); while any is, waiting tasks count as live.
     pub notifications_pending: u64,
+    /// The season's budget, reservations, settled spend by episode/account/kind/key and
+    /// whether it is parked (`crate::budget`).
+    pub budget: crate::budget::BudgetView,
 }
 
 /// One row of the view: an episode (`ep01`) or the character images (`characters`).
@@ -296,6 +299,7 @@ impl SeasonView {
                 parallelism,
             },
             notifications_pending: 0,
+            budget: Default::default(),
         }
     }
 
@@ -318,6 +322,9 @@ impl SeasonView {
         );
         if self.unpriced > 0 {
             s.push_str(&format!(", {} tasks without a price", self.unpriced));
+        }
+        if self.budget.cap_usd.is_some() || self.budget.parked.is_some() {
+            s.push_str(&format!(" · {}", self.budget.line()));
         }
         let b = &self.eta_basis;
         match (self.eta_secs, b.median_render_secs) {
@@ -440,6 +447,7 @@ pub async fn season_view(
     let records = queue.season_tasks(season).await?;
     let mut view = SeasonView::build(cfg, season, &counts, &records);
     view.notifications_pending = queue.notifications_pending(season).await?;
+    view.budget = crate::budget::budget_view(queue, season).await?;
     Ok(view)
 }
 

@@ -577,7 +577,7 @@ h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]
         want: &[(
             "",
             1,
-            "expected a mapping with fields id, title, defaults, characters, episodes, music, subtitles, found text",
+            "expected a mapping with fields id, title, defaults, characters, episodes, music, subtitles, budget, found text",
         )],
     },
     Case {

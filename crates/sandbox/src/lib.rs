@@ -30,7 +30,7 @@ pub mod state;
 pub mod veo;
 pub mod webhook;
 
-pub use state::{SandboxOptions, Stats};
+pub use state::{KeyLimit, KeyStats, SandboxOptions, Stats};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::IntoResponse;

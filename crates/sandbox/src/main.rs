@@ -89,6 +89,14 @@ struct Cli {
     /// Also serve /metrics on this address (it is always on the main address too).
     #[arg(long, env = "DRAMAQ_SANDBOX_METRICS_ADDR", hide_env_values = true)]
     metrics_addr: Option<SocketAddr>,
+    /// A key's own limits, `KEY=RATE:BURST:CONCURRENT` (`-` for unlimited); repeatable. Other
+    /// keys keep the global limits.
+    #[arg(long = "key-limit", value_name = "KEY=RATE:BURST:CONCURRENT")]
+    key_limits: Vec<String>,
+    /// A key whose balance is exhausted: creates with it are refused as out of credits;
+    /// repeatable.
+    #[arg(long = "out-of-credits-key", value_name = "KEY")]
+    broke_keys: Vec<String>,
     /// Seed for the failure draw, jitter and ids.
     #[arg(
         long,
@@ -129,6 +137,15 @@ async fn main() -> anyhow::Result<()> {
     {
         anyhow::bail!("--rate-per-sec must be a positive number");
     }
+    let mut key_limits = std::collections::HashMap::new();
+    for spec in &cli.key_limits {
+        let (key, limit) = spec.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("--key-limit {spec:?}: expected KEY=RATE:BURST:CONCURRENT")
+        })?;
+        let limit = dramaq_sandbox::KeyLimit::parse(limit)
+            .map_err(|e| anyhow::anyhow!("--key-limit for key {key:?}: {e}"))?;
+        key_limits.insert(key.to_string(), limit);
+    }
     let metrics_addr = cli.metrics_addr;
     let opts = SandboxOptions {
         render_ms: cli.render_ms,
@@ -149,6 +166,8 @@ async fn main() -> anyhow::Result<()> {
             bad_signature_rate: cli.webhook_bad_signature_rate,
             replay: cli.webhook_replay,
         },
+        key_limits,
+        broke_keys: cli.broke_keys,
     };
     let sandbox = Sandbox::start(cli.addr, opts).await?;
     if let Some(addr) = metrics_addr {

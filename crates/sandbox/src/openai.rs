@@ -217,6 +217,11 @@ pub async fn create_video(State(shared): State<Arc<Shared>>, req: Request) -> Re
 
 /// Submit-time refusals shared by the OpenAI routes: scenario, rate and concurrency limits.
 fn refuse(shared: &Shared, key: &str, scenario: Scenario, idem: &str) -> Option<Response> {
+    let scenario = if shared.out_of_credits(key) {
+        Scenario::OutOfCredits
+    } else {
+        scenario
+    };
     match scenario {
         Scenario::ModerationInput => {
             return Some(error(
@@ -449,7 +454,12 @@ pub async fn generate_image(
         "data": [{"b64_json": b64}],
         "output_format": "png",
         "size": format!("{w}x{h}"),
-        "usage": {"input_tokens": prompt.len() / 4, "output_tokens": 272},
+        "usage": {
+            "input_tokens": prompt.len() / 4,
+            "output_tokens": 272,
+            "total_tokens": prompt.len() / 4 + 272,
+            "input_tokens_details": {"text_tokens": prompt.len() / 4, "image_tokens": 0},
+        },
     }))
     .into_response()
 }

@@ -654,8 +654,21 @@ fn failure(job: &Job) -> (&'static str, &'static str) {
     }
 }
 
-/// The native task object.
+/// Credits a second of video costs on `model` ($0.01 a credit), as Runway prices them.
+fn credits_per_second(model: &str) -> u32 {
+    match model {
+        "gen4.5" => 12,
+        "veo3" => 40,
+        "veo3.1" => 40,
+        "veo3.1_fast" => 15,
+        _ => 5,
+    }
+}
+
+/// The native task object. Like the API, an unfinished task carries `estimatedCost` and a
+/// succeeded one its `cost`, both in credits (the SDK's typed task expects them).
 fn task_json(shared: &Shared, job: &Job, base: &str, now: Instant) -> Value {
+    let credits = credits_per_second(&job.model) * job.seconds.max(1);
     let mut t = Map::new();
     t.insert("id".into(), json!(job.id));
     t.insert("createdAt".into(), json!(iso8601(job.created_unix_ms)));
@@ -665,16 +678,20 @@ fn task_json(shared: &Shared, job: &Job, base: &str, now: Instant) -> Value {
         }
         Status::Throttled => {
             t.insert("status".into(), json!("THROTTLED"));
+            t.insert("estimatedCost".into(), json!(credits));
         }
         Status::At(Phase::Queued) => {
             t.insert("status".into(), json!("PENDING"));
+            t.insert("estimatedCost".into(), json!(credits));
         }
         Status::At(Phase::Running(p)) => {
             t.insert("status".into(), json!("RUNNING"));
             t.insert("progress".into(), json!(f64::from(p.min(99)) / 100.0));
+            t.insert("estimatedCost".into(), json!(credits));
         }
         Status::At(Phase::Succeeded) => {
             t.insert("status".into(), json!("SUCCEEDED"));
+            t.insert("cost".into(), json!(credits));
             let output = if job.scenario == Scenario::SuccessWithoutOutput {
                 json!([])
             } else {

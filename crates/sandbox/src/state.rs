@@ -28,6 +28,60 @@ pub struct SandboxOptions {
     pub submit_delay_ms: u64,
     /// Callbacks (Replicate `webhook`): signing and faults.
     pub webhooks: crate::webhook::WebhookOptions,
+    /// Limits of particular keys (`--key-limit`), in place of the global ones for that key:
+    /// a studio's keys each come with their own rate and concurrency.
+    pub key_limits: HashMap<String, KeyLimit>,
+    /// Keys whose balance is exhausted (`--out-of-credits-key`): every create with one is
+    /// refused the way the family says "out of credits".
+    pub broke_keys: Vec<String>,
+}
+
+/// One key's own limits; `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeyLimit {
+    pub rate_per_sec: Option<f64>,
+    pub burst: u32,
+    pub max_concurrent: Option<u32>,
+}
+
+impl KeyLimit {
+    /// `RATE:BURST:CONCURRENT` (`-` or empty for unlimited), e.g. `2:1:3`.
+    pub fn parse(text: &str) -> Result<KeyLimit, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let [rate, burst, conc] = parts[..] else {
+            return Err(format!("{text:?}: expected RATE:BURST:CONCURRENT"));
+        };
+        let unlimited = |p: &str| p.is_empty() || p == "-";
+        let rate = if unlimited(rate) {
+            None
+        } else {
+            match rate.parse::<f64>() {
+                Ok(r) if r > 0.0 && r.is_finite() => Some(r),
+                _ => return Err(format!("{rate:?} is not a positive rate")),
+            }
+        };
+        let burst = if unlimited(burst) {
+            1
+        } else {
+            burst
+                .parse::<u32>()
+                .map_err(|_| format!("{burst:?} is not a burst"))?
+                .max(1)
+        };
+        let max_concurrent = if unlimited(conc) {
+            None
+        } else {
+            Some(
+                conc.parse::<u32>()
+                    .map_err(|_| format!("{conc:?} is not a concurrency"))?,
+            )
+        };
+        Ok(KeyLimit {
+            rate_per_sec: rate,
+            burst,
+            max_concurrent,
+        })
+    }
 }
 
 impl Default for SandboxOptions {
@@ -46,6 +100,8 @@ impl Default for SandboxOptions {
             seed: 0,
             submit_delay_ms: 0,
             webhooks: Default::default(),
+            key_limits: HashMap::new(),
+            broke_keys: Vec::new(),
         }
     }
 }
@@ -265,6 +321,23 @@ pub struct Stats {
     pub callbacks_sent: u64,
     pub callbacks_refused: u64,
     pub callbacks_lost: u64,
+    /// The same counters per API key (the sandbox's fake keys are no secret).
+    pub by_key: BTreeMap<String, KeyStats>,
+}
+
+/// What the sandbox saw of one API key.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct KeyStats {
+    /// Accepted creates.
+    pub submissions: u64,
+    /// Creates refused for this key's rate or concurrency limit.
+    pub rate_limited: u64,
+    /// Creates refused because the key is out of credits.
+    pub out_of_credits: u64,
+    /// Peak unfinished renders of this key.
+    pub max_concurrent_seen: u64,
+    /// Milliseconds since the sandbox started, one per accepted create.
+    pub submit_times_ms: Vec<u64>,
 }
 
 pub struct Shared {
@@ -491,25 +564,54 @@ impl Shared {
             .count() as u64
     }
 
+    /// The limits that apply to `key`: its own (`--key-limit`), else the global ones.
+    fn limit_of(&self, key: &str) -> KeyLimit {
+        self.opts.key_limits.get(key).copied().unwrap_or(KeyLimit {
+            rate_per_sec: self.opts.rate_per_sec,
+            burst: self.opts.burst,
+            max_concurrent: self.opts.max_concurrent,
+        })
+    }
+
+    fn count_limited(&self, key: &str) {
+        let mut s = lock(&self.stats);
+        s.rate_limited_total += 1;
+        s.by_key.entry(key.to_string()).or_default().rate_limited += 1;
+    }
+
+    /// True when `key` is out of credits (`--out-of-credits-key`); counted.
+    pub fn out_of_credits(&self, key: &str) -> bool {
+        let broke = self.opts.broke_keys.iter().any(|k| k == key);
+        if broke {
+            lock(&self.stats)
+                .by_key
+                .entry(key.to_string())
+                .or_default()
+                .out_of_credits += 1;
+        }
+        broke
+    }
+
     /// Per-key rate limit for a create request: `Err(wait_ms)` when over.
     pub fn check_rate(&self, key: &str) -> Result<(), u64> {
-        let Some(rate) = self.opts.rate_per_sec else {
+        let limit = self.limit_of(key);
+        let Some(rate) = limit.rate_per_sec else {
             return Ok(());
         };
-        let r = lock(&self.limits).take(key, rate, self.opts.burst, Instant::now());
+        let r = lock(&self.limits).take(key, rate, limit.burst, Instant::now());
         if r.is_err() {
-            lock(&self.stats).rate_limited_total += 1;
+            self.count_limited(key);
         }
         r
     }
 
     /// True when `key` may start another render.
     pub fn check_concurrency(&self, key: &str) -> bool {
-        match self.opts.max_concurrent {
+        match self.limit_of(key).max_concurrent {
             Some(max) => {
                 let ok = self.in_flight(Some(key), Instant::now()) < u64::from(max);
                 if !ok {
-                    lock(&self.stats).rate_limited_total += 1;
+                    self.count_limited(key);
                 }
                 ok
             }
@@ -546,10 +648,17 @@ impl Shared {
 
     pub fn insert_job(&self, job: Job) {
         let now = Instant::now();
+        let key = job.key.clone();
         lock(&self.jobs).insert(job.id.clone(), job);
         let running = self.in_flight(None, now);
+        let running_key = self.in_flight(Some(&key), now);
+        let at = now.duration_since(self.started).as_millis() as u64;
         let mut s = lock(&self.stats);
         s.max_concurrent_seen = s.max_concurrent_seen.max(running);
+        let k = s.by_key.entry(key).or_default();
+        k.submissions += 1;
+        k.submit_times_ms.push(at);
+        k.max_concurrent_seen = k.max_concurrent_seen.max(running_key);
     }
 
     pub fn count_request(&self) {

@@ -197,6 +197,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         queue: queue.clone(),
         worker_id: new_worker_id(),
         accounts: BTreeMap::from([(ACCOUNT.to_string(), provider)]),
+        keyed: Default::default(),
         storage: Arc::new(HashOnly),
         held: HeldLeases::default(),
         journal: Default::default(),

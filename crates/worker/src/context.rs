@@ -20,6 +20,8 @@ pub(crate) struct Ctx {
     pub worker_id: String,
     /// Accounts this worker serves, with their adapter (HTTP, or in-process for assembly).
     pub accounts: BTreeMap<String, Arc<dyn Provider>>,
+    /// Adapters of the named keys of accounts with a key pool, by (account, key name).
+    pub keyed: BTreeMap<(String, String), Arc<dyn Provider>>,
     pub storage: Arc<dyn Storage>,
     pub held: HeldLeases,
     /// Paid transitions of the last seconds, replayed when Redis restarts.
@@ -47,6 +49,19 @@ impl Ctx {
 
     pub fn provider(&self, name: &str) -> Option<Arc<dyn Provider>> {
         self.accounts.get(name).cloned()
+    }
+
+    /// The adapter for a task's attempt: the one of the pool key its claim recorded (`key`), or
+    /// the account's own for an account without a pool. A key this worker does not know (a
+    /// config changed under a running render) gives `None`, never another key's adapter.
+    pub fn provider_for(&self, account: &str, key: Option<&str>) -> Option<Arc<dyn Provider>> {
+        match key {
+            None => self.provider(account),
+            Some(k) => self
+                .keyed
+                .get(&(account.to_string(), k.to_string()))
+                .cloned(),
+        }
     }
 
     pub fn backoff(&self) -> Backoff {

@@ -5,11 +5,16 @@
 //! Each round takes every free worker slot, reads that many entries without blocking and claims
 //! them with one `claim.lua` call. Only when the stream is empty does it block, holding a single
 //! slot, so an idle account cannot starve the others.
+//!
+//! Admission is two steps: `claim.lua` (the account's slot: pause, parked seasons, a pool key
+//! with room) and then the season budget (`Queue::budget_reserve`, the season's slot). A claim
+//! whose estimate does not fit is given back and its season parked.
 
 use crate::context::Ctx;
 use crate::submit;
 use dramaq_common::config::AccountConfig;
-use dramaq_common::queue::{read_ready, Claim, QuotaArgs, QuotaPeek};
+use dramaq_common::queue::{read_ready, Claim, PoolArgs, QuotaPeek};
+use dramaq_common::TaskRecord;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,12 +35,12 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
     let Some(acct) = ctx.account(&account) else {
         return;
     };
-    let quota = QuotaArgs::from_account(acct);
+    let quota = PoolArgs::from_account(acct);
     let local = local_limiter(acct);
     let mut conn = None;
     while !ctx.stopping.is_cancelled() {
         // Ask the fleet-wide quota first: a throttled account costs one cheap call per wait.
-        if quota != QuotaArgs::default() {
+        if !quota.is_unlimited() {
             match ctx.queue.quota_peek(&account, &quota).await {
                 Ok(QuotaPeek::Go) => {}
                 Ok(QuotaPeek::Paused) => {
@@ -136,7 +141,12 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
             match claim {
                 Claim::Claimed(rec) => {
                     let Some(permit) = permits.pop() else { break };
+                    if !within_budget(&ctx, acct, &rec).await {
+                        wait = wait.max(Duration::from_secs(1));
+                        continue;
+                    }
                     ctx.metrics.task_claimed(&account, rec.kind);
+                    ctx.metrics.key_claimed(&account, rec.key.as_deref());
                     if let Some(ready) = rec.ready_ms {
                         let waited = (rec.updated_ms - ready).max(0) as u64;
                         ctx.metrics
@@ -150,6 +160,10 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
                     debug!(%account, wait_ms, %reason, "quota full; delivery put back");
                     wait = wait.max(Duration::from_millis(wait_ms.clamp(5, 1_000)));
                 }
+                Claim::Parked { season } => {
+                    debug!(%account, season = %dramaq_common::text::Shown::id(&season), "season parked over budget; delivery put back");
+                    wait = wait.max(Duration::from_secs(1));
+                }
                 Claim::Stale => debug!(%account, "dropped a stale delivery"),
             }
         }
@@ -160,19 +174,51 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
     }
 }
 
+/// Step 2 of admission: reserve the claimed task's estimated cost against its season's budget.
+/// When it does not fit, the claim is given back and the season parked, so every account's
+/// claims put its tasks back until the budget is raised. A Redis error admits the task: its
+/// settle then records what it cost, and the budget was only ever a reservation.
+async fn within_budget(ctx: &Ctx, acct: &AccountConfig, rec: &TaskRecord) -> bool {
+    let estimate = acct.price_usd(&rec.payload);
+    match ctx
+        .queue
+        .budget_reserve(&rec.season, &rec.id, estimate)
+        .await
+    {
+        Ok(true) => true,
+        Ok(false) => {
+            if let Err(e) = ctx.queue.release(&rec.account, &rec.id, rec.fence).await {
+                warn!(task = %rec.id, error = %e, "giving back a task over budget failed; its lease will expire");
+            }
+            if let Err(e) = ctx.queue.budget_park(&rec.season).await {
+                warn!(error = %e, "parking the season's accounts failed; the next claim retries");
+            }
+            ctx.metrics.budget_parked(&rec.account);
+            false
+        }
+        Err(e) => {
+            warn!(task = %rec.id, error = %e, "reserving the season budget failed; admitting the task");
+            true
+        }
+    }
+}
+
 type Limiter = governor::RateLimiter<
     governor::state::NotKeyed,
     governor::state::InMemoryState,
     governor::clock::DefaultClock,
 >;
 
-/// The account's submit rate as a process-local `governor` limiter (None when unlimited).
+/// The account's submit rate (the sum of its pool keys' rates) as a process-local `governor`
+/// limiter; None when some key is unlimited.
 fn local_limiter(acct: &AccountConfig) -> Option<Limiter> {
-    let interval = acct.quota.emission_interval_us();
-    if interval == 0 {
+    let pool = acct.pool();
+    if pool.iter().any(|k| k.quota.emission_interval_us() == 0) {
         return None;
     }
-    let burst = NonZeroU32::new(acct.quota.burst.max(1))?;
+    let rate: f64 = pool.iter().map(|k| k.quota.submit_per_sec).sum();
+    let interval = (1_000_000.0 / rate).round().max(1.0) as u64;
+    let burst = NonZeroU32::new(pool.iter().map(|k| k.quota.burst.max(1)).sum())?;
     let quota = governor::Quota::with_period(Duration::from_micros(interval))?.allow_burst(burst);
     Some(governor::RateLimiter::direct(quota))
 }

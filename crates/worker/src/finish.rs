@@ -18,9 +18,10 @@ use crate::probe;
 use crate::providers::{Provider, ProviderError, ResultRef};
 use crate::storage::{self, Location, StoreError, Stored};
 use backon::{ExponentialBuilder, Retryable};
+use dramaq_common::budget::{Settle, Spend};
 use dramaq_common::model::{FailureClass, TaskRecord, TaskState};
 use dramaq_common::ops::Ops;
-use dramaq_common::queue::{Completion, FailGuard, FailInfo, QueueError};
+use dramaq_common::queue::{Completion, FailDecision, FailGuard, FailInfo, QueueError};
 use dramaq_common::text::Shown;
 use futures::StreamExt;
 use std::time::Duration;
@@ -208,16 +209,51 @@ pub(crate) async fn complete(
         "stored"
     );
     ctx.metrics.task_stored(&lease.account, rec.kind);
-    if let Some(acct) = ctx.account(&lease.account) {
-        ctx.metrics
-            .spend(&lease.account, acct.price_usd(&rec.payload));
-    }
+    // What the provider reported the render cost where the family reports it, else the
+    // configured price.
+    let reported = rec.provider_task_id.as_deref().and_then(|ptid| {
+        ctx.provider_for(&rec.account, rec.key.as_deref())?
+            .reported_cost_usd(ptid)
+    });
+    let cost = reported.unwrap_or_else(|| {
+        ctx.account(&lease.account)
+            .map_or(0.0, |acct| acct.price_usd(&rec.payload))
+    });
+    ctx.metrics.spend(&lease.account, cost);
+    ctx.metrics
+        .key_spend(&rec.account, rec.kind, rec.key.as_deref(), cost);
+    settle_budget(ctx, rec, Some(cost)).await;
     if has_dependents {
         if let Err(e) = ctx.queue.notify_dependents(&lease.account, &lease.id).await {
             warn!(error = %e, "telling dependents failed; the outbox will retry");
         }
     }
     Ok(())
+}
+
+/// Settle the task's budget reservation: with the attempt's cost once it is stored, or release
+/// it (`None`) when the attempt ends without a charge. An error leaves the reservation held
+/// (the season then looks a little poorer than it is, never richer).
+pub(crate) async fn settle_budget(ctx: &Ctx, rec: &TaskRecord, cost: Option<f64>) {
+    let spend = cost.map(|usd| Spend {
+        usd,
+        group: rec.group.clone(),
+        kind: rec.kind.as_str().to_string(),
+        account: rec.account.clone(),
+        key: rec.key.clone().unwrap_or_default(),
+    });
+    let settle = spend.as_ref().map(|spend| Settle {
+        id: &rec.id,
+        attempt: rec.attempt,
+        spend,
+    });
+    if let Err(e) = ctx
+        .queue
+        .budget_settle(&rec.season, &rec.id, settle.as_ref())
+        .await
+    {
+        warn!(task = %rec.id, error = %e, "settling the season budget failed; the reservation stays held");
+    }
 }
 
 /// Completions recorded by this process, numbering each one's `done_by`.
@@ -313,8 +349,19 @@ pub(crate) async fn fail(
     };
     let state = ctx
         .queue
-        .fail(&rec.account, &rec.id, &holder.guard(), &decision, &info)
+        .fail_on_key(
+            &rec.account,
+            rec.key.as_deref(),
+            &rec.id,
+            &holder.guard(),
+            &decision,
+            &info,
+        )
         .await?;
+    // The attempt is over unless its render is kept (re-polled): give its reservation back.
+    if !matches!(decision, FailDecision::Repoll { .. }) {
+        settle_budget(ctx, rec, None).await;
+    }
     ctx.metrics
         .task_failed(&rec.account, rec.kind, class, FailOutcome::from(&decision));
     if cooldown_ms > 0 {

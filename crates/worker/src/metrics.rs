@@ -283,6 +283,24 @@ struct AccountLabels {
     account: String,
 }
 
+/// A pool key by name (`default` for an account without a key pool); never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AccountKeyLabels {
+    account: String,
+    key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SpendLabels {
+    account: String,
+    kind: Name<TaskKind>,
+    key: String,
+}
+
+fn key_label(key: Option<&str>) -> String {
+    key.unwrap_or("default").to_string()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct AccountKindLabels {
     account: String,
@@ -477,6 +495,19 @@ families! {
     spend: Family<AccountLabels, FloatCounter> =
         "dramaq_spend" in Unit::Other("usd".to_string()), Family::default();
 
+    /// Tasks this process claimed, by provider account and the pool key the claim chose
+    /// (default for an account without a key pool).
+    key_claims: Family<AccountKeyLabels, Counter> = "dramaq_key_claims", Family::default();
+
+    /// Claims given back because their season's budget could not hold the task's estimate
+    /// (the season is then parked until its budget is raised).
+    budget_parked: Family<AccountLabels, Counter> = "dramaq_budget_parked", Family::default();
+
+    /// Spend in US dollars settled when a task is stored, by account, task kind and pool key
+    /// (per season and episode: dramaq status and dramaq budget show, as labels stay bounded).
+    key_spend: Family<SpendLabels, FloatCounter> =
+        "dramaq_key_spend" in Unit::Other("usd".to_string()), Family::default();
+
     /// Time spent waiting for the in-process rate limiter before a provider request.
     rate_limiter_wait: Family<AccountLabels, FloatCounter> =
         "dramaq_rate_limiter_wait" in Unit::Seconds, Family::default();
@@ -570,6 +601,7 @@ impl Metrics {
         let _ = f.possible_duplicates.get_or_create(&labels);
         let _ = f.adopted_renders.get_or_create(&labels);
         let _ = f.spend.get_or_create(&labels);
+        let _ = f.budget_parked.get_or_create(&labels);
         let _ = f.rate_limiter_wait.get_or_create(&labels);
         for (duty, action) in [
             (ReaperDuty::Leases, ReaperAction::Requeued),
@@ -730,6 +762,50 @@ impl Metrics {
             self.f()
                 .spend
                 .get_or_create(&by_account(account))
+                .inc_by(usd);
+        }
+    }
+
+    /// Claim counters of an account's pool keys start at zero, so an idle key shows.
+    pub(crate) fn init_keys<'a>(&self, account: &str, keys: impl IntoIterator<Item = &'a str>) {
+        for key in keys {
+            let key = if key.is_empty() { None } else { Some(key) };
+            let _ = self.f().key_claims.get_or_create(&AccountKeyLabels {
+                account: account.to_string(),
+                key: key_label(key),
+            });
+        }
+    }
+
+    /// A claim chose pool key `key` of `account`.
+    pub fn key_claimed(&self, account: &str, key: Option<&str>) {
+        self.f()
+            .key_claims
+            .get_or_create(&AccountKeyLabels {
+                account: account.to_string(),
+                key: key_label(key),
+            })
+            .inc();
+    }
+
+    /// A claim of `account` was given back because its season is over budget.
+    pub fn budget_parked(&self, account: &str) {
+        self.f()
+            .budget_parked
+            .get_or_create(&by_account(account))
+            .inc();
+    }
+
+    /// `usd` settled for a stored task of `account`'s pool key `key`.
+    pub fn key_spend(&self, account: &str, kind: TaskKind, key: Option<&str>, usd: f64) {
+        if usd.is_finite() && usd >= 0.0 {
+            self.f()
+                .key_spend
+                .get_or_create(&SpendLabels {
+                    account: account.to_string(),
+                    kind: Name(kind),
+                    key: key_label(key),
+                })
                 .inc_by(usd);
         }
     }
@@ -916,6 +992,9 @@ mod tests {
         m.possible_duplicates("p", 1);
         m.adopted_after_regression("p");
         m.spend("p", 1.0);
+        m.key_claimed("p", Some("k1"));
+        m.budget_parked("p");
+        m.key_spend("p", TaskKind::Video, None, 1.0);
         m.rate_limiter_wait("p", Duration::from_secs(1));
         m.set_adaptive_rate("p", 1.0);
     }

@@ -130,7 +130,19 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
                 let _in_flight = ctx.metrics.track_render(&account);
                 let polled = match rec {
                     Ok(Some(rec)) if rec.state == TaskState::Rendering => {
-                        poll_one(&ctx, provider.as_ref(), &account, rec, schedule).await
+                        // A render is polled, downloaded and cancelled with the key that
+                        // created it.
+                        let provider = match &rec.key {
+                            None => Some(provider),
+                            Some(k) => ctx.provider_for(&account, Some(k)),
+                        };
+                        match provider {
+                            Some(p) => poll_one(&ctx, p.as_ref(), &account, rec, schedule).await,
+                            None => {
+                                warn!(%account, key = %Shown::id(rec.key.as_deref().unwrap_or("")), "render of a key this worker does not know; left to the fleet");
+                                Ok(())
+                            }
+                        }
                     }
                     // Purged, or finished through another path: the entry has nothing to await.
                     Ok(_) => ctx.queue.poll_drop(&account, &id).await.map(drop),

@@ -88,10 +88,21 @@ pub async fn run(
             (name.clone(), provider)
         })
         .collect();
+    let mut keyed = BTreeMap::new();
+    for name in accounts.keys() {
+        if let Some(acct) = cfg.accounts.get(name) {
+            for (key, adapter) in
+                providers::build_pool(name, acct).with_context(|| format!("account {name}"))?
+            {
+                keyed.insert((name.clone(), key), adapter);
+            }
+        }
+    }
     let metrics = Metrics::new();
     for name in accounts.keys() {
         if let Some(acct) = cfg.accounts.get(name) {
             metrics.init_account(name, acct.family.kinds());
+            metrics.init_keys(name, acct.pool().iter().map(|k| k.name));
             // The effective submit rate (per second; 0 = unlimited). The adaptive mode that
             // would lower it after repeated 429s is not built yet, so it is the configured rate.
             metrics.set_adaptive_rate(name, acct.quota.submit_per_sec);
@@ -103,6 +114,7 @@ pub async fn run(
         queue: queue.clone(),
         worker_id: new_worker_id(),
         accounts: accounts.clone(),
+        keyed,
         storage,
         held: HeldLeases::default(),
         journal: Default::default(),

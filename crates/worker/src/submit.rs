@@ -46,15 +46,17 @@ async fn handle(ctx: &Ctx, lease: &Lease, rec: &TaskRecord) -> Result<(), QueueE
     let holder = Holder::Lease(lease.clone());
     if ctx.stopping.is_cancelled() {
         // Shutting down before anything reached the provider: give it back at once.
-        return ctx
-            .queue
+        ctx.queue
             .release(&lease.account, &lease.id, lease.fence)
-            .await;
+            .await?;
+        finish::settle_budget(ctx, rec, None).await;
+        return Ok(());
     }
-    let Some(provider) = ctx.provider(&lease.account) else {
+    let Some(provider) = ctx.provider_for(&lease.account, rec.key.as_deref()) else {
         let msg = format!(
-            "account {} is not in this worker's configuration",
-            lease.account
+            "account {} (key {}) is not in this worker's configuration",
+            lease.account,
+            rec.key.as_deref().unwrap_or("-")
         );
         let err = ProviderError::new(FailureClass::InvalidRequest, msg);
         let at = Context::new(Phase::Prepare, rec.attempt + 1);

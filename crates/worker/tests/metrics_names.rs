@@ -39,6 +39,9 @@ fn recorded() -> (Metrics, Vec<GaugeGuard>) {
     m.possible_duplicates("kling-main", 1);
     m.adopted_after_regression("kling-main");
     m.spend("kling-main", 0.75);
+    m.key_claimed("kling-main", Some("k2"));
+    m.budget_parked("kling-main");
+    m.key_spend("kling-main", TaskKind::Video, Some("k2"), 0.5);
     m.rate_limiter_wait("kling-main", Duration::from_millis(250));
     m.set_adaptive_rate("kling-main", 1.5);
     m.queue_gauge_refresh_failed("kling-main");
@@ -73,6 +76,9 @@ fn metrics_every_family_encoded_with_labels_and_help() {
         r#"dramaq_reaper_actions_total{duty="leases",action="requeued"} 3"#,
         r#"dramaq_possible_duplicate_submissions_total{account="kling-main"} 1"#,
         r#"dramaq_spend_usd_total{account="kling-main"} 0.75"#,
+        r#"dramaq_key_claims_total{account="kling-main",key="k2"} 1"#,
+        r#"dramaq_budget_parked_total{account="kling-main"} 1"#,
+        r#"dramaq_key_spend_usd_total{account="kling-main",kind="video",key="k2"} 0.5"#,
         r#"dramaq_rate_limiter_wait_seconds_total{account="kling-main"} 0.25"#,
         r#"dramaq_adaptive_rate{account="kling-main"} 1.5"#,
         r#"dramaq_queue_gauge_refresh_failures_total{account="kling-main"} 1"#,
@@ -105,6 +111,9 @@ fn metrics_every_family_encoded_with_labels_and_help() {
         ("dramaq_possible_duplicate_submissions", "counter"),
         ("dramaq_adopted_renders", "counter"),
         ("dramaq_spend_usd", "counter"),
+        ("dramaq_key_claims", "counter"),
+        ("dramaq_budget_parked", "counter"),
+        ("dramaq_key_spend_usd", "counter"),
         ("dramaq_rate_limiter_wait_seconds", "counter"),
         ("dramaq_adaptive_rate", "gauge"),
     ];
@@ -138,9 +147,11 @@ fn metrics_every_family_encoded_with_labels_and_help() {
 
 #[test]
 fn metrics_labels_stay_bounded() {
-    // No label may carry a task id or a season: only these label names are ever exported.
+    // No label may carry a task id or a season: only these label names are ever exported
+    // (`key` is a pool key's configured name, never its value).
     let allowed: BTreeSet<&str> = [
         "account",
+        "key",
         "kind",
         "class",
         "outcome",

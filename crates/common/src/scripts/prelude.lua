@@ -138,21 +138,6 @@ local function gcra_take(gcra_key, q, now_u)
   redis.call('SET', gcra_key, string.format('%d', new_tat), 'PX', math.ceil((new_tat - now_u) / 1000) + 1000)
 end
 
--- Leased slots: expired leases are dropped first, so a crashed holder's slot comes back.
-local function slots_wait_ms(slots_key, q, now)
-  if q.max_concurrent <= 0 then
-    return 0
-  end
-  redis.call('ZREMRANGEBYSCORE', slots_key, '-inf', now)
-  if redis.call('ZCARD', slots_key) < q.max_concurrent then
-    return 0
-  end
-  local first = redis.call('ZRANGE', slots_key, 0, 0, 'WITHSCORES')
-  local until_expiry = tonumber(first[2]) - now
-  -- A finishing render frees its slot long before its lease: look again soon.
-  return math.max(1, math.min(until_expiry, 500))
-end
-
 local function daily_wait_ms(daily_key, q, now)
   if q.daily_cap <= 0 then
     return 0
@@ -173,32 +158,6 @@ local function cooldown_wait_ms(cooldown_key)
   return 0
 end
 
--- Everything that stands between a ready task and its submit, in the order it is checked.
--- keys = { cooldown, gcra, slots, daily }. Returns 0, or ms to wait and the reason.
-local function quota_wait_ms(keys, q, now, now_u)
-  local w = cooldown_wait_ms(keys.cooldown)
-  if w > 0 then return w, 'cooldown' end
-  w = daily_wait_ms(keys.daily, q, now)
-  if w > 0 then return w, 'daily_cap' end
-  w = slots_wait_ms(keys.slots, q, now)
-  if w > 0 then return w, 'concurrency' end
-  w = gcra_wait_ms(keys.gcra, q, now_u)
-  if w > 0 then return w, 'rate' end
-  return 0, nil
-end
-
-local function quota_take(keys, q, now, now_u, id)
-  gcra_take(keys.gcra, q, now_u)
-  if q.max_concurrent > 0 then
-    redis.call('ZADD', keys.slots, now + q.slot_ms, id)
-  end
-  if q.daily_cap > 0 then
-    local day = tostring(math.floor(now / 86400000))
-    redis.call('HINCRBY', keys.daily, day, 1)
-    redis.call('HDEL', keys.daily, tostring(math.floor(now / 86400000) - 2))
-  end
-end
-
 local function parse_quota(argv, at)
   return {
     interval_us = tonumber(argv[at]),
@@ -207,4 +166,118 @@ local function parse_quota(argv, at)
     slot_ms = tonumber(argv[at + 3]),
     daily_cap = tonumber(argv[at + 4]),
   }
+end
+
+-- Key pools (ARCHITECTURE.md, "Key pools"). An account's keys each have their own quota state;
+-- the pool is passed as 4 KEYS per key (paused, cooldown, GCRA, daily) starting at `kb` and 5
+-- ARGV per key (name, GCRA interval µs, tolerance µs, max concurrent, daily cap) starting at
+-- `ab`. Render slots share the account's slots zset; with more than one key the owners hash
+-- tells whose slot each is (owners whose slot is gone are dropped here).
+local function pool_load(m, kb, ab, slots_key, owners_key, now)
+  local pool = {}
+  local any_slots = false
+  for j = 1, m do
+    local k0 = kb + (j - 1) * 4
+    local a0 = ab + (j - 1) * 5
+    local k = {
+      name = ARGV[a0],
+      q = parse_quota({ ARGV[a0 + 1], ARGV[a0 + 2], ARGV[a0 + 3], '0', ARGV[a0 + 4] }, 1),
+      keys = { cooldown = KEYS[k0 + 1], gcra = KEYS[k0 + 2], daily = KEYS[k0 + 3] },
+      paused = redis.call('EXISTS', KEYS[k0]) == 1,
+      in_use = 0,
+    }
+    if k.q.max_concurrent > 0 then
+      any_slots = true
+    end
+    pool[j] = k
+  end
+  if any_slots then
+    redis.call('ZREMRANGEBYSCORE', slots_key, '-inf', now)
+    if m == 1 then
+      pool[1].in_use = redis.call('ZCARD', slots_key)
+    else
+      local held = {}
+      for _, id in ipairs(redis.call('ZRANGE', slots_key, 0, -1)) do
+        held[id] = true
+      end
+      local by_name = {}
+      for _, k in ipairs(pool) do
+        by_name[k.name] = k
+      end
+      local owners = redis.call('HGETALL', owners_key)
+      local gone = {}
+      for i = 1, #owners, 2 do
+        local k = by_name[owners[i + 1]]
+        if not held[owners[i]] then
+          gone[#gone + 1] = owners[i]
+        elseif k then
+          k.in_use = k.in_use + 1
+        end
+      end
+      if #gone > 0 then
+        redis.call('HDEL', owners_key, unpack(gone))
+      end
+    end
+  end
+  return pool
+end
+
+-- How long until pool key `k` may take a submit (0 = now) and why not.
+local function pool_key_wait(k, now, now_u)
+  local w = cooldown_wait_ms(k.keys.cooldown)
+  if w > 0 then return w, 'cooldown' end
+  w = daily_wait_ms(k.keys.daily, k.q, now)
+  if w > 0 then return w, 'daily_cap' end
+  if k.q.max_concurrent > 0 and k.in_use >= k.q.max_concurrent then
+    return 250, 'concurrency'
+  end
+  w = gcra_wait_ms(k.keys.gcra, k.q, now_u)
+  if w > 0 then return w, 'rate' end
+  return 0, nil
+end
+
+-- The key a submit should use now: among keys with room, the one with the most free render
+-- slots (as a share of its limit), then the one whose rate was used least recently, so no key
+-- idles while another is at its limit. Returns the key, or nil with the shortest wait and its
+-- reason ('paused' with -1 when every key is paused).
+local function pool_pick(pool, now, now_u)
+  local best, best_free, best_tat = nil, -1, 0
+  local wait, why = -1, 'paused'
+  for _, k in ipairs(pool) do
+    if not k.paused then
+      local w, reason = pool_key_wait(k, now, now_u)
+      if w == 0 then
+        local free = 1
+        if k.q.max_concurrent > 0 then
+          free = (k.q.max_concurrent - k.in_use) / k.q.max_concurrent
+        end
+        local tat = 0
+        if k.q.interval_us > 0 then
+          tat = (tonumber(redis.call('GET', k.keys.gcra) or '0') - now_u) / k.q.interval_us
+        end
+        if best == nil or free > best_free or (free == best_free and tat < best_tat) then
+          best, best_free, best_tat = k, free, tat
+        end
+      elseif wait < 0 or w < wait then
+        wait, why = w, reason
+      end
+    end
+  end
+  return best, wait, why
+end
+
+local function pool_take(k, m, slots_key, owners_key, now, now_u, slot_ms, id)
+  gcra_take(k.keys.gcra, k.q, now_u)
+  if k.q.max_concurrent > 0 then
+    redis.call('ZADD', slots_key, now + slot_ms, id)
+    k.in_use = k.in_use + 1
+    if m > 1 then
+      redis.call('HSET', owners_key, id, k.name)
+    end
+  end
+  if k.q.daily_cap > 0 then
+    local day = math.floor(now / 86400000)
+    redis.call('HINCRBY', k.keys.daily, tostring(day), 1)
+    redis.call('HDEL', k.keys.daily, tostring(day - 2))
+  end
 end

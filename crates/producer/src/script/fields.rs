@@ -235,3 +235,21 @@ pub fn list<'n>(sink: &mut Sink, node: &'n Node, path: &str) -> Option<&'n [Node
         }
     }
 }
+
+/// An amount of US dollars: a finite number ≥ 0 (`200`, `19.5`).
+pub fn usd(sink: &mut Sink, node: &Node, path: &str) -> Option<f64> {
+    let found = match &node.value {
+        Value::Scalar(s) => match s.resolve() {
+            Resolved::Int(Some(i)) if i >= 0 => return Some(i as f64),
+            Resolved::Float(f) if f.is_finite() && f >= 0.0 => return Some(f),
+            other => other.describe(),
+        },
+        _ => node.describe(),
+    };
+    sink.push(
+        path,
+        node.pos,
+        format!("expected an amount of US dollars (a number ≥ 0), found {found}"),
+    );
+    None
+}

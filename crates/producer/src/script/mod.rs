@@ -43,6 +43,8 @@ pub const MAX_SCRIPT_BYTES: u64 = 8 * 1024 * 1024;
 pub struct Expanded {
     pub season: String,
     pub title: String,
+    /// The script's `budget.usd`, when it sets one.
+    pub budget_usd: Option<f64>,
     /// In dependency order: images, then videos and voice lines, then assemblies.
     pub tasks: Vec<NewTask>,
     /// Problems that do not stop the season (a scene whose lines will not fit), for `plan`.
@@ -113,6 +115,7 @@ pub fn parse_as(
     let tasks = expand::expand(&season, cfg);
     let warnings = timing::warnings(&season, file);
     Ok(Expanded {
+        budget_usd: season.budget_usd,
         season: season.id,
         title: season.title,
         tasks,

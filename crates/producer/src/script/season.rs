@@ -9,6 +9,8 @@
 pub struct Season {
     pub id: String,
     pub title: String,
+    /// `budget: { usd: N }`: what the season may spend, enforced at claim time.
+    pub budget_usd: Option<f64>,
     pub aspect_ratio: String,
     pub resolution: String,
     /// Provider chains per kind. Empty only when the kind has no tasks in this season.

@@ -543,6 +543,25 @@ fn hostile_sizes_are_errors() {
 }
 
 #[test]
+fn a_budget_is_read_and_a_bad_one_is_reported_at_its_field() {
+    let with = SAMPLE.replacen("\ndefaults:", "\nbudget:\n  usd: 19.5\ndefaults:", 1);
+    assert_eq!(expand_ok(&with).budget_usd, Some(19.5));
+    assert_eq!(expand_ok(SAMPLE).budget_usd, None);
+    for (budget, want) in [
+        ("budget:\n  usd: -3\n", "budget.usd"),
+        ("budget:\n  usd: lots\n", "budget.usd"),
+        ("budget:\n  dollars: 3\n", "budget"),
+    ] {
+        let bad = SAMPLE.replacen("\ndefaults:", &format!("\n{budget}defaults:"), 1);
+        let err = match parse_str(&bad, "season.yaml", &config()) {
+            Ok(_) => panic!("{budget:?} should be refused"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(want), "{budget:?}: {err}");
+    }
+}
+
+#[test]
 fn master_fields_reach_the_assembly_and_bad_ones_name_their_place() {
     let script = SMALL_YAML
         .replace(

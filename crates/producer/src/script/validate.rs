@@ -27,7 +27,9 @@ const ROOT_FIELDS: &[&str] = &[
     "episodes",
     "music",
     "subtitles",
+    "budget",
 ];
+const BUDGET_FIELDS: &[&str] = &["usd"];
 const DEFAULTS_FIELDS: &[&str] = &["aspect_ratio", "resolution", "duration", "providers"];
 const PROVIDER_FIELDS: &[&str] = &["image", "video", "voice", "assembly"];
 const CHARACTER_FIELDS: &[&str] = &["name", "appearance", "seed", "reference_image", "voice"];
@@ -110,6 +112,11 @@ impl Validator<'_> {
             .opt("subtitles")
             .and_then(|n| self.one_of(n, "subtitles", "subtitles mode", SUBTITLE_MODES))
             .is_some_and(|m| m == "burn");
+        let budget_usd = top.opt("budget").and_then(|n| {
+            let f = Fields::read(self.sink, n, "budget", BUDGET_FIELDS)?;
+            f.req(self.sink, "usd")
+                .and_then(|n| fields::usd(self.sink, n, &f.path_of("usd")))
+        });
 
         let characters = match top.opt("characters") {
             Some(n) => self.characters(n),
@@ -176,6 +183,7 @@ impl Validator<'_> {
         Some(Season {
             id: id?,
             title: title?,
+            budget_usd,
             aspect_ratio: defaults.aspect_ratio?,
             resolution: defaults.resolution?,
             image_chain,

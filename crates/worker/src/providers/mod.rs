@@ -19,7 +19,7 @@ pub mod veo;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use dramaq_common::config::{AccountConfig, ConfigError, Family};
+use dramaq_common::config::{AccountConfig, ConfigError, Family, Secret};
 use dramaq_common::text::shown;
 use dramaq_common::{DepRef, FailureClass, TaskPayload};
 use futures::stream::BoxStream;
@@ -285,6 +285,13 @@ pub trait Provider: Send + Sync {
 
     async fn submit(&self, req: SubmitRequest<'_>) -> Result<SubmitOutcome, ProviderError>;
 
+    /// What the provider reported a finished render cost (USD), when the family reports it
+    /// (Runway's `cost` in credits); taken once, when the render is settled. `None`: the
+    /// configured price stands.
+    fn reported_cost_usd(&self, _provider_task_id: &str) -> Option<f64> {
+        None
+    }
+
     async fn poll(
         &self,
         provider_task_id: &str,
@@ -328,46 +335,49 @@ pub(crate) fn callback_for(base: &str, task_id: &str) -> String {
 /// in-process [`crate::assemble::Assembler`], which needs the queue and storage and is built by
 /// the runner.
 pub fn build(name: &str, acct: &AccountConfig) -> Result<Option<Arc<dyn Provider>>, ConfigError> {
+    build_with(acct, acct.api_key(name)?, acct.secret_key(name)?)
+}
+
+/// Adapters by pool key name.
+pub type KeyedAdapters = Vec<(String, Arc<dyn Provider>)>;
+
+/// One adapter per named key of the account's key pool (empty without a pool), each holding
+/// only its own key: a provider task id belongs to the key that created it.
+pub fn build_pool(name: &str, acct: &AccountConfig) -> Result<KeyedAdapters, ConfigError> {
+    let mut out = Vec::new();
+    for key in &acct.keys {
+        let (api, secret) = acct.key_secrets(name, &key.name)?;
+        if let Some(adapter) = build_with(acct, api, secret)? {
+            out.push((key.name.clone(), adapter));
+        }
+    }
+    Ok(out)
+}
+
+fn build_with(
+    acct: &AccountConfig,
+    api_key: Option<Secret>,
+    secret_key: Option<Secret>,
+) -> Result<Option<Arc<dyn Provider>>, ConfigError> {
     let client = http::client(acct);
     Ok(match acct.family {
         Family::OpenaiVideos => Some(Arc::new(openai_videos::OpenaiVideos::new(
-            client,
-            acct,
-            acct.api_key(name)?,
+            client, acct, api_key,
         ))),
         Family::Kling => Some(Arc::new(kling::Kling::new(
-            client,
-            acct,
-            acct.api_key(name)?,
-            acct.secret_key(name)?,
+            client, acct, api_key, secret_key,
         ))),
         Family::OpenaiImages => Some(Arc::new(openai_images::OpenaiImages::new(
-            client,
-            acct,
-            acct.api_key(name)?,
+            client, acct, api_key,
         ))),
         Family::OpenaiSpeech => Some(Arc::new(openai_speech::OpenaiSpeech::new(
-            client,
-            acct,
-            acct.api_key(name)?,
+            client, acct, api_key,
         ))),
-        Family::Runway => Some(Arc::new(runway::Runway::new(
-            client,
-            acct,
-            acct.api_key(name)?,
-        ))),
-        Family::Veo => Some(Arc::new(veo::Veo::new(client, acct, acct.api_key(name)?))),
-        Family::Minimax => Some(Arc::new(minimax::Minimax::new(
-            client,
-            acct,
-            acct.api_key(name)?,
-        ))),
-        Family::Fal => Some(Arc::new(fal::Fal::new(client, acct, acct.api_key(name)?))),
-        Family::Replicate => Some(Arc::new(replicate::Replicate::new(
-            client,
-            acct,
-            acct.api_key(name)?,
-        ))),
+        Family::Runway => Some(Arc::new(runway::Runway::new(client, acct, api_key))),
+        Family::Veo => Some(Arc::new(veo::Veo::new(client, acct, api_key))),
+        Family::Minimax => Some(Arc::new(minimax::Minimax::new(client, acct, api_key))),
+        Family::Fal => Some(Arc::new(fal::Fal::new(client, acct, api_key))),
+        Family::Replicate => Some(Arc::new(replicate::Replicate::new(client, acct, api_key))),
         Family::Assembly => None,
     })
 }

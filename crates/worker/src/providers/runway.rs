@@ -46,6 +46,29 @@ pub struct Runway {
     model: String,
     api_key: Option<Secret>,
     scrub: Scrubber,
+    /// `cost` (credits) of renders seen succeeded and not settled yet, by task id. Bounded:
+    /// past [`MAX_REPORTED_COSTS`] entries it is cleared (those renders settle at the configured
+    /// price).
+    costs: std::sync::Mutex<std::collections::HashMap<String, f64>>,
+}
+
+/// Reported costs kept for settling at most.
+const MAX_REPORTED_COSTS: usize = 4_096;
+
+/// USD per Runway credit.
+const USD_PER_CREDIT: f64 = 0.01;
+
+/// The `cost` (credits) of a finished task: on the native task or inside a relay's envelope.
+fn reported_credits(body: &Value) -> Option<f64> {
+    [
+        body.get("cost"),
+        body.pointer("/data/cost"),
+        body.pointer("/data/data/cost"),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(Value::as_f64)
+    .filter(|c| c.is_finite() && *c >= 0.0)
 }
 
 /// Runway's pixel-string ratio for an aspect ratio.
@@ -380,6 +403,7 @@ impl Runway {
             model: acct.model.trim().to_string(),
             scrub: Scrubber::new([api_key.as_ref()]),
             api_key,
+            costs: Default::default(),
         }
     }
 
@@ -479,7 +503,20 @@ impl Provider for Runway {
             self.poll_error(a.status, &a.headers, &a.body)
         })
         .await?;
-        poll_outcome(&v, &self.scrub)
+        let outcome = poll_outcome(&v, &self.scrub)?;
+        if let (PollOutcome::Succeeded(_), Some(credits)) = (&outcome, reported_credits(&v)) {
+            if let Ok(mut costs) = self.costs.lock() {
+                if costs.len() >= MAX_REPORTED_COSTS {
+                    costs.clear();
+                }
+                costs.insert(provider_task_id.to_string(), credits * USD_PER_CREDIT);
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn reported_cost_usd(&self, provider_task_id: &str) -> Option<f64> {
+        self.costs.lock().ok()?.remove(provider_task_id)
     }
 
     /// Output URLs are signed CDN links: fetched without credentials. 403/404/410 means the
@@ -938,6 +975,38 @@ mod tests {
             assert_eq!(err.class, want, "{word}");
             assert!(!err.message.contains("key_runway"), "{}", err.message);
         }
+    }
+
+    #[tokio::test]
+    async fn a_succeeded_tasks_cost_in_credits_is_reported_once() {
+        let server = testing::serve(|r| match r.uri.as_str() {
+            "/v1/tasks/t-paid" => json(
+                200,
+                json!({"id":"t-paid","status":"SUCCEEDED","output":["https://cdn/p.mp4"],"cost":50}),
+            ),
+            _ => json(
+                200,
+                json!({"id":"t-run","status":"RUNNING","progress":0.5,"estimatedCost":50}),
+            ),
+        })
+        .await;
+        let p = adapter(&server.base);
+        assert!(matches!(
+            p.poll("t-run", None).await.unwrap(),
+            PollOutcome::Pending { .. }
+        ));
+        assert_eq!(
+            p.reported_cost_usd("t-run"),
+            None,
+            "an estimate is not a cost"
+        );
+        assert!(matches!(
+            p.poll("t-paid", None).await.unwrap(),
+            PollOutcome::Succeeded(_)
+        ));
+        let usd = p.reported_cost_usd("t-paid").expect("cost reported");
+        assert!((usd - 0.5).abs() < 1e-9, "{usd}");
+        assert_eq!(p.reported_cost_usd("t-paid"), None, "taken once");
     }
 
     #[tokio::test]
