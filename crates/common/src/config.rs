@@ -300,6 +300,10 @@ pub struct WorkerConfig {
     /// `ffmpeg` binary for episode assembly (`assembly.ffmpeg = false` writes a manifest).
     #[serde(default = "default_ffmpeg")]
     pub ffmpeg: String,
+    /// Serve the render callback receiver (`POST /hooks/<account>/<task>`) on this address,
+    /// e.g. `0.0.0.0:9467`. Accounts opt in with `callback_url`. None: no receiver, polls only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_addr: Option<String>,
     /// `ffprobe` binary: every downloaded video and audio file is probed before it is stored.
     #[serde(default = "default_ffprobe")]
     pub ffprobe: String,
@@ -364,6 +368,7 @@ impl Default for WorkerConfig {
             shutdown_grace_ms: default_shutdown_grace_ms(),
             dead_retention_days: 0,
             ffmpeg: default_ffmpeg(),
+            webhook_addr: None,
             ffprobe: default_ffprobe(),
         }
     }
@@ -530,6 +535,17 @@ pub struct AccountConfig {
     /// compatible API has; `schema`: structured outputs, which DeepSeek refuses).
     #[serde(default)]
     pub json_mode: JsonMode,
+    /// Public URL of this account's callback receiver, up to and including `/hooks/<account>`
+    /// (the task id is appended). Families that call back (Kling, MiniMax, fal, Replicate) are
+    /// given it at submit when the worker serves `worker.webhook_addr`; a callback only moves
+    /// the render's next poll to now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// Environment variable holding the secret that signs this account's callbacks (Replicate
+    /// and Standard Webhooks: `whsec_<base64>`). Set: unsigned or badly signed callbacks are
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_env: Option<String>,
     /// A pool of API keys (`[[accounts.NAME.keys]]`), each with its own variables and quota.
     /// Empty: the account's `api_key_env`/`secret_key_env` and `quota` are its one key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -774,6 +790,14 @@ impl AccountConfig {
             &format!("accounts.{account}"),
             "api_key_env",
             self.api_key_env.as_deref(),
+        )
+    }
+
+    pub fn webhook_secret(&self, account: &str) -> Result<Option<Secret>, ConfigError> {
+        read_secret(
+            &format!("accounts.{account}"),
+            "webhook_secret_env",
+            self.webhook_secret_env.as_deref(),
         )
     }
 
@@ -1338,6 +1362,8 @@ impl AccountConfig {
             quota: Quota::default(),
             max_tokens: None,
             json_mode: JsonMode::default(),
+            callback_url: None,
+            webhook_secret_env: None,
             keys: Vec::new(),
         }
     }

@@ -128,6 +128,19 @@ impl AccountKeys {
         format!("{}:gcra_poll", self.tag)
     }
 
+    /// HASH bucket → count (and `n`, the total): the account's render-time histogram, one
+    /// observation per finished render (`render_times`). The poller schedules polls from it.
+    pub fn render_times(&self) -> String {
+        format!("{}:rtimes", self.tag)
+    }
+
+    /// ZSET task id → time (ms): renders whose finish a provider callback announced, so a
+    /// repeated callback is ignored. Left by `render_done`; entries older than an hour are
+    /// trimmed by `poll_now`.
+    pub fn hooked(&self) -> String {
+        format!("{}:hooked", self.tag)
+    }
+
     /// ZSET task id → slot lease expiry (ms): the renders holding a concurrency slot.
     pub fn slots(&self) -> String {
         format!("{}:slots", self.tag)

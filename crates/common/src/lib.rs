@@ -18,6 +18,7 @@ pub mod model;
 pub mod ops;
 pub mod queue;
 pub mod redis_conn;
+pub mod render_times;
 pub mod takes;
 pub mod testkit;
 pub mod text;

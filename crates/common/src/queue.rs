@@ -71,6 +71,7 @@ pub struct Scripts {
     pub poll_take: Script,
     pub poll_drop: Script,
     pub poll_again: Script,
+    pub poll_now: Script,
     pub render_done: Script,
     pub complete: Script,
     pub fail: Script,
@@ -92,6 +93,7 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     poll_take: lua!("poll_take"),
     poll_drop: lua!("poll_drop"),
     poll_again: lua!("poll_again"),
+    poll_now: lua!("poll_now"),
     render_done: lua!("render_done"),
     complete: lua!("complete"),
     fail: lua!("fail"),
@@ -239,6 +241,17 @@ pub enum QuotaPeek {
     Go,
     Paused,
     Wait { ms: u64, reason: String },
+}
+
+/// What a provider callback did to the await schedule ([`Queue::poll_now`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollNow {
+    /// The render's next poll is now.
+    Moved,
+    /// Its finish was announced already; nothing changed.
+    Duplicate,
+    /// No render is awaited under that task and provider task id.
+    Unknown,
 }
 
 /// Renders [`Queue::poll_take`] took from an await schedule, with the Redis clock at the take.
@@ -1036,6 +1049,17 @@ impl Queue {
         }
     }
 
+    /// The account's render-time histogram (empty when nothing finished yet).
+    pub async fn render_times(&self, account: &str) -> Result<crate::render_times::RenderTimes> {
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        let fields: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(k.render_times())
+            .query_async(&mut conn)
+            .await?;
+        Ok(crate::render_times::RenderTimes::from_fields(&fields))
+    }
+
     /// Take up to `limit` renders due for a poll, under a poll lease.
     pub async fn poll_take(
         &self,
@@ -1088,6 +1112,38 @@ impl Queue {
             .await
     }
 
+    /// A provider called back that render `id` (provider task id `provider_task_id`)
+    /// finished: move its next poll to now, once (`poll_now.lua`).
+    pub async fn poll_now(
+        &self,
+        account: &str,
+        id: &str,
+        provider_task_id: &str,
+    ) -> Result<PollNow> {
+        const FORGET_AFTER_MS: u64 = 3_600_000;
+        let k = AccountKeys::new(account);
+        let mut conn = self.redis.conn().await?;
+        let outcome: String = SCRIPTS
+            .poll_now
+            .key(k.awaiting())
+            .key(k.task(id))
+            .key(k.hooked())
+            .arg(id)
+            .arg(provider_task_id)
+            .arg(FORGET_AFTER_MS)
+            .invoke_async(&mut conn)
+            .await?;
+        match outcome.as_str() {
+            "moved" => Ok(PollNow::Moved),
+            "duplicate" => Ok(PollNow::Duplicate),
+            "unknown" => Ok(PollNow::Unknown),
+            _ => Err(QueueError::Reply {
+                script: "poll_now",
+                detail: outcome,
+            }),
+        }
+    }
+
     /// Remove a schedule entry whose task no longer awaits a render (record gone or in another
     /// state, checked atomically). Returns true when it was removed.
     pub async fn poll_drop(&self, account: &str, id: &str) -> Result<bool> {
@@ -1113,7 +1169,35 @@ impl Queue {
         worker: &str,
         lease_ms: u64,
     ) -> Result<u64> {
+        self.render_done_timed(
+            account,
+            id,
+            provider_task_id,
+            result_json,
+            worker,
+            lease_ms,
+            None,
+        )
+        .await
+    }
+
+    /// [`Queue::render_done`], adding `render_ms` (the poller's estimate of how long the render
+    /// took) to the account's render-time histogram ([`crate::render_times`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn render_done_timed(
+        &self,
+        account: &str,
+        id: &str,
+        provider_task_id: &str,
+        result_json: &str,
+        worker: &str,
+        lease_ms: u64,
+        render_ms: Option<u64>,
+    ) -> Result<u64> {
         let k = AccountKeys::new(account);
+        let bucket = render_ms.map_or_else(String::new, |ms| {
+            crate::render_times::bucket_of(ms).to_string()
+        });
         let mut conn = self.redis.conn().await?;
         SCRIPTS
             .render_done
@@ -1122,10 +1206,14 @@ impl Queue {
             .key(k.leases())
             .key(k.counts())
             .key(k.slots())
+            .key(k.render_times())
+            .key(k.hooked())
             .arg(provider_task_id)
             .arg(result_json)
             .arg(worker)
             .arg(lease_ms)
+            .arg(bucket)
+            .arg(crate::render_times::DECAY_AT)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| fenced_or(id, e))

@@ -340,3 +340,27 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         .unwrap_or_default();
     dir.join(name)
 }
+
+/// A ready-to-enqueue video task of season `s1` (episode `ep01`) on `account`, with no
+/// dependencies: the fixture of tests that need a render and nothing more.
+pub fn video_task(id: &str, account: &str) -> crate::NewTask {
+    crate::NewTask {
+        id: id.into(),
+        season: "s1".into(),
+        group: "ep01".into(),
+        label: format!("ep01/{id}"),
+        chain: vec![account.into()],
+        payload: crate::TaskPayload::Video {
+            prompt: "the harbour".into(),
+            negative_prompt: None,
+            duration_s: 5,
+            aspect_ratio: "9:16".into(),
+            resolution: "720p".into(),
+            first_frame: None,
+            seed: None,
+        },
+        deps: vec![],
+        ext: "mp4".into(),
+        est_cost_usd: 0.5,
+    }
+}

@@ -29,6 +29,7 @@ pub mod runway;
 pub mod scenario;
 pub mod state;
 pub mod veo;
+pub mod webhook;
 
 pub use state::{KeyLimit, KeyStats, SandboxOptions, Stats};
 

@@ -105,6 +105,18 @@ struct Cli {
         hide_env_values = true
     )]
     seed: u64,
+    /// Sign callbacks (Replicate `webhook`) with this Standard Webhooks secret (`whsec_…`).
+    #[arg(long, env = "DRAMAQ_SANDBOX_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// Share of renders whose callback is never sent.
+    #[arg(long, default_value_t = 0.0)]
+    webhook_lost_rate: f64,
+    /// Share of renders whose callback is signed with the wrong key.
+    #[arg(long, default_value_t = 0.0)]
+    webhook_bad_signature_rate: f64,
+    /// Deliver every callback twice.
+    #[arg(long)]
+    webhook_replay: bool,
 }
 
 #[tokio::main]
@@ -148,6 +160,12 @@ async fn main() -> anyhow::Result<()> {
         api_keys: Vec::new(),
         seed: cli.seed,
         submit_delay_ms: cli.submit_delay_ms,
+        webhooks: dramaq_sandbox::webhook::WebhookOptions {
+            secret: cli.webhook_secret,
+            lost_rate: cli.webhook_lost_rate,
+            bad_signature_rate: cli.webhook_bad_signature_rate,
+            replay: cli.webhook_replay,
+        },
         key_limits,
         broke_keys: cli.broke_keys,
     };

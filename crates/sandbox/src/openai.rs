@@ -330,6 +330,7 @@ pub async fn get_video(
     if job.scenario == Scenario::NotFoundFirstPolls && job.polls <= 2 {
         return not_found(&id);
     }
+    shared.observe_status(job, now);
     let body = video_json(&shared, job, now);
     let mut r = (StatusCode::OK, Json(body)).into_response();
     r.headers_mut()

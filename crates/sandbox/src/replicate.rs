@@ -160,7 +160,7 @@ pub async fn create_for_version(
 }
 
 fn create(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     model: String,
     version: Option<String>,
     headers: &HeaderMap,
@@ -294,7 +294,18 @@ fn create(
         x.deadline = deadline;
     });
     shared.count_submission(&idem);
-    let body = prediction_json(shared, &job, &origin(headers), now);
+    let base = origin(headers);
+    let body = prediction_json(shared, &job, &base, now);
+    if let (Some(url), Some(ends)) = (v.get("webhook").and_then(Value::as_str), job.ends_at()) {
+        let id = id.clone();
+        let url = url.to_string();
+        crate::webhook::send_at(shared.clone(), id.clone(), url, ends, move |s| {
+            let jobs = lock(&s.jobs);
+            jobs.get(&id).map_or(Value::Null, |j| {
+                prediction_json(s, j, &base, Instant::now())
+            })
+        });
+    }
     shared.insert_job(job);
     (StatusCode::CREATED, Json(body)).into_response()
 }
@@ -414,6 +425,9 @@ pub async fn get(
             return not_found();
         };
         job.polls += 1;
+        if !(job.scenario == Scenario::NotFoundFirstPolls && job.polls <= 2) {
+            shared.observe_status(job, Instant::now());
+        }
         job.clone()
     };
     if job.scenario == Scenario::NotFoundFirstPolls && job.polls <= 2 {

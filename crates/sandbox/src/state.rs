@@ -26,6 +26,8 @@ pub struct SandboxOptions {
     pub seed: u64,
     /// Extra time before a video create answers (a slow provider; holds callers mid-submit).
     pub submit_delay_ms: u64,
+    /// Callbacks (Replicate `webhook`): signing and faults.
+    pub webhooks: crate::webhook::WebhookOptions,
     /// Limits of particular keys (`--key-limit`), in place of the global ones for that key:
     /// a studio's keys each come with their own rate and concurrency.
     pub key_limits: HashMap<String, KeyLimit>,
@@ -97,6 +99,7 @@ impl Default for SandboxOptions {
             api_keys: Vec::new(),
             seed: 0,
             submit_delay_ms: 0,
+            webhooks: Default::default(),
             key_limits: HashMap::new(),
             broke_keys: Vec::new(),
         }
@@ -158,6 +161,8 @@ pub struct Job {
     /// Decided at creation from the failure rate.
     pub random_failure: bool,
     pub polls: u32,
+    /// A status request has reported the render finished (counted once in [`Stats`]).
+    pub seen_finished: bool,
 }
 
 /// Where a job is, from its clock.
@@ -299,6 +304,23 @@ pub struct Stats {
     pub requests_total: u64,
     /// Milliseconds since the sandbox started, one per accepted submission (rate checks).
     pub submit_times_ms: Vec<u64>,
+    /// Renders whose finish a status request has reported, the sum of their render times and
+    /// of the time from submit to that report (the client's slot time): their ratio is the
+    /// client's render-slot utilization.
+    pub renders_seen_finished: u64,
+    pub render_ms_total: u64,
+    pub held_ms_total: u64,
+    /// Per render seen finished: how long after its finish (ms) a status request reported it.
+    pub seen_late_ms: Vec<u64>,
+    /// Status requests about renders.
+    pub status_polls: u64,
+    /// Milliseconds since the sandbox started when a status answer last reported a render
+    /// finished for the first time (with the first submit time: the season's makespan).
+    pub last_seen_finished_ms: u64,
+    /// Callbacks POSTed (replays included), those not answered 2xx, and those never sent.
+    pub callbacks_sent: u64,
+    pub callbacks_refused: u64,
+    pub callbacks_lost: u64,
     /// The same counters per API key (the sandbox's fake keys are no secret).
     pub by_key: BTreeMap<String, KeyStats>,
 }
@@ -481,7 +503,30 @@ impl Shared {
             scenario,
             random_failure: self.random_failure(id),
             polls: 0,
+            seen_finished: false,
         }
+    }
+
+    /// A status request about `job` is being answered: count it, and the first time it reports
+    /// the render finished, how long the client held the render and how late it learned.
+    pub fn observe_status(&self, job: &mut Job, now: Instant) {
+        let mut stats = lock(&self.stats);
+        stats.status_polls += 1;
+        let (Some(render), Some(ends)) = (job.render, job.ends_at()) else {
+            return;
+        };
+        if job.seen_finished || now < ends {
+            return;
+        }
+        job.seen_finished = true;
+        stats.renders_seen_finished += 1;
+        stats.render_ms_total += render.as_millis() as u64;
+        stats.held_ms_total += now.saturating_duration_since(job.created).as_millis() as u64;
+        stats
+            .seen_late_ms
+            .push(now.saturating_duration_since(ends).as_millis() as u64);
+        stats.last_seen_finished_ms =
+            now.saturating_duration_since(self.started).as_millis() as u64;
     }
 
     pub fn render_time(&self, scenario: Scenario, id: &str) -> Option<Duration> {

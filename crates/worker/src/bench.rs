@@ -204,6 +204,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         stopping: CancellationToken::new(),
         abort: CancellationToken::new(),
         metrics: crate::metrics::Metrics::new(),
+        plans: Default::default(),
+        poll_wake: Default::default(),
         cfg,
     });
     let work = TaskTracker::new();

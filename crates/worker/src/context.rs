@@ -34,6 +34,10 @@ pub(crate) struct Ctx {
     /// the reaper moves it on).
     pub abort: CancellationToken,
     pub metrics: Metrics,
+    /// Each account's poll schedule, learned from its finished renders.
+    pub plans: crate::await_plan::Plans,
+    /// Wakes this process's idle pollers when its callback receiver moved a poll to now.
+    pub poll_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Ctx {
@@ -65,6 +69,13 @@ impl Ctx {
             base_ms: self.cfg.worker.retry_base_ms,
             max_ms: self.cfg.worker.retry_max_ms,
         }
+    }
+
+    /// Whether the account's renders call back (the webhook receiver is configured and the
+    /// family sends callbacks): then polls are a safety net only.
+    pub fn callbacks(&self, account: &str) -> bool {
+        self.account(account)
+            .is_some_and(|a| a.callback_url.is_some() && crate::webhooks::calls_back(a.family))
     }
 
     pub fn lease_ms(&self) -> u64 {

@@ -10,6 +10,7 @@
 //! Prometheus registry they all record into.
 
 pub(crate) mod assemble;
+pub(crate) mod await_plan;
 pub mod bench;
 pub(crate) mod context;
 pub mod decide;
@@ -27,5 +28,6 @@ pub mod reaper;
 pub mod runner;
 pub mod storage;
 pub(crate) mod submit;
+pub(crate) mod webhooks;
 
 pub use context::new_worker_id;

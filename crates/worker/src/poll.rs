@@ -4,9 +4,9 @@
 //! process takes what is due in batches under a short poll lease and polls them concurrently, so
 //! one process can watch tens of thousands of renders (docs/invariants.md, "Submit, then
 //! await"). A poll only observes: what a success, a failure or a failed poll request becomes is
-//! decided and applied by [`crate::finish`] and [`crate::decide`]. Cadence: first
-//! poll after the family's typical minimum, then backing off with the render's age to a cap, with
-//! ±25 % jitter. A provider's own hint (`openai-poll-after-ms`) is a floor: never poll sooner
+//! decided and applied by [`crate::finish`] and [`crate::decide`]. When to poll is
+//! [`crate::await_plan`]'s answer: near the render's expected finish, learned from the account's
+//! finished renders (each success adds its estimated render time, in `render_done`). A provider's own hint (`openai-poll-after-ms`) is a floor: never poll sooner
 //! than it asks, nor sooner than the cadence, which is what bounds the poll traffic of tens of
 //! thousands of renders (the OpenAI sandbox and some relays answer 200 ms on every poll).
 //!
@@ -14,16 +14,15 @@
 //! clock of the take, so it includes the wait for a poll permit: it is the number that shows a
 //! process watching more renders than it can poll.
 
+use crate::await_plan::cadence_ms;
 use crate::context::Ctx;
 use crate::decide::Phase;
 use crate::finish::{self, Context, Holder, Lease};
 use crate::metrics::ProviderOperation;
 use crate::providers::{PollOutcome, Provider, ProviderError, RenderPhase, ResultRef};
-use dramaq_common::config::AccountConfig;
 use dramaq_common::model::{FailureClass, TaskRecord, TaskState};
 use dramaq_common::queue::QueueError;
 use dramaq_common::text::Shown;
-use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -66,7 +65,12 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
             }
         };
         if due.is_empty() {
-            sleep_or_stop(&ctx, idle_wait(due.taken_ms, due.next_due_ms)).await;
+            // A callback received by this process wakes it at once; other processes find the
+            // moved render within MAX_IDLE.
+            tokio::select! {
+                _ = sleep_or_stop(&ctx, idle_wait(due.taken_ms, due.next_due_ms)) => {}
+                _ = ctx.poll_wake.notified() => {}
+            }
             continue;
         }
         let taken_ms = due.taken_ms;
@@ -228,7 +232,7 @@ async fn poll_one(
             phase,
             attempt: rec.attempt,
             render_age_ms: age_ms,
-            next_poll_ms: next_poll_ms(acct, age_ms),
+            next_poll_ms: cadence_ms(acct, age_ms),
         };
         // A render whose download failed has finished: the deadline is for renders only.
         if rec.fetch_failures == 0 && age_ms > acct.render_deadline_ms as i64 {
@@ -264,7 +268,11 @@ async fn poll_one(
                     return finish::fail(ctx, &holder, &rec, at(Phase::Render), err).await;
                 }
                 let hinted = poll_after.map_or(0, |d| d.as_millis() as u64);
-                let delay = next_poll_ms(acct, age_ms).max(hinted);
+                let plan = ctx
+                    .plans
+                    .get(&ctx.queue, account, ctx.callbacks(account))
+                    .await;
+                let delay = plan.next_delay(acct, age_ms).max(hinted);
                 debug!(sub_status = %Shown::id(&sub_status), delay_ms = delay, "still rendering");
                 ctx.queue
                     .poll_again(account, &rec.id, delay)
@@ -274,7 +282,18 @@ async fn poll_one(
             Ok(PollOutcome::Succeeded(result)) => {
                 let rendered = Duration::from_millis(age_ms.max(0) as u64);
                 ctx.metrics.render_duration(account, rendered);
-                download_rendered(ctx, provider, &rec, &ptid, &result, at(Phase::Download)).await
+                let plan = ctx
+                    .plans
+                    .get(&ctx.queue, account, ctx.callbacks(account))
+                    .await;
+                let due_age_ms = schedule.due_ms - rec.submitted_ms.unwrap_or(rec.updated_ms);
+                let took_ms = plan.estimate_ms(acct, due_age_ms, age_ms, rand::random());
+                let done = Rendered {
+                    ptid: &ptid,
+                    result: &result,
+                    took_ms,
+                };
+                download_rendered(ctx, provider, &rec, done, at(Phase::Download)).await
             }
             Ok(PollOutcome::Failed(err)) => {
                 finish::fail(ctx, &holder, &rec, at(Phase::Render), err).await
@@ -320,27 +339,39 @@ async fn give_up_queued(
 
 /// The render succeeded: take it under a download lease (`render_done`, first poller wins),
 /// store it, complete.
+/// A render a poll saw finished: its provider id, result and estimated render time.
+struct Rendered<'a> {
+    ptid: &'a str,
+    result: &'a ResultRef,
+    took_ms: u64,
+}
+
 async fn download_rendered(
     ctx: &Ctx,
     provider: &dyn Provider,
     rec: &TaskRecord,
-    ptid: &str,
-    result: &ResultRef,
+    done: Rendered<'_>,
     at: Context,
 ) -> Result<(), QueueError> {
+    let Rendered {
+        ptid,
+        result,
+        took_ms,
+    } = done;
     let result_json = serde_json::to_string(result).map_err(|e| QueueError::Reply {
         script: "render_done",
         detail: format!("result reference not serialisable: {e}"),
     })?;
     let fence = ctx
         .queue
-        .render_done(
+        .render_done_timed(
             &rec.account,
             &rec.id,
             ptid,
             &result_json,
             &ctx.worker_id,
             ctx.lease_ms(),
+            Some(took_ms),
         )
         .await?;
     let lease = Lease {
@@ -368,16 +399,6 @@ async fn download_rendered(
     };
     ctx.held.remove(&lease.id);
     outcome
-}
-
-/// Next poll delay for a render of age `age_ms`: a third of its age, clamped to the account's
-/// first/max poll interval, ±25 % jitter.
-pub fn next_poll_ms(acct: &AccountConfig, age_ms: i64) -> u64 {
-    let base = ((age_ms.max(0) as u64) / 3)
-        .clamp(acct.poll_first_ms, acct.poll_max_ms.max(acct.poll_first_ms));
-    let jitter = base / 4;
-    let lo = base - jitter;
-    rand::rng().random_range(lo..=base + jitter)
 }
 
 #[cfg(test)]

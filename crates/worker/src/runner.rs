@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 use dramaq_common::config::{Config, Family};
 use dramaq_common::model::TaskKind;
 use dramaq_common::queue::Queue;
+use dramaq_common::text::Shown;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,6 +130,8 @@ pub async fn run(
         storage,
         held: HeldLeases::default(),
         journal: Default::default(),
+        plans: Default::default(),
+        poll_wake: Default::default(),
         stopping: CancellationToken::new(),
         abort: CancellationToken::new(),
         cfg,
@@ -141,6 +144,17 @@ pub async fn run(
             .storage(ctx.storage.clone());
         let bound = metrics_server::serve(addr, metrics.clone(), ready, ctx.abort.clone()).await?;
         info!(%bound, "serving /metrics");
+    }
+    if let Some(addr) = &ctx.cfg.worker.webhook_addr {
+        let addr: std::net::SocketAddr = addr.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "worker.webhook_addr: {} is not host:port: {e}",
+                Shown::id(addr)
+            )
+        })?;
+        let served: Vec<String> = ctx.accounts.keys().cloned().collect();
+        let app = crate::webhooks::router(&ctx.cfg, &served, queue.clone(), ctx.poll_wake.clone())?;
+        crate::webhooks::serve(addr, app, ctx.abort.clone()).await?;
     }
     // Temporary files of writers killed mid-write (this host's dead processes, or anyone's
     // untouched for an hour) go at start and every ten minutes.

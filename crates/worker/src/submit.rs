@@ -117,13 +117,16 @@ async fn handle(ctx: &Ctx, lease: &Lease, rec: &TaskRecord) -> Result<(), QueueE
             poll_locator,
             poll_after,
         }) => {
-            let first_poll = poll_after.map_or_else(
-                || {
-                    ctx.account(&lease.account)
-                        .map_or(5_000, |a| a.poll_first_ms)
-                },
-                |d| d.as_millis() as u64,
-            );
+            let hinted = poll_after.map_or(0, |d| d.as_millis() as u64);
+            let planned = match ctx.account(&lease.account) {
+                Some(acct) => {
+                    let callbacks = ctx.callbacks(&lease.account);
+                    let plan = ctx.plans.get(&ctx.queue, &lease.account, callbacks).await;
+                    plan.first_delay(acct)
+                }
+                None => 5_000,
+            };
+            let first_poll = planned.max(hinted);
             let accepted = ctx
                 .queue
                 .mark_accepted_attempt(

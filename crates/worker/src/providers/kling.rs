@@ -42,6 +42,8 @@ pub struct Kling {
     access_key: Option<Secret>,
     secret_key: Option<Secret>,
     scrub: Scrubber,
+    /// `accounts.<name>.callback_url`: sent as `callback_url` (with the task id appended).
+    callback_url: Option<String>,
 }
 
 /// The two submit paths; the poll path must repeat the one used.
@@ -323,6 +325,7 @@ impl Kling {
             scrub: Scrubber::new([access_key.as_ref(), secret_key.as_ref()]),
             access_key,
             secret_key,
+            callback_url: acct.callback_url.clone(),
         }
     }
 
@@ -367,6 +370,9 @@ impl Kling {
         });
         if !self.model.is_empty() {
             body["model_name"] = json!(self.model);
+        }
+        if let Some(url) = &self.callback_url {
+            body["callback_url"] = json!(super::callback_for(url, req.task_id));
         }
         if let Some(neg) = v.negative_prompt {
             body["negative_prompt"] = json!(neg);

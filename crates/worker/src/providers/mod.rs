@@ -326,6 +326,12 @@ pub trait Provider: Send + Sync {
     }
 }
 
+/// The callback URL of one task: the account's `callback_url` (`…/hooks/<account>`) and the
+/// task id, which the receiver (`crate::webhooks`) reads from the path.
+pub(crate) fn callback_for(base: &str, task_id: &str) -> String {
+    format!("{}/{task_id}", base.trim_end_matches('/'))
+}
+
 /// Build the HTTP adapter for an account. `Assembly` and `OpenaiChat` return `None`: they are
 /// built by the runner with the queue and storage ([`crate::assemble::Assembler`],
 /// [`openai_chat::OpenaiChat`]).

@@ -43,6 +43,9 @@ pub struct Replicate {
     model: String,
     api_key: Option<Secret>,
     scrub: Scrubber,
+    /// `accounts.<name>.callback_url`: sent as `webhook` (with the task id appended), for the
+    /// `completed` event only.
+    callback_url: Option<String>,
 }
 
 /// The poll locator stored with the task: the prediction's own URLs.
@@ -305,6 +308,7 @@ impl Replicate {
             model: acct.model.trim().to_string(),
             scrub: Scrubber::new([api_key.as_ref()]),
             api_key,
+            callback_url: acct.callback_url.clone(),
         }
     }
 
@@ -413,7 +417,7 @@ impl Provider for Replicate {
     async fn submit(&self, req: SubmitRequest<'_>) -> Result<SubmitOutcome, ProviderError> {
         let target = target(&self.model)?;
         let input = input(req.payload, req.first_frame.as_ref())?;
-        let (url, body) = match target {
+        let (url, mut body) = match target {
             Target::Model { owner, name } => (
                 http::join_url(
                     &self.base_url,
@@ -426,6 +430,10 @@ impl Provider for Replicate {
                 json!({ "version": version, "input": input }),
             ),
         };
+        if let Some(hook) = &self.callback_url {
+            body["webhook"] = json!(super::callback_for(hook, req.task_id));
+            body["webhook_events_filter"] = json!(["completed"]);
+        }
         let rb = self
             .client
             .post(url)
