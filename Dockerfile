@@ -1,10 +1,10 @@
-# dramaq: the three binaries (dramaq, dramaq-worker, dramaq-sandbox) with ffmpeg and fonts for
-# episode assembly, running as an unprivileged user. Build from the repository root:
+# dramaq: the four binaries (dramaq, dramaq-worker, dramaq-sandbox, dramaq-studio) with ffmpeg and
+# a CJK-capable font for episode assembly, running as an unprivileged user. Build from the repository root:
 #
 #   docker build -t dramaq:latest .
 #
 # Stage 1 compiles in the official Rust image; stage 2 is Debian slim with only the runtime
-# libraries, ffmpeg (no recommends) and one font family. See deploy/README.md.
+# libraries, ffmpeg (no recommends) and one font family with CJK glyphs (burnt-in subtitles). See deploy/README.md.
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
@@ -13,13 +13,15 @@ COPY Cargo.toml Cargo.lock ./
 COPY crates crates
 COPY tests tests
 RUN cargo build --release --locked --bins -p dramaq-producer -p dramaq-worker -p dramaq-sandbox \
+      -p dramaq-studio \
  && mkdir -p /out \
- && cp target/release/dramaq target/release/dramaq-worker target/release/dramaq-sandbox /out/ \
+ && cp target/release/dramaq target/release/dramaq-worker target/release/dramaq-sandbox \
+      target/release/dramaq-studio /out/ \
  && strip /out/*
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates ffmpeg fonts-dejavu-core tini \
+ && apt-get install -y --no-install-recommends ca-certificates ffmpeg fonts-wqy-zenhei fontconfig tini \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 dramaq \
  && useradd --system --uid 10001 --gid dramaq --home-dir /var/lib/dramaq --create-home dramaq \
