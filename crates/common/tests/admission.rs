@@ -183,6 +183,38 @@ async fn a_parked_season_is_put_back_and_resumes_when_its_budget_is_raised() {
     );
 }
 
+/// Amounts reach HINCRBY as the integer text they were sent as: a free task (0 reserved, so a
+/// negated Lua number would be `-0`) and round sums ($200 is 2e8 micro-USD, which Redis would
+/// print in exponent notation) both reserve and settle.
+#[tokio::test]
+async fn free_tasks_and_round_amounts_reserve_and_settle() {
+    let server = RedisServer::start().expect("redis-server");
+    let q = Queue::new(RedisHandle::connect(&server.url(), 2).await.unwrap());
+    q.budget_init("round", 1000.0).await.unwrap();
+    assert!(q.budget_reserve("round", "free", 0.0).await.unwrap());
+    assert!(q.budget_reserve("round", "big", 200.0).await.unwrap());
+    assert_eq!(q.budget("round").await.unwrap().reserved_usd, 200.0);
+    let spend = |usd: f64| dramaq_common::budget::Spend {
+        usd,
+        group: "ep01".into(),
+        kind: "assembly".into(),
+        account: A.into(),
+        key: String::new(),
+    };
+    let free = spend(0.0);
+    let big = spend(100.0);
+    for (id, s) in [("free", &free), ("big", &big)] {
+        let settle = dramaq_common::budget::Settle {
+            id,
+            attempt: 1,
+            spend: s,
+        };
+        q.budget_settle("round", id, Some(&settle)).await.unwrap();
+    }
+    let b = q.budget("round").await.unwrap();
+    assert_eq!((b.reserved_usd, b.spent_usd), (0.0, 100.0), "{b:?}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
 

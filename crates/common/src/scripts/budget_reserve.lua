@@ -10,7 +10,8 @@
 -- keeps it and is admitted. Without a `cap` everything fits (spend is still tracked). When the
 -- estimate does not fit — or the season is already parked — nothing is reserved and the season
 -- is marked `parked` = `budget`; the caller gives the task back and parks the season's accounts.
--- Returns 1 (reserved) or 0 (does not fit: parked).
+-- Returns 1 (reserved) or 0 (does not fit: parked). Amounts are passed to HINCRBY as the integer
+-- text they came in as (see the end of this script).
 
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
   return 1
@@ -25,6 +26,10 @@ if cap then
     return 0
   end
 end
-redis.call('HSET', KEYS[2], ARGV[1], amount)
-redis.call('HINCRBY', KEYS[1], 'reserved', amount)
+-- ARGV[2] itself, never the Lua number: Redis turns a Lua number into text in its shortest form,
+-- which for round values (2e8 micro-USD is $200) is exponent notation that HINCRBY refuses.
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if amount ~= 0 then
+  redis.call('HINCRBY', KEYS[1], 'reserved', ARGV[2])
+end
 return 1

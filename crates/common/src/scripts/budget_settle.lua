@@ -15,7 +15,11 @@
 local held = redis.call('HGET', KEYS[2], ARGV[1])
 if held then
   redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(held))
+  -- Negated as text: a Lua number would reach Redis as '-0' for a free task and in exponent
+  -- notation for round amounts (2e8 micro-USD), both of which HINCRBY refuses.
+  if tonumber(held) ~= 0 then
+    redis.call('HINCRBY', KEYS[1], 'reserved', '-' .. held)
+  end
 end
 local actual = tonumber(ARGV[3])
 if ARGV[2] == '' or actual <= 0 then
@@ -24,5 +28,5 @@ end
 if redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[4]) == 0 then
   return 0
 end
-redis.call('HINCRBY', KEYS[1], 'spent', actual)
+redis.call('HINCRBY', KEYS[1], 'spent', ARGV[3])
 return actual
