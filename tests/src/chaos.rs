@@ -834,7 +834,11 @@ pub fn run(settings: &Settings) -> Result<Report> {
                 redis.power_cut_to(snap)?;
                 report.power_cuts += 1;
                 pending_cut = None;
-                kills_resume = Instant::now() + Duration::from_secs(3);
+                // Kills pause until every live worker has had time to reconnect, see the new
+                // `run_id` and replay its journal (which keeps 10 s): a payer killed before
+                // that is the double fault the power-cut test leaves out, and on a loaded
+                // machine reconnecting alone can take a few seconds.
+                kills_resume = Instant::now() + Duration::from_secs(8);
                 finished_since = None;
                 continue;
             }

@@ -199,10 +199,13 @@ pub(crate) async fn complete(
         paid,
         by: &by,
     };
-    let has_dependents = ctx.queue.complete(&lease.account, &lease.id, &done).await?;
+    // Journaled before the call, not after: the output is in storage and the payment made, so
+    // if Redis goes down under this call (and comes back without its last second) the replay
+    // is what still records it. A replay of a completion that did land is a no-op.
     if paid {
         ctx.journal.completed(lease, &done);
     }
+    let has_dependents = ctx.queue.complete(&lease.account, &lease.id, &done).await?;
     debug!(
         location = stored.location.as_str(),
         bytes = stored.bytes,
