@@ -703,6 +703,13 @@ impl Price {
 /// Default answer token limit of an openai-chat account (DeepSeek's maximum for deepseek-chat).
 pub const DEFAULT_CHAT_MAX_TOKENS: u32 = 8192;
 
+/// Most repair requests a chat task makes after its first answer.
+pub const CHAT_MAX_REPAIRS: usize = 3;
+
+/// Input tokens a chat request may carry besides the brief and earlier answers (system prompt,
+/// instructions, the JSON schema): a generous bound for the reservation.
+const CHAT_PROMPT_OVERHEAD_TOKENS: u64 = 4_096;
+
 impl AccountConfig {
     /// What one task costs on this account, from the configured prices (USD).
     pub fn price_usd(&self, payload: &crate::model::TaskPayload) -> f64 {
@@ -717,6 +724,27 @@ impl AccountConfig {
             // Chat calls are counted as they are paid (tokens × prices), not per task: a task
             // may make several (repairs). See [`AccountConfig::chat_estimate_usd`].
             TaskPayload::Script { .. } => 0.0,
+        }
+    }
+
+    /// What admission reserves against the season's budget when a task is claimed: the most
+    /// the attempt can cost. For every family but chat that is the configured price (a
+    /// render is billed for what was asked); for a chat task it is every call the attempt may
+    /// make ([`CHAT_MAX_REPAIRS`] + 1), each with a full answer and a prompt as long as the
+    /// brief, an outline and every earlier answer can make it (a token is at least one byte).
+    pub fn reservation_usd(&self, payload: &crate::model::TaskPayload) -> f64 {
+        use crate::model::TaskPayload;
+        match payload {
+            TaskPayload::Script { brief, .. } => {
+                let calls = CHAT_MAX_REPAIRS as u64 + 1;
+                let answer = u64::from(self.chat_max_tokens());
+                let prompt =
+                    brief.len() as u64 + CHAT_PROMPT_OVERHEAD_TOKENS + (calls + 1) * answer;
+                let per_call = self.price.per_m_input * prompt as f64
+                    + self.price.per_m_output * answer as f64;
+                calls as f64 * per_call / 1_000_000.0
+            }
+            _ => self.price_usd(payload),
         }
     }
 
@@ -1452,6 +1480,54 @@ mod tests {
         assert_eq!(format!("{s:?}"), "Secret([redacted])");
         assert_eq!(format!("{s}"), "[redacted]");
         assert_eq!(s.expose(), "sk-live-123");
+    }
+
+    #[test]
+    fn a_chat_reservation_covers_every_call_an_attempt_may_make() {
+        let cfg = Config::from_toml_str(
+            r#"
+            [accounts.llm]
+            family = "openai-chat"
+            base_url = "http://127.0.0.1:1/v1"
+            model = "deepseek-chat"
+            api_key_env = "X"
+            max_tokens = 1000
+            price = { per_m_input = 1.0, per_m_output = 2.0 }
+            [accounts.vid]
+            family = "openai-videos"
+            base_url = "http://127.0.0.1:1/openai"
+            model = "sora-2"
+            api_key_env = "X"
+            price = { per_second = 0.1 }
+            "#,
+        )
+        .unwrap();
+        let brief = "x".repeat(2_000);
+        let script = crate::model::TaskPayload::Script {
+            step: "outline".into(),
+            episode: 0,
+            brief,
+        };
+        let llm = &cfg.accounts["llm"];
+        // 4 calls × (prompt ≤ 2,000 + 4,096 + 5 × 1,000 tokens at $1/M + 1,000 at $2/M).
+        let want = 4.0 * (11_096.0 * 1.0 + 1_000.0 * 2.0) / 1e6;
+        assert!((llm.reservation_usd(&script) - want).abs() < 1e-12);
+        assert_eq!(
+            llm.price_usd(&script),
+            0.0,
+            "no call paid: nothing to settle"
+        );
+        let clip = crate::model::TaskPayload::Video {
+            prompt: "p".into(),
+            negative_prompt: None,
+            duration_s: 8,
+            aspect_ratio: "9:16".into(),
+            resolution: "720p".into(),
+            first_frame: None,
+            seed: None,
+        };
+        let vid = &cfg.accounts["vid"];
+        assert!((vid.reservation_usd(&clip) - 0.8).abs() < 1e-12);
     }
 
     #[test]

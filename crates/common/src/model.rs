@@ -410,6 +410,10 @@ pub struct AttemptError {
     pub account: String,
 }
 
+/// The group of the season-wide character sheets; every other group of a season script is an
+/// episode (`ep01`).
+pub const CHARACTER_GROUP: &str = "characters";
+
 /// The task record as stored in Redis (one JSON string per task).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {

@@ -2,8 +2,10 @@
 //! picks a key of the account's pool that has room and records it, a 429 cools only that key,
 //! a paused key is skipped and the account stops only when every key is paused; season budget
 //! reservations never exceed the cap however many clients reserve at once (a property test),
-//! and a parked season's deliveries are put back until the budget is raised.
+//! a parked season's deliveries are put back until the budget is raised or a settle makes room,
+//! and an episode over its per-episode cap is parked alone.
 
+use dramaq_common::budget::{CapChange, Reservation, Settle, Spend};
 use dramaq_common::keys::AccountKeys;
 use dramaq_common::model::{FailureClass, NewTask, TaskPayload, TaskState};
 use dramaq_common::queue::{
@@ -18,6 +20,11 @@ const A: &str = "pool";
 
 /// `n` character sheets of `season` on the pool account, $1 each.
 fn tasks(season: &str, n: usize) -> Vec<NewTask> {
+    tasks_in(season, "characters", n)
+}
+
+/// `n` $1 image tasks of `season` in `group`.
+fn tasks_in(season: &str, group: &str, n: usize) -> Vec<NewTask> {
     let sheet = |i: usize| TaskPayload::Image {
         prompt: format!("character {i}, front view"),
         seed: i as u32,
@@ -26,9 +33,9 @@ fn tasks(season: &str, n: usize) -> Vec<NewTask> {
     };
     (0..n)
         .map(|i| NewTask {
-            id: format!("img-{season}-{i:04}"),
+            id: format!("img-{season}-{group}-{i:04}"),
             season: season.into(),
-            group: "characters".into(),
+            group: group.into(),
             label: format!("char/c{i:02}"),
             chain: vec![A.into()],
             payload: sheet(i),
@@ -144,7 +151,7 @@ async fn a_parked_season_is_put_back_and_resumes_when_its_budget_is_raised() {
     q.enqueue("s", "S", &tasks("s", 4), 3, |_| {})
         .await
         .unwrap();
-    q.budget_init("s", 2.5).await.unwrap();
+    q.budget_init("s", Some(2.5), None).await.unwrap();
     let pool = PoolArgs::from(&QuotaArgs::default());
     let claims = claim_all(&q, &pool, 4).await;
     let mut admitted = 0;
@@ -152,12 +159,14 @@ async fn a_parked_season_is_put_back_and_resumes_when_its_budget_is_raised() {
         let Claim::Claimed(r) = c else {
             panic!("{c:?}")
         };
-        if q.budget_reserve(&r.season, &r.id, 1.0).await.unwrap() {
-            admitted += 1;
-        } else {
-            q.release(A, &r.id, r.fence).await.unwrap();
-            q.budget_settle(&r.season, &r.id, None).await.unwrap();
-            q.budget_park(&r.season).await.unwrap();
+        match q.budget_reserve(&r.season, &r.id, None, 1.0).await.unwrap() {
+            Reservation::Reserved => admitted += 1,
+            other => {
+                assert_eq!(other, Reservation::SeasonOver);
+                q.release(A, &r.id, r.fence).await.unwrap();
+                q.budget_settle(&r.season, &r.id, None, None).await.unwrap();
+                q.budget_park(&r.season, None).await.unwrap();
+            }
         }
     }
     assert_eq!(admitted, 2, "two $1 tasks fit in $2.50");
@@ -170,7 +179,10 @@ async fn a_parked_season_is_put_back_and_resumes_when_its_budget_is_raised() {
         !again.is_empty() && again.iter().all(|c| matches!(c, Claim::Parked { .. })),
         "{again:?}"
     );
-    let b = q.budget_set("s", Some(10.0)).await.unwrap();
+    let b = q
+        .budget_set("s", CapChange::Set(10.0), CapChange::Keep)
+        .await
+        .unwrap();
     assert_eq!(b.parked, None);
     let resumed = claim_all(&q, &pool, 4).await;
     assert_eq!(
@@ -190,9 +202,17 @@ async fn a_parked_season_is_put_back_and_resumes_when_its_budget_is_raised() {
 async fn free_tasks_and_round_amounts_reserve_and_settle() {
     let server = RedisServer::start().expect("redis-server");
     let q = Queue::new(RedisHandle::connect(&server.url(), 2).await.unwrap());
-    q.budget_init("round", 1000.0).await.unwrap();
-    assert!(q.budget_reserve("round", "free", 0.0).await.unwrap());
-    assert!(q.budget_reserve("round", "big", 200.0).await.unwrap());
+    q.budget_init("round", Some(1000.0), Some(500.0))
+        .await
+        .unwrap();
+    for (id, usd) in [("free", 0.0), ("big", 200.0)] {
+        assert_eq!(
+            q.budget_reserve("round", id, Some("ep01"), usd)
+                .await
+                .unwrap(),
+            Reservation::Reserved
+        );
+    }
     assert_eq!(q.budget("round").await.unwrap().reserved_usd, 200.0);
     let spend = |usd: f64| dramaq_common::budget::Spend {
         usd,
@@ -209,10 +229,110 @@ async fn free_tasks_and_round_amounts_reserve_and_settle() {
             attempt: 1,
             spend: s,
         };
-        q.budget_settle("round", id, Some(&settle)).await.unwrap();
+        q.budget_settle("round", id, Some("ep01"), Some(&settle))
+            .await
+            .unwrap();
     }
     let b = q.budget("round").await.unwrap();
     assert_eq!((b.reserved_usd, b.spent_usd), (0.0, 100.0), "{b:?}");
+    let ep = &b.episodes["ep01"];
+    assert_eq!((ep.reserved_usd, ep.spent_usd), (0.0, 100.0), "{b:?}");
+}
+
+async fn parked_members(q: &Queue) -> Vec<String> {
+    let mut conn = q.redis().conn().await.unwrap();
+    conn.smembers(AccountKeys::new(A).parked()).await.unwrap()
+}
+
+/// An episode over its per-episode cap is parked alone: its deliveries are put back by the
+/// claim while another episode's (and the character sheets') go on; when a settled attempt
+/// costs less than its reservation, the room it frees resumes the episode by itself.
+#[tokio::test]
+async fn an_episode_over_its_cap_parks_alone_and_resumes_when_a_settle_makes_room() {
+    let server = RedisServer::start().expect("redis-server");
+    let q = Queue::new(RedisHandle::connect(&server.url(), 2).await.unwrap());
+    let mut all = tasks_in("e", "ep01", 3);
+    all.extend(tasks_in("e", "ep02", 1));
+    q.enqueue("e", "E", &all, 3, |_| {}).await.unwrap();
+    q.budget_init("e", Some(100.0), Some(2.0)).await.unwrap();
+    let pool = PoolArgs::from(&QuotaArgs::default());
+    let mut held = Vec::new();
+    for c in claim_all(&q, &pool, 4).await {
+        let Claim::Claimed(r) = c else {
+            panic!("{c:?}")
+        };
+        match q
+            .budget_reserve(&r.season, &r.id, Some(&r.group), 1.0)
+            .await
+            .unwrap()
+        {
+            Reservation::Reserved => held.push(r),
+            Reservation::EpisodeOver => {
+                assert_eq!(r.group, "ep01", "only ep01 has three tasks");
+                q.release(A, &r.id, r.fence).await.unwrap();
+                q.budget_park(&r.season, Some(&r.group)).await.unwrap();
+            }
+            Reservation::SeasonOver => panic!("the season has room"),
+        }
+    }
+    assert_eq!(held.len(), 3, "two of ep01 and the one of ep02");
+    let b = q.budget("e").await.unwrap();
+    assert_eq!(b.parked, None, "the season is not parked");
+    assert_eq!(b.episodes["ep01"].parked.as_deref(), Some("episode_budget"));
+    assert_eq!(b.episodes["ep01"].reserved_usd, 2.0);
+    assert_eq!(parked_members(&q).await, vec!["e/ep01".to_string()]);
+    let again = claim_all(&q, &pool, 4).await;
+    assert!(
+        matches!(again.as_slice(), [Claim::Parked { season }] if season == "e/ep01"),
+        "{again:?}"
+    );
+
+    // One ep01 attempt settles at half its reservation: $0.50 spent + $1 reserved + the $1
+    // that waits is over $2, so the episode stays parked.
+    let ep01: Vec<_> = held.iter().filter(|r| r.group == "ep01").collect();
+    let spend = Spend {
+        usd: 0.5,
+        group: "ep01".into(),
+        kind: "image".into(),
+        account: A.into(),
+        key: String::new(),
+    };
+    let settle = Settle {
+        id: &ep01[0].id,
+        attempt: 1,
+        spend: &spend,
+    };
+    q.budget_settle("e", &ep01[0].id, Some("ep01"), Some(&settle))
+        .await
+        .unwrap();
+    let b = q.budget("e").await.unwrap();
+    assert_eq!(b.episodes["ep01"].parked.as_deref(), Some("episode_budget"));
+    // The other is given back without a charge: $0.50 + $1 fits in $2, so the episode resumes
+    // without anyone raising its cap.
+    q.budget_settle("e", &ep01[1].id, Some("ep01"), None)
+        .await
+        .unwrap();
+    let b = q.budget("e").await.unwrap();
+    assert_eq!(b.episodes["ep01"].parked, None, "{b:?}");
+    assert_eq!(
+        (
+            b.episodes["ep01"].reserved_usd,
+            b.episodes["ep01"].spent_usd
+        ),
+        (0.0, 0.5)
+    );
+    let parked = parked_members(&q).await;
+    assert!(parked.is_empty(), "{parked:?}");
+    let resumed = claim_all(&q, &pool, 4).await;
+    let Some(Claim::Claimed(r)) = resumed.first() else {
+        panic!("{resumed:?}")
+    };
+    assert_eq!(
+        q.budget_reserve("e", &r.id, Some("ep01"), 1.0)
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
 }
 
 proptest! {
@@ -242,14 +362,21 @@ proptest! {
                 }
                 v
             };
-            handles[0].budget_set(&season, Some(cap)).await.unwrap();
+            handles[0]
+                .budget_set(&season, CapChange::Set(cap), CapChange::Keep)
+                .await
+                .unwrap();
             let mut joins = Vec::new();
             for (i, est) in estimates.iter().enumerate() {
                 let q = handles[i % clients].clone();
                 let season = season.clone();
                 let usd = f64::from(*est) / 100.0;
                 joins.push(tokio::spawn(async move {
-                    let ok = q.budget_reserve(&season, &format!("t{i}"), usd).await.unwrap();
+                    let ok = q
+                        .budget_reserve(&season, &format!("t{i}"), None, usd)
+                        .await
+                        .unwrap()
+                        == Reservation::Reserved;
                     (usd, ok)
                 }));
             }

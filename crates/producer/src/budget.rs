@@ -3,7 +3,7 @@
 //! key), and whether the season is parked over its budget.
 
 use clap::Subcommand;
-use dramaq_common::budget::{Budget, Spend};
+use dramaq_common::budget::{Budget, CapChange, Spend};
 use dramaq_common::config::Config;
 use dramaq_common::queue::{Queue, QueueError};
 use serde::Serialize;
@@ -12,15 +12,23 @@ use std::process::ExitCode;
 
 #[derive(Subcommand)]
 pub enum BudgetCmd {
-    /// Set a season's budget (USD) while it runs; a parked season resumes. `--none` removes it.
+    /// Set a season's budget (USD) while it runs; a parked season (and every parked episode)
+    /// resumes. `--none` removes the cap; `--per-episode` sets each episode's.
     Set {
         season: String,
         /// The new cap in US dollars.
-        #[arg(required_unless_present = "none")]
+        #[arg(required_unless_present_any = ["none", "per_episode", "per_episode_none"])]
         usd: Option<f64>,
         /// Remove the cap (spend is still tracked).
         #[arg(long, conflicts_with = "usd")]
         none: bool,
+        /// The cap of every episode in US dollars (character sheets count against the season
+        /// only).
+        #[arg(long, value_name = "USD")]
+        per_episode: Option<f64>,
+        /// Remove the per-episode cap.
+        #[arg(long, conflicts_with = "per_episode")]
+        per_episode_none: bool,
     },
     /// A season's budget: cap, reserved, spent, remaining, parked, spend breakdown.
     Show { season: String },
@@ -38,6 +46,12 @@ pub struct BudgetView {
     pub remaining_usd: Option<f64>,
     /// `budget` while claims of the season are parked, else `null`.
     pub parked: Option<String>,
+    /// The cap of every episode, when the season has one.
+    pub per_episode_cap_usd: Option<f64>,
+    /// Episodes parked over their cap.
+    pub parked_episodes: Vec<String>,
+    /// Reserved by attempts in flight, per episode.
+    pub reserved_by_episode: BTreeMap<String, f64>,
     pub spend_by_episode: BTreeMap<String, f64>,
     pub spend_by_account: BTreeMap<String, f64>,
     pub spend_by_kind: BTreeMap<String, f64>,
@@ -56,6 +70,19 @@ impl BudgetView {
             spent_usd: cents(b.spent_usd),
             remaining_usd: b.cap_usd.map(|c| cents(c - b.reserved_usd - b.spent_usd)),
             parked: b.parked.clone(),
+            per_episode_cap_usd: b.per_episode_cap_usd,
+            parked_episodes: b
+                .episodes
+                .iter()
+                .filter(|(_, e)| e.parked.is_some())
+                .map(|(ep, _)| ep.clone())
+                .collect(),
+            reserved_by_episode: b
+                .episodes
+                .iter()
+                .filter(|(_, e)| e.reserved_usd > 0.0)
+                .map(|(ep, e)| (ep.clone(), cents(e.reserved_usd)))
+                .collect(),
             ..BudgetView::default()
         };
         for s in ledger {
@@ -90,12 +117,28 @@ impl BudgetView {
             (Some(c), Some(r)) => format!("budget ${c:.2}: ${r:.2} left"),
             _ => "no budget".to_string(),
         };
+        let per_episode = match self.per_episode_cap_usd {
+            Some(c) => format!(" · ${c:.2} per episode"),
+            None => String::new(),
+        };
         let parked = match &self.parked {
             Some(why) => format!(" · PARKED ({why}): raise it with `dramaq budget set`"),
             None => String::new(),
         };
+        let episodes = if self.parked_episodes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " · episodes PARKED over their cap: {} (raise it with `dramaq budget set --per-episode`)",
+                self.parked_episodes
+                    .iter()
+                    .map(|e| dramaq_common::text::shown_default(e))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         format!(
-            "{cap} · spent ${:.2}, reserved ${:.2}{parked}",
+            "{cap}{per_episode} · spent ${:.2}, reserved ${:.2}{parked}{episodes}",
             self.spent_usd, self.reserved_usd
         )
     }
@@ -110,14 +153,34 @@ pub async fn budget_view(queue: &Queue, season: &str) -> Result<BudgetView, Queu
 pub async fn run_budget(cfg: &Config, cmd: BudgetCmd, json: bool) -> anyhow::Result<ExitCode> {
     let queue = Queue::connect(&cfg.redis).await?;
     let season = match cmd {
-        BudgetCmd::Set { season, usd, none } => {
-            let usd = if none { None } else { usd };
-            if let Some(u) = usd {
-                if !u.is_finite() || u < 0.0 {
-                    anyhow::bail!("{u} is not a budget: give a number of US dollars ≥ 0");
+        BudgetCmd::Set {
+            season,
+            usd,
+            none,
+            per_episode,
+            per_episode_none,
+        } => {
+            for (what, v) in [("the budget", usd), ("--per-episode", per_episode)] {
+                if let Some(u) = v {
+                    if !u.is_finite() || u < 0.0 {
+                        anyhow::bail!(
+                            "{what}: {u} is not a budget: give a number of US dollars ≥ 0"
+                        );
+                    }
                 }
             }
-            queue.budget_set(&season, usd).await?;
+            let change = |set: Option<f64>, remove: bool| match (set, remove) {
+                (_, true) => CapChange::Remove,
+                (Some(u), false) => CapChange::Set(u),
+                (None, false) => CapChange::Keep,
+            };
+            queue
+                .budget_set(
+                    &season,
+                    change(usd, none),
+                    change(per_episode, per_episode_none),
+                )
+                .await?;
             season
         }
         BudgetCmd::Show { season } => season,

@@ -140,6 +140,17 @@ pub async fn enqueue(
             return Ok(std::process::ExitCode::from(EXIT_COST_REFUSED));
         }
     }
+    // The caps first: a worker may claim the first task before the enqueue returns.
+    if expanded.budget_usd.is_some() || expanded.budget_per_episode_usd.is_some() {
+        queue
+            .budget_init(
+                &expanded.season,
+                expanded.budget_usd,
+                expanded.budget_per_episode_usd,
+            )
+            .await
+            .context("setting the season's budget")?;
+    }
     // Scenes keep their takes, selection and approvals across re-enqueues; each episode's
     // assembly is made of the selected takes (or held back for review).
     let tasks = Takes::new(queue.clone(), cfg.worker.max_attempts)
@@ -169,12 +180,6 @@ pub async fn enqueue(
         .await
         .context("enqueue (safe to re-run: existing tasks are skipped)")?;
     bar.finish_and_clear();
-    if let Some(usd) = expanded.budget_usd {
-        queue
-            .budget_init(&expanded.season, usd)
-            .await
-            .context("setting the season's budget")?;
-    }
     if as_json {
         println!(
             "{}",

@@ -12,6 +12,7 @@
 
 use crate::context::Ctx;
 use crate::submit;
+use dramaq_common::budget::{episode_of, Reservation};
 use dramaq_common::config::AccountConfig;
 use dramaq_common::queue::{read_ready, Claim, PoolArgs, QuotaPeek};
 use dramaq_common::TaskRecord;
@@ -174,31 +175,41 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
     }
 }
 
-/// Step 2 of admission: reserve the claimed task's estimated cost against its season's budget.
-/// When it does not fit, the claim is given back and the season parked, so every account's
-/// claims put its tasks back until the budget is raised. A Redis error admits the task: its
-/// settle then records what it cost, and the budget was only ever a reservation.
+/// Step 2 of admission: reserve the claimed task's cost ceiling against its season's budget and
+/// its episode's cap. When it does not fit, the claim is given back and the season (episode)
+/// parked, so every account's claims put its tasks back until room is made (settled attempts
+/// that cost less than reserved) or the budget is raised. A Redis error gives the claim back
+/// too: a task is never admitted without its reservation (fail closed), and a later claim
+/// tries again.
 async fn within_budget(ctx: &Ctx, acct: &AccountConfig, rec: &TaskRecord) -> bool {
-    let estimate = acct.price_usd(&rec.payload);
+    let estimate = acct.reservation_usd(&rec.payload);
+    let episode = episode_of(&rec.group);
     match ctx
         .queue
-        .budget_reserve(&rec.season, &rec.id, estimate)
+        .budget_reserve(&rec.season, &rec.id, episode, estimate)
         .await
     {
-        Ok(true) => true,
-        Ok(false) => {
+        Ok(Reservation::Reserved) => true,
+        Ok(over) => {
             if let Err(e) = ctx.queue.release(&rec.account, &rec.id, rec.fence).await {
                 warn!(task = %rec.id, error = %e, "giving back a task over budget failed; its lease will expire");
             }
-            if let Err(e) = ctx.queue.budget_park(&rec.season).await {
+            let parked = match over {
+                Reservation::EpisodeOver => episode,
+                _ => None,
+            };
+            if let Err(e) = ctx.queue.budget_park(&rec.season, parked).await {
                 warn!(error = %e, "parking the season's accounts failed; the next claim retries");
             }
             ctx.metrics.budget_parked(&rec.account);
             false
         }
         Err(e) => {
-            warn!(task = %rec.id, error = %e, "reserving the season budget failed; admitting the task");
-            true
+            warn!(task = %rec.id, error = %e, "reserving the season budget failed; giving the claim back");
+            if let Err(e) = ctx.queue.release(&rec.account, &rec.id, rec.fence).await {
+                warn!(task = %rec.id, error = %e, "giving back the claim failed; its lease will expire");
+            }
+            false
         }
     }
 }

@@ -212,19 +212,12 @@ pub(crate) async fn complete(
         "stored"
     );
     ctx.metrics.task_stored(&lease.account, rec.kind);
-    // What the provider reported the render cost where the family reports it, else the
+    // What the provider reported the attempt cost where the family reports it, else the
     // configured price.
-    let reported = rec.provider_task_id.as_deref().and_then(|ptid| {
-        ctx.provider_for(&rec.account, rec.key.as_deref())?
-            .reported_cost_usd(ptid)
-    });
-    let cost = reported.unwrap_or_else(|| {
+    let cost = reported_cost(ctx, rec).unwrap_or_else(|| {
         ctx.account(&lease.account)
             .map_or(0.0, |acct| acct.price_usd(&rec.payload))
     });
-    ctx.metrics.spend(&lease.account, cost);
-    ctx.metrics
-        .key_spend(&rec.account, rec.kind, rec.key.as_deref(), cost);
     settle_budget(ctx, rec, Some(cost)).await;
     if has_dependents {
         if let Err(e) = ctx.queue.notify_dependents(&lease.account, &lease.id).await {
@@ -234,10 +227,26 @@ pub(crate) async fn complete(
     Ok(())
 }
 
-/// Settle the task's budget reservation: with the attempt's cost once it is stored, or release
-/// it (`None`) when the attempt ends without a charge. An error leaves the reservation held
-/// (the season then looks a little poorer than it is, never richer).
+/// What the provider reported this attempt cost (taken once), priced in USD.
+fn reported_cost(ctx: &Ctx, rec: &TaskRecord) -> Option<f64> {
+    let bill = ctx
+        .provider_for(&rec.account, rec.key.as_deref())?
+        .reported_bill(&rec.id, rec.provider_task_id.as_deref())?;
+    let per_second = ctx
+        .account(&rec.account)
+        .map_or(0.0, |a| a.price.per_second);
+    Some(bill.usd(per_second))
+}
+
+/// Settle the attempt's budget reservation and count its spend: with its cost once it is
+/// stored, or release it (`None`) when the attempt ends without a charge. An error leaves the
+/// reservation held (the season then looks a little poorer than it is, never richer).
 pub(crate) async fn settle_budget(ctx: &Ctx, rec: &TaskRecord, cost: Option<f64>) {
+    if let Some(usd) = cost {
+        ctx.metrics.spend(&rec.account, usd);
+        ctx.metrics
+            .key_spend(&rec.account, rec.kind, rec.key.as_deref(), usd);
+    }
     let spend = cost.map(|usd| Spend {
         usd,
         group: rec.group.clone(),
@@ -252,7 +261,12 @@ pub(crate) async fn settle_budget(ctx: &Ctx, rec: &TaskRecord, cost: Option<f64>
     });
     if let Err(e) = ctx
         .queue
-        .budget_settle(&rec.season, &rec.id, settle.as_ref())
+        .budget_settle(
+            &rec.season,
+            &rec.id,
+            dramaq_common::budget::episode_of(&rec.group),
+            settle.as_ref(),
+        )
         .await
     {
         warn!(task = %rec.id, error = %e, "settling the season budget failed; the reservation stays held");
@@ -361,9 +375,11 @@ pub(crate) async fn fail(
             &info,
         )
         .await?;
-    // The attempt is over unless its render is kept (re-polled): give its reservation back.
+    // The attempt is over unless its render is kept (re-polled): settle its reservation with
+    // what the provider billed for it (chat calls are paid whatever the answer), else give it
+    // back.
     if !matches!(decision, FailDecision::Repoll { .. }) {
-        settle_budget(ctx, rec, None).await;
+        settle_budget(ctx, rec, reported_cost(ctx, rec)).await;
     }
     ctx.metrics
         .task_failed(&rec.account, rec.kind, class, FailOutcome::from(&decision));

@@ -5,8 +5,10 @@
 //!
 //! - **Bounded labels only.** Labels are the provider account (`account`, a name from the
 //!   config), task kind, failure class, outcome, operation, HTTP status, reaper duty and action,
-//!   and task state. Task ids and seasons never become labels: they are unbounded and would grow the registry (and
-//!   Prometheus) without limit.
+//!   and task state. Task ids never become labels, and seasons only on the two season-budget
+//!   gauges (`dramaq_season_budget_usd`, `dramaq_season_parked`), for seasons with a budget and
+//!   at most [`MAX_BUDGET_SEASONS`] of them: otherwise they are unbounded and would grow the
+//!   registry (and Prometheus) without limit.
 //! - **One source for names and help.** Each family is declared once below with its doc comment;
 //!   the same text is registered as the family's `HELP`. Counters are registered without
 //!   `_total` and timed metrics with [`Unit::Seconds`]; the OpenMetrics encoder adds the suffixes,
@@ -283,6 +285,18 @@ struct AccountLabels {
     account: String,
 }
 
+/// A season's budget amount (`cap`, `reserved`, `spent`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SeasonBudgetLabels {
+    season: String,
+    amount: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SeasonLabels {
+    season: String,
+}
+
 /// Tokens of a chat call, by account and direction (`input`, `output`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TokenLabels {
@@ -497,14 +511,15 @@ families! {
     adopted_renders: Family<AccountLabels, Counter> =
         "dramaq_adopted_renders", Family::default();
 
-    /// Estimated spend in US dollars from the configured prices, counted when a provider
-    /// task succeeds.
+    /// Spend in US dollars, counted when an attempt is settled: what the provider reported
+    /// (Runway credits, billed output seconds, chat tokens), else the configured price. Stored
+    /// attempts and failed attempts that were billed (chat calls) count.
     spend: Family<AccountLabels, FloatCounter> =
         "dramaq_spend" in Unit::Other("usd".to_string()), Family::default();
 
     /// Tokens of paid LLM calls (openai-chat accounts), by account and direction (input
     /// includes tokens served from the provider's prompt cache). Their cost is in
-    /// `dramaq_spend_usd_total`.
+    /// `dramaq_spend_usd_total` once the attempt is settled.
     llm_tokens: Family<TokenLabels, Counter> = "dramaq_llm_tokens", Family::default();
     /// Tasks this process claimed, by provider account and the pool key the claim chose
     /// (default for an account without a key pool).
@@ -518,6 +533,16 @@ families! {
     /// (per season and episode: dramaq status and dramaq budget show, as labels stay bounded).
     key_spend: Family<SpendLabels, FloatCounter> =
         "dramaq_key_spend" in Unit::Other("usd".to_string()), Family::default();
+
+    /// Budgeted seasons' cap, reserved and spent, in US dollars (label `amount`), fleet-wide,
+    /// refreshed in the background. The one family with a `season` label: only seasons with a
+    /// budget, at most [`MAX_BUDGET_SEASONS`] of them, so the series stay bounded.
+    season_budget: Family<SeasonBudgetLabels, FloatGauge> =
+        "dramaq_season_budget" in Unit::Other("usd".to_string()), Family::default();
+
+    /// 1 while a budgeted season is parked over its budget (or any of its episodes over the
+    /// per-episode cap), else 0; refreshed in the background.
+    season_parked: Family<SeasonLabels, Gauge> = "dramaq_season_parked", Family::default();
 
     /// Time spent waiting for the in-process rate limiter before a provider request.
     rate_limiter_wait: Family<AccountLabels, FloatCounter> =
@@ -785,8 +810,9 @@ impl Metrics {
         }
     }
 
-    /// One paid chat call: its tokens, and its cost in the spend counter.
-    pub fn llm_call(&self, account: &str, input: u64, output: u64, usd: f64) {
+    /// One paid chat call's tokens. Its cost goes into `dramaq_spend` when the attempt is
+    /// settled (with the task's kind and key), like every other family's.
+    pub fn llm_call(&self, account: &str, input: u64, output: u64) {
         for (direction, n) in [("input", input), ("output", output)] {
             self.f()
                 .llm_tokens
@@ -796,7 +822,6 @@ impl Metrics {
                 })
                 .inc_by(n);
         }
-        self.spend(account, usd);
     }
 
     /// Claim counters of an account's pool keys start at zero, so an idle key shows.
@@ -911,6 +936,29 @@ impl Metrics {
             .set(n);
     }
 
+    /// A budgeted season's amounts and whether it (or an episode of it) is parked.
+    pub fn set_season_budget(&self, season: &str, b: &dramaq_common::budget::Budget) {
+        let f = self.f();
+        for (amount, v) in [
+            ("cap", b.cap_usd.unwrap_or(0.0)),
+            ("reserved", b.reserved_usd),
+            ("spent", b.spent_usd),
+        ] {
+            f.season_budget
+                .get_or_create(&SeasonBudgetLabels {
+                    season: season.to_string(),
+                    amount: amount.to_string(),
+                })
+                .set(v);
+        }
+        let parked = b.parked.is_some() || b.episodes.values().any(|e| e.parked.is_some());
+        f.season_parked
+            .get_or_create(&SeasonLabels {
+                season: season.to_string(),
+            })
+            .set(i64::from(parked));
+    }
+
     /// A background refresh of the account's queue-state gauges failed.
     pub fn queue_gauge_refresh_failed(&self, account: &str) {
         self.f()
@@ -947,6 +995,35 @@ async fn refresh_account(
 /// Refresh the queue-state gauges of every account once. An account whose read fails keeps its
 /// previous values (and counts a refresh failure); the first error is returned after all
 /// accounts were tried.
+/// Most seasons exported by `dramaq_season_budget` (those with a budget, by name).
+pub const MAX_BUDGET_SEASONS: usize = 100;
+
+/// Refresh the budget gauges of every season that has a cap (at most [`MAX_BUDGET_SEASONS`]).
+/// One SMEMBERS of the season index, then one HGETALL per season with a budget.
+async fn refresh_season_budgets(queue: &Queue, metrics: &Metrics) -> Result<(), QueueError> {
+    use redis::AsyncCommands;
+    let mut seasons: Vec<String> = {
+        let mut conn = queue.redis().conn().await?;
+        conn.smembers(dramaq_common::keys::fleet::seasons()).await?
+    };
+    seasons.sort();
+    let mut shown = 0;
+    for season in seasons {
+        if shown >= MAX_BUDGET_SEASONS {
+            break;
+        }
+        if !dramaq_common::ids::is_safe_component(&season) {
+            continue;
+        }
+        let b = queue.budget(&season).await?;
+        if b.cap_usd.is_some() || b.per_episode_cap_usd.is_some() {
+            metrics.set_season_budget(&season, &b);
+            shown += 1;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn refresh_queue_gauges(
     queue: &Queue,
     accounts: &[String],
@@ -958,6 +1035,9 @@ pub(crate) async fn refresh_queue_gauges(
             metrics.queue_gauge_refresh_failed(account);
             first_err.get_or_insert(e);
         }
+    }
+    if let Err(e) = refresh_season_budgets(queue, metrics).await {
+        first_err.get_or_insert(e);
     }
     match first_err {
         Some(e) => Err(e),
@@ -1025,10 +1105,11 @@ mod tests {
         m.possible_duplicates("p", 1);
         m.adopted_after_regression("p");
         m.spend("p", 1.0);
-        m.llm_call("p", 1, 1, 0.0);
+        m.llm_call("p", 1, 1);
         m.key_claimed("p", Some("k1"));
         m.budget_parked("p");
         m.key_spend("p", TaskKind::Video, None, 1.0);
+        m.set_season_budget("s", &dramaq_common::budget::Budget::default());
         m.rate_limiter_wait("p", Duration::from_secs(1));
         m.set_adaptive_rate("p", 1.0);
     }
@@ -1151,6 +1232,36 @@ mod tests {
             text.contains("dramaq_queue_tasks{account=\"acct-a\",state=\"ready\"} 0\n"),
             "{text}"
         );
+        assert!(!text.contains("dramaq_season_budget"), "no season has a budget yet");
+
+        // A season with a budget is exported by name; one without stays out.
+        let _: () = conn
+            .sadd(dramaq_common::keys::fleet::seasons(), &["s1", "s2"])
+            .await
+            .expect("sadd");
+        queue
+            .budget_init("s1", Some(20.0), None)
+            .await
+            .expect("budget");
+        let _: () = conn
+            .hset(
+                dramaq_common::keys::SeasonKeys::new("s1").budget(),
+                "parked",
+                "budget",
+            )
+            .await
+            .expect("hset");
+        refresh_queue_gauges(&queue, &accounts, &m)
+            .await
+            .expect("refresh");
+        let text = m.encode();
+        for line in [
+            "dramaq_season_budget_usd{season=\"s1\",amount=\"cap\"} 20.0\n",
+            "dramaq_season_parked{season=\"s1\"} 1\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("season=\"s2\""), "{text}");
     }
 
     #[tokio::test]

@@ -39,13 +39,26 @@ fn recorded() -> (Metrics, Vec<GaugeGuard>) {
     m.possible_duplicates("kling-main", 1);
     m.adopted_after_regression("kling-main");
     m.spend("kling-main", 0.75);
-    m.llm_call("deepseek", 1200, 800, 0.0);
+    m.llm_call("deepseek", 1200, 800);
     m.key_claimed("kling-main", Some("k2"));
     m.budget_parked("kling-main");
     m.key_spend("kling-main", TaskKind::Video, Some("k2"), 0.5);
     m.rate_limiter_wait("kling-main", Duration::from_millis(250));
     m.set_adaptive_rate("kling-main", 1.5);
     m.queue_gauge_refresh_failed("kling-main");
+    let mut budget = dramaq_common::budget::Budget {
+        cap_usd: Some(20.0),
+        spent_usd: 12.5,
+        ..Default::default()
+    };
+    budget.episodes.insert(
+        "ep02".into(),
+        dramaq_common::budget::EpisodeBudget {
+            parked: Some("episode_budget".into()),
+            ..Default::default()
+        },
+    );
+    m.set_season_budget("love-s1", &budget);
     (m, vec![in_flight, held])
 }
 
@@ -85,6 +98,9 @@ fn metrics_every_family_encoded_with_labels_and_help() {
         r#"dramaq_queue_gauge_refresh_failures_total{account="kling-main"} 1"#,
         r#"dramaq_llm_tokens_total{account="deepseek",direction="input"} 1200"#,
         r#"dramaq_llm_tokens_total{account="deepseek",direction="output"} 800"#,
+        r#"dramaq_season_budget_usd{season="love-s1",amount="cap"} 20.0"#,
+        r#"dramaq_season_budget_usd{season="love-s1",amount="spent"} 12.5"#,
+        r#"dramaq_season_parked{season="love-s1"} 1"#,
     ];
     for s in samples {
         assert!(
@@ -120,6 +136,8 @@ fn metrics_every_family_encoded_with_labels_and_help() {
         ("dramaq_key_spend_usd", "counter"),
         ("dramaq_rate_limiter_wait_seconds", "counter"),
         ("dramaq_adaptive_rate", "gauge"),
+        ("dramaq_season_budget_usd", "gauge"),
+        ("dramaq_season_parked", "gauge"),
     ];
     assert_eq!(families.len(), FAMILY_NAMES.len(), "a family is not tested");
     for (name, ty) in families {
@@ -151,8 +169,8 @@ fn metrics_every_family_encoded_with_labels_and_help() {
 
 #[test]
 fn metrics_labels_stay_bounded() {
-    // No label may carry a task id or a season: only these label names are ever exported
-    // (`key` is a pool key's configured name, never its value).
+    // No label may carry a task id: only these label names are ever exported (`key` is a pool
+    // key's configured name, never its value), and `season` only on the season-budget gauges.
     let allowed: BTreeSet<&str> = [
         "account",
         "key",
@@ -165,6 +183,7 @@ fn metrics_labels_stay_bounded() {
         "action",
         "state",
         "direction",
+        "amount",
         "le",
     ]
     .into_iter()
@@ -178,8 +197,17 @@ fn metrics_labels_stay_bounded() {
         let Some((labels, _)) = rest.rsplit_once('}') else {
             continue;
         };
+        let season_family = line.starts_with("dramaq_season_budget_usd{")
+            || line.starts_with("dramaq_season_parked{");
         for pair in labels.split(',') {
             let name = pair.split('=').next().unwrap_or_default();
+            if name == "season" {
+                assert!(
+                    season_family,
+                    "a season label outside the budget gauges: {line}"
+                );
+                continue;
+            }
             assert!(
                 allowed.contains(name),
                 "unexpected label {name:?} in {line}"

@@ -6,7 +6,8 @@
 -- KEYS[3]  counts hash
 -- KEYS[4]  account paused flag (an operator's pause: nothing is claimed)
 -- KEYS[5]  render slots zset      KEYS[6]  slot owners hash (slot → pool key name)
--- KEYS[7]  parked seasons set (over budget)
+-- KEYS[7]  parked set (over budget): seasons, and `<season>/<episode>` for an episode over its
+--          per-episode cap
 -- KEYS[8 .. 7+4m]  per pool key j: paused flag, cooldown flag, GCRA state, daily counts hash
 -- KEYS[7+4m+i]  task record key of delivery i   (i = 1..n)
 -- ARGV[1]  consumer group
@@ -28,7 +29,8 @@
 -- stream and the caller is told how long to wait. A claimed record names its key (`key`), so
 -- every later request about its render uses that key.
 -- Returns, per delivery: {"claimed", record} | {"stale", ""} | {"paused", ""} |
--- {"parked", season} | {"throttled", "<wait ms>:<reason>"}.
+-- {"parked", "<season>" or "<season>/<episode>"} | {"throttled", "<wait ms>:<reason>"}.
+-- The episode is in the record's body, which is decoded only while the parked set is not empty.
 
 local now = now_ms()
 local now_u = now_us()
@@ -47,6 +49,34 @@ end
 redis.call('XACK', KEYS[1], ARGV[1], unpack(entries))
 redis.call('XDEL', KEYS[1], unpack(entries))
 local parked = {}
+local any_parked = redis.call('SCARD', KEYS[7]) > 0
+-- The parked set member that holds task t back, or nil.
+local function parked_by(t)
+  if not any_parked then
+    return nil
+  end
+  if parked[t.season] == nil then
+    parked[t.season] = redis.call('SISMEMBER', KEYS[7], t.season) == 1
+  end
+  if parked[t.season] then
+    return t.season
+  end
+  if t._body == nil or t._body == '' then
+    return nil
+  end
+  local body = cmsgpack.unpack(t._body)
+  if type(body) ~= 'table' or type(body.group) ~= 'string' then
+    return nil
+  end
+  local member = t.season .. '/' .. body.group
+  if parked[member] == nil then
+    parked[member] = redis.call('SISMEMBER', KEYS[7], member) == 1
+  end
+  if parked[member] then
+    return member
+  end
+  return nil
+end
 local out = {}
 local leases = {}
 for i = 1, n do
@@ -55,18 +85,19 @@ for i = 1, n do
   if t == nil or t.state ~= 'ready' or t.entry ~= entries[i] then
     out[i] = { 'stale', '' }
   else
-    if parked[t.season] == nil then
-      parked[t.season] = redis.call('SISMEMBER', KEYS[7], t.season) == 1
+    local held_by = nil
+    if not paused then
+      held_by = parked_by(t)
     end
     local k, wait, why = nil, -1, 'paused'
-    if not paused and not parked[t.season] then
+    if not paused and not held_by then
       k, wait, why = pool_pick(pool, now, now_u)
     end
     if k == nil then
       push_ready(KEYS[1], t, t.ready_ms or now)
       save_task(key, t)
-      if parked[t.season] then
-        out[i] = { 'parked', t.season }
+      if held_by then
+        out[i] = { 'parked', held_by }
       elseif wait < 0 then
         out[i] = { 'paused', '' }
       else

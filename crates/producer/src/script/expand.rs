@@ -14,7 +14,7 @@ use dramaq_common::{DepRef, NewTask, TaskPayload};
 use super::season::{Character, Scene, Season};
 
 /// Group of the character images; episodes use their own id.
-pub const IMAGE_GROUP: &str = "characters";
+pub use dramaq_common::model::CHARACTER_GROUP as IMAGE_GROUP;
 
 /// Voice used when neither the character nor the voice account names one.
 pub const FALLBACK_VOICE: &str = "alloy";

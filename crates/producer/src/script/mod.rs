@@ -48,6 +48,8 @@ pub struct Expanded {
     pub review: bool,
     /// The script's `budget.usd`, when it sets one.
     pub budget_usd: Option<f64>,
+    /// The script's `budget.per_episode_usd`, when it sets one.
+    pub budget_per_episode_usd: Option<f64>,
     /// In dependency order: images, then videos and voice lines, then assemblies.
     pub tasks: Vec<NewTask>,
     /// Problems that do not stop the season (a scene whose lines will not fit), for `plan`.
@@ -119,6 +121,7 @@ pub fn parse_as(
     let warnings = timing::warnings(&season, file);
     Ok(Expanded {
         budget_usd: season.budget_usd,
+        budget_per_episode_usd: season.budget_per_episode_usd,
         season: season.id,
         title: season.title,
         review: season.review,

@@ -13,6 +13,9 @@ pub struct Season {
     pub review: bool,
     /// `budget: { usd: N }`: what the season may spend, enforced at claim time.
     pub budget_usd: Option<f64>,
+    /// `budget: { per_episode_usd: N }`: what each episode may spend (character sheets count
+    /// against the season only).
+    pub budget_per_episode_usd: Option<f64>,
     pub aspect_ratio: String,
     pub resolution: String,
     /// Provider chains per kind. Empty only when the kind has no tasks in this season.

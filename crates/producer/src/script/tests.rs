@@ -547,7 +547,19 @@ fn a_budget_is_read_and_a_bad_one_is_reported_at_its_field() {
     let with = SAMPLE.replacen("\ndefaults:", "\nbudget:\n  usd: 19.5\ndefaults:", 1);
     assert_eq!(expand_ok(&with).budget_usd, Some(19.5));
     assert_eq!(expand_ok(SAMPLE).budget_usd, None);
+    let both = SAMPLE.replacen(
+        "\ndefaults:",
+        "\nbudget:\n  usd: 40\n  per_episode_usd: 4.5\ndefaults:",
+        1,
+    );
+    assert_eq!(expand_ok(&both).budget_per_episode_usd, Some(4.5));
+    assert_eq!(expand_ok(&with).budget_per_episode_usd, None);
     for (budget, want) in [
+        (
+            "budget:\n  usd: 3\n  per_episode_usd: -1\n",
+            "budget.per_episode_usd",
+        ),
+        ("budget:\n  per_episode_usd: 1\n", "budget.usd"),
         ("budget:\n  usd: -3\n", "budget.usd"),
         ("budget:\n  usd: lots\n", "budget.usd"),
         ("budget:\n  dollars: 3\n", "budget"),

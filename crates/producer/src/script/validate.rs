@@ -30,7 +30,7 @@ const ROOT_FIELDS: &[&str] = &[
     "subtitles",
     "budget",
 ];
-const BUDGET_FIELDS: &[&str] = &["usd"];
+const BUDGET_FIELDS: &[&str] = &["usd", "per_episode_usd"];
 const DEFAULTS_FIELDS: &[&str] = &["aspect_ratio", "resolution", "duration", "providers"];
 const PROVIDER_FIELDS: &[&str] = &["image", "video", "voice", "assembly"];
 const CHARACTER_FIELDS: &[&str] = &["name", "appearance", "seed", "reference_image", "voice"];
@@ -132,11 +132,19 @@ impl Validator<'_> {
             .opt("subtitles")
             .and_then(|n| self.one_of(n, "subtitles", "subtitles mode", SUBTITLE_MODES))
             .is_some_and(|m| m == "burn");
-        let budget_usd = top.opt("budget").and_then(|n| {
-            let f = Fields::read(self.sink, n, "budget", BUDGET_FIELDS)?;
-            f.req(self.sink, "usd")
-                .and_then(|n| fields::usd(self.sink, n, &f.path_of("usd")))
-        });
+        let (budget_usd, budget_per_episode_usd) = top
+            .opt("budget")
+            .and_then(|n| {
+                let f = Fields::read(self.sink, n, "budget", BUDGET_FIELDS)?;
+                let usd = f
+                    .req(self.sink, "usd")
+                    .and_then(|n| fields::usd(self.sink, n, &f.path_of("usd")));
+                let per_episode = f
+                    .opt("per_episode_usd")
+                    .and_then(|n| fields::usd(self.sink, n, &f.path_of("per_episode_usd")));
+                Some((usd, per_episode))
+            })
+            .unwrap_or((None, None));
 
         let characters = match top.opt("characters") {
             Some(n) => self.characters(n),
@@ -205,6 +213,7 @@ impl Validator<'_> {
             title: title?,
             review: review?,
             budget_usd,
+            budget_per_episode_usd,
             aspect_ratio: defaults.aspect_ratio?,
             resolution: defaults.resolution?,
             image_chain,

@@ -15,6 +15,7 @@
 //! - Our task id goes out as `external_task_id`, which Kling accepts in place of its own id when
 //!   querying: that is how [`Kling::reconcile`] finds a task whose submit answer was lost.
 
+use super::billing::{seconds_field, Bill, Bills};
 use super::http::{self, Auth, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
 use super::{
     video_args, PollOutcome, Provider, ProviderError, RenderPhase, ResultRef, SubmitOutcome,
@@ -44,6 +45,8 @@ pub struct Kling {
     scrub: Scrubber,
     /// `accounts.<name>.callback_url`: sent as `callback_url` (with the task id appended).
     callback_url: Option<String>,
+    /// Output seconds of renders seen succeeded (Kling bills per second), until settled.
+    bills: Bills,
 }
 
 /// The two submit paths; the poll path must repeat the one used.
@@ -258,6 +261,11 @@ fn is_task_not_found(err: &ProviderError) -> bool {
         || (err.code.as_deref() == Some("1201") && says_missing && m.contains("task"))
 }
 
+/// The output seconds a finished task reports (`task_result.videos[0].duration`, a string).
+pub fn billed_seconds(data: &Value) -> Option<f64> {
+    seconds_field(data.pointer("/task_result/videos/0/duration"))
+}
+
 /// One task `data` object → what the worker should do.
 pub fn poll_outcome(data: &Value, scrub: &Scrubber) -> PollOutcome {
     let status = data
@@ -326,6 +334,7 @@ impl Kling {
             access_key,
             secret_key,
             callback_url: acct.callback_url.clone(),
+            bills: Bills::default(),
         }
     }
 
@@ -494,7 +503,13 @@ impl Provider for Kling {
     ) -> Result<PollOutcome, ProviderError> {
         let loc = Locator::parse(poll_locator)?;
         match self.get_task(loc.action, provider_task_id).await {
-            Ok(data) => Ok(poll_outcome(&data, &self.scrub)),
+            Ok(data) => {
+                let outcome = poll_outcome(&data, &self.scrub);
+                if let (PollOutcome::Succeeded(_), Some(s)) = (&outcome, billed_seconds(&data)) {
+                    self.bills.note(provider_task_id, Bill::Seconds(s));
+                }
+                Ok(outcome)
+            }
             Err(mut e) if is_task_not_found(&e) => {
                 // The worker's grace window decides when "not found" is final.
                 e.class = FailureClass::ProviderError;
@@ -508,6 +523,10 @@ impl Provider for Kling {
     async fn fetch(&self, result: &ResultRef) -> Result<super::Download, ProviderError> {
         let auth = || self.auth();
         http::fetch_result(&self.client, result, &self.base_url, auth, &self.scrub).await
+    }
+
+    fn reported_bill(&self, _task_id: &str, provider_task_id: Option<&str>) -> Option<Bill> {
+        self.bills.take(provider_task_id?)
     }
 
     async fn reconcile(
@@ -982,6 +1001,12 @@ mod tests {
             PollOutcome::Succeeded(ResultRef::Url { url }) => assert_eq!(url, "https://cdn/k5.mp4"),
             other => panic!("{other:?}"),
         }
+        // Kling bills per second of output: the finished task's duration is noted, taken once.
+        assert_eq!(
+            k.reported_bill("task", Some("k-5")),
+            Some(Bill::Seconds(5.0))
+        );
+        assert_eq!(k.reported_bill("task", Some("k-5")), None);
         match k.poll("k-ok", None).await.expect("poll") {
             PollOutcome::Pending { sub_status, .. } => assert_eq!(sub_status, "processing"),
             other => panic!("{other:?}"),

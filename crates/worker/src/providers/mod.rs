@@ -6,6 +6,7 @@
 //! [`crate::providers::PollOutcome`] and [`dramaq_common::FailureClass`] (docs/providers.md, "The common frame"), so a
 //! user switches model or relay in the config, not in code.
 
+pub mod billing;
 pub mod fal;
 pub mod http;
 pub mod kling;
@@ -286,10 +287,16 @@ pub trait Provider: Send + Sync {
 
     async fn submit(&self, req: SubmitRequest<'_>) -> Result<SubmitOutcome, ProviderError>;
 
-    /// What the provider reported a finished render cost (USD), when the family reports it
-    /// (Runway's `cost` in credits); taken once, when the render is settled. `None`: the
-    /// configured price stands.
-    fn reported_cost_usd(&self, _provider_task_id: &str) -> Option<f64> {
+    /// What the provider reported the attempt cost, when the family reports it (Runway's
+    /// `cost` in credits, Kling's and OpenAI videos' output seconds, the chat family's token
+    /// usage): keyed by the render's provider task id, or by the task id for a synchronous
+    /// call. Taken once, when the attempt is settled (`billing`). `None`: the configured price
+    /// stands.
+    fn reported_bill(
+        &self,
+        _task_id: &str,
+        _provider_task_id: Option<&str>,
+    ) -> Option<billing::Bill> {
         None
     }
 

@@ -22,6 +22,7 @@
 //! - **Metering.** Every paid call's tokens and cost (from the account's per-million prices) go
 //!   to the season's totals in Redis and to the metrics; the stored file carries the task's own.
 
+use super::billing::{Bill, Bills};
 use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY, JSON_BODY_CAP};
 use super::{
     nothing_to_poll, Download, PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome,
@@ -42,7 +43,7 @@ use std::sync::Arc;
 use tracing::{debug, info};
 
 /// Most repair requests per task after the first answer.
-pub const MAX_REPAIRS: usize = 3;
+pub const MAX_REPAIRS: usize = dramaq_common::config::CHAT_MAX_REPAIRS;
 
 /// Sampling temperature for creative writing.
 const TEMPERATURE: f64 = 0.8;
@@ -61,6 +62,9 @@ pub(crate) struct OpenaiChat {
     queue: Queue,
     storage: Arc<dyn Storage>,
     metrics: Metrics,
+    /// What the current attempt of each task paid so far (every call, repairs included), by
+    /// task id, until the attempt is settled.
+    bills: Bills,
 }
 
 /// One chat answer with content, as kept in the answer cache.
@@ -94,6 +98,7 @@ impl OpenaiChat {
             queue,
             storage,
             metrics,
+            bills: Bills::default(),
         }
     }
 
@@ -124,6 +129,7 @@ impl OpenaiChat {
     async fn ask(
         &self,
         season: &str,
+        task_id: &str,
         key: &str,
         body: &Value,
         usage: &mut ChatUsage,
@@ -180,12 +186,9 @@ impl OpenaiChat {
                 .map_err(|e| redis_err("saving the answer", e))?;
         }
         usage.add(&call);
-        self.metrics.llm_call(
-            &self.account,
-            call.input_tokens,
-            call.output_tokens,
-            call.cost_usd,
-        );
+        self.bills.add_usd(task_id, call.cost_usd);
+        self.metrics
+            .llm_call(&self.account, call.input_tokens, call.output_tokens);
         if let Err(e) = chat::record_usage(&self.queue, &self.account, season, &call).await {
             tracing::warn!(error = %e, "chat usage not recorded");
         }
@@ -323,7 +326,9 @@ impl Provider for OpenaiChat {
                 format!("{}:repair{round}", req.task_id)
             };
             let body = self.body(step, &messages);
-            let content = self.ask(req.season, &key, &body, &mut usage).await?;
+            let content = self
+                .ask(req.season, req.task_id, &key, &body, &mut usage)
+                .await?;
             calls += 1;
             match check_answer(step, &brief, outline.as_ref(), &content, &self.cfg) {
                 Ok(answer) => {
@@ -366,6 +371,10 @@ impl Provider for OpenaiChat {
             }
         }
         unreachable!("the loop returns at its last round")
+    }
+
+    fn reported_bill(&self, task_id: &str, _: Option<&str>) -> Option<Bill> {
+        self.bills.take(task_id)
     }
 
     async fn poll(&self, _: &str, _: Option<&str>) -> Result<PollOutcome, ProviderError> {

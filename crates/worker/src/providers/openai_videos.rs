@@ -13,6 +13,7 @@
 //! - 404 on poll is `provider_error`/`not_found` (the worker applies its grace window), unless the
 //!   body says the model is gone (`model_retired`).
 
+use super::billing::{seconds_field, Bill, Bills};
 use super::http::{self, openai, Auth, Scrubber, IDEMPOTENCY_KEY};
 use super::{
     video_args, InputImage, PollOutcome, Provider, ProviderError, RenderPhase, ResultRef,
@@ -32,6 +33,8 @@ pub struct OpenaiVideos {
     multipart: bool,
     api_key: Option<Secret>,
     scrub: Scrubber,
+    /// `seconds` of renders seen completed (billed per second of output), until settled.
+    bills: Bills,
 }
 
 impl OpenaiVideos {
@@ -43,6 +46,7 @@ impl OpenaiVideos {
             multipart: acct.multipart,
             scrub: Scrubber::new([api_key.as_ref()]),
             api_key,
+            bills: Bills::default(),
         }
     }
 
@@ -318,17 +322,27 @@ impl Provider for OpenaiVideos {
         })
         .await?;
         let headers = answer.headers;
-        poll_outcome(
+        let outcome = poll_outcome(
             &v,
             &self.content_url(provider_task_id),
             http::poll_after(&headers),
             &self.scrub,
-        )
+        )?;
+        if let (PollOutcome::Succeeded(_), Some(s)) =
+            (&outcome, seconds_field(unwrap_data(&v).get("seconds")))
+        {
+            self.bills.note(provider_task_id, Bill::Seconds(s));
+        }
+        Ok(outcome)
     }
 
     async fn fetch(&self, result: &ResultRef) -> Result<super::Download, ProviderError> {
         let auth = || self.auth();
         http::fetch_result(&self.client, result, &self.base_url, auth, &self.scrub).await
+    }
+
+    fn reported_bill(&self, _task_id: &str, provider_task_id: Option<&str>) -> Option<Bill> {
+        self.bills.take(provider_task_id?)
     }
 }
 

@@ -20,6 +20,7 @@
 //!   `result_expired`; the worker then polls again, and a re-GET of the task returns fresh URLs.
 //! - [`Runway::cancel`] is `DELETE /v1/tasks/{id}` (which also deletes a finished task).
 
+use super::billing::{Bill, Bills};
 use super::http::{self, openai, Scrubber, IDEMPOTENCY_KEY};
 use super::{
     video_args, Download, InputImage, PollOutcome, Provider, ProviderError, RenderPhase, ResultRef,
@@ -46,14 +47,9 @@ pub struct Runway {
     model: String,
     api_key: Option<Secret>,
     scrub: Scrubber,
-    /// `cost` (credits) of renders seen succeeded and not settled yet, by task id. Bounded:
-    /// past [`MAX_REPORTED_COSTS`] entries it is cleared (those renders settle at the configured
-    /// price).
-    costs: std::sync::Mutex<std::collections::HashMap<String, f64>>,
+    /// `cost` (credits, as USD) of renders seen succeeded and not settled yet, by task id.
+    bills: Bills,
 }
-
-/// Reported costs kept for settling at most.
-const MAX_REPORTED_COSTS: usize = 4_096;
 
 /// USD per Runway credit.
 const USD_PER_CREDIT: f64 = 0.01;
@@ -403,7 +399,7 @@ impl Runway {
             model: acct.model.trim().to_string(),
             scrub: Scrubber::new([api_key.as_ref()]),
             api_key,
-            costs: Default::default(),
+            bills: Bills::default(),
         }
     }
 
@@ -505,18 +501,14 @@ impl Provider for Runway {
         .await?;
         let outcome = poll_outcome(&v, &self.scrub)?;
         if let (PollOutcome::Succeeded(_), Some(credits)) = (&outcome, reported_credits(&v)) {
-            if let Ok(mut costs) = self.costs.lock() {
-                if costs.len() >= MAX_REPORTED_COSTS {
-                    costs.clear();
-                }
-                costs.insert(provider_task_id.to_string(), credits * USD_PER_CREDIT);
-            }
+            self.bills
+                .note(provider_task_id, Bill::Usd(credits * USD_PER_CREDIT));
         }
         Ok(outcome)
     }
 
-    fn reported_cost_usd(&self, provider_task_id: &str) -> Option<f64> {
-        self.costs.lock().ok()?.remove(provider_task_id)
+    fn reported_bill(&self, _task_id: &str, provider_task_id: Option<&str>) -> Option<Bill> {
+        self.bills.take(provider_task_id?)
     }
 
     /// Output URLs are signed CDN links: fetched without credentials. 403/404/410 means the
@@ -996,7 +988,7 @@ mod tests {
             PollOutcome::Pending { .. }
         ));
         assert_eq!(
-            p.reported_cost_usd("t-run"),
+            p.reported_bill("x", Some("t-run")),
             None,
             "an estimate is not a cost"
         );
@@ -1004,9 +996,12 @@ mod tests {
             p.poll("t-paid", None).await.unwrap(),
             PollOutcome::Succeeded(_)
         ));
-        let usd = p.reported_cost_usd("t-paid").expect("cost reported");
+        let usd = p
+            .reported_bill("x", Some("t-paid"))
+            .expect("cost reported")
+            .usd(0.0);
         assert!((usd - 0.5).abs() < 1e-9, "{usd}");
-        assert_eq!(p.reported_cost_usd("t-paid"), None, "taken once");
+        assert_eq!(p.reported_bill("x", Some("t-paid")), None, "taken once");
     }
 
     #[tokio::test]

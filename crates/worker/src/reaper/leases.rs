@@ -94,6 +94,19 @@ pub async fn run_once(
                 charges,
             )
             .await?;
+        // A task taken off this account for good (dead, or moved down its chain) gives its
+        // budget reservation back; one requeued here keeps it for its next claim.
+        if matches!(action, LeaseAction::Dead | LeaseAction::Moved) {
+            if let Some(rec) = &rec {
+                let episode = dramaq_common::budget::episode_of(&rec.group);
+                if let Err(e) = queue
+                    .budget_settle(&rec.season, &rec.id, episode, None)
+                    .await
+                {
+                    warn!(task = %id, error = %e, "releasing the budget reservation failed; it stays held");
+                }
+            }
+        }
         match action {
             LeaseAction::Requeued => out.requeued += 1,
             LeaseAction::Adopted => out.adopted += 1,
