@@ -14,6 +14,7 @@
 #                     Σ render time / SLOTS (no schedule can finish sooner with SLOTS slots)
 #
 #   scripts/bench-slots.sh                      # polls only (sandbox-sora, OpenAI shape)
+#   POINTS=10 scripts/bench-slots.sh            # the account's poll_points (default 5)
 #   CALLBACKS=1 scripts/bench-slots.sh          # Replicate shape, signed callbacks as triggers
 #   CALLBACKS=1 LOST=0.1 BAD=0.05 REPLAY=1 scripts/bench-slots.sh
 #                                   # 10 % lost, 5 % badly signed, every one delivered twice
@@ -21,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RENDERS=${RENDERS:-400}; WARMUP=${WARMUP:-60}; SLOTS=${SLOTS:-16}
 RENDER_MS=${RENDER_MS:-6000}; JITTER_MS=${JITTER_MS:-3000}
-CALLBACKS=${CALLBACKS:-0}; LOST=${LOST:-0}; REPLAY=${REPLAY:-0}; BAD=${BAD:-0}
+CALLBACKS=${CALLBACKS:-0}; LOST=${LOST:-0}; REPLAY=${REPLAY:-0}; BAD=${BAD:-0}; POINTS=${POINTS:-5}
 SECRET=whsec_YmVuY2gtc2xvdHMtc2lnbmluZy1rZXk=
 
 source scripts/bench-env.sh
@@ -63,6 +64,7 @@ $ACCOUNT_TOML
 api_key_env = "DRAMAQ_SANDBOX_KEY"
 poll_first_ms = 250
 poll_max_ms = 1000
+poll_points = $POINTS
 quota = { max_concurrent = $SLOTS }
 EOF
 export DRAMAQ_BENCH_WEBHOOK_SECRET=$SECRET

@@ -3,10 +3,11 @@
 //! A render keeps its account's concurrency slot until a poll sees it finished, so a poll long
 //! after the finish wastes a paid slot, and a poll long before it wastes a provider request. The
 //! account's render-time histogram (`dramaq_common::render_times`, kept in Redis by
-//! `render_done.lua`) gives its quantiles; a render is polled at `POINTS` ages spread over the
-//! distribution (at the quantiles 1/5, 2/5, … and the 99th percentile), which costs
-//! (POINTS + 1) / 2 = 3 polls per render on average and finds a finished render within a tenth
-//! of the spread on average. Past the last point the render is late: polls back off from a
+//! `render_done.lua`) gives its quantiles; a render is polled at `n` ages spread over the
+//! distribution (the account's `poll_points`, default 5: the quantiles 1/5, 2/5, … and the 99th
+//! percentile), which costs (n + 1) / 2 = 3 polls per render on average and finds a finished
+//! render within a tenth of the spread on average. More points trade status requests for
+//! sooner-freed slots: the average lateness is about spread / 2n. Past the last point the render is late: polls back off from a
 //! fifth of the spread to `poll_max_ms`. With callbacks (`crate::webhooks`), a callback moves
 //! the poll to now, so the plan keeps only the last point as a safety net for lost callbacks.
 //!
@@ -24,7 +25,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Poll ages per render spread over the learned distribution.
+/// Poll ages per render spread over the learned distribution, unless the account says.
+#[cfg(test)]
 const POINTS: usize = 5;
 /// Finished renders needed before the learned plan replaces the fixed cadence.
 const MIN_SAMPLES: u64 = 20;
@@ -51,17 +53,18 @@ pub(crate) enum Plan {
 impl Plan {
     /// The plan for an account whose renders took `times`. With `callbacks`, only the last
     /// point is kept: a callback triggers the poll that finds the render done.
-    pub(crate) fn new(times: &RenderTimes, callbacks: bool) -> Plan {
+    pub(crate) fn new(times: &RenderTimes, callbacks: bool, n_points: usize) -> Plan {
+        let n_points = n_points.max(1);
         if times.count() < MIN_SAMPLES {
             return Plan::Learning;
         }
         let q = |p: f64| times.quantile(p).unwrap_or(0);
         let floor_ms = q(0.005);
         let last = q(0.99).max(floor_ms + MIN_GAP_MS);
-        let mut points: Vec<u64> = Vec::with_capacity(POINTS);
+        let mut points: Vec<u64> = Vec::with_capacity(n_points);
         if !callbacks {
-            for i in 1..POINTS {
-                let at = q(i as f64 / POINTS as f64);
+            for i in 1..n_points {
+                let at = q(i as f64 / n_points as f64);
                 if at >= points.last().map_or(floor_ms, |p| p + MIN_GAP_MS) {
                     points.push(at);
                 }
@@ -70,7 +73,7 @@ impl Plan {
         if points.last().is_none_or(|&p| last >= p + MIN_GAP_MS) {
             points.push(last);
         }
-        let tail_step_ms = ((last - floor_ms) / POINTS as u64).max(1_000);
+        let tail_step_ms = ((last - floor_ms) / n_points as u64).max(1_000);
         Plan::Learned {
             floor_ms,
             points,
@@ -168,7 +171,13 @@ pub(crate) struct Plans {
 
 impl Plans {
     /// The account's plan; a failed read keeps the last one (or the fixed cadence).
-    pub(crate) async fn get(&self, queue: &Queue, account: &str, callbacks: bool) -> Arc<Plan> {
+    pub(crate) async fn get(
+        &self,
+        queue: &Queue,
+        account: &str,
+        callbacks: bool,
+        n_points: u32,
+    ) -> Arc<Plan> {
         let cached = self.lock().get(account).cloned();
         if let Some((at, plan)) = &cached {
             if at.elapsed() < REFRESH {
@@ -176,7 +185,7 @@ impl Plans {
             }
         }
         let plan = match queue.render_times(account).await {
-            Ok(times) => Arc::new(Plan::new(&times, callbacks)),
+            Ok(times) => Arc::new(Plan::new(&times, callbacks, n_points as usize)),
             Err(e) => {
                 tracing::warn!(%account, error = %e, "reading the render-time histogram failed");
                 cached.map_or_else(|| Arc::new(Plan::Learning), |(_, p)| p)
@@ -231,7 +240,7 @@ mod tests {
     #[test]
     fn too_few_renders_keep_the_fixed_cadence() {
         let few = RenderTimes::from_samples([150_000; 19]);
-        assert_eq!(Plan::new(&few, false), Plan::Learning);
+        assert_eq!(Plan::new(&few, false, POINTS), Plan::Learning);
         let a = acct();
         assert_eq!(Plan::Learning.first_delay(&a), 5_000);
         let d = Plan::Learning.next_delay(&a, 90_000);
@@ -241,7 +250,7 @@ mod tests {
     #[test]
     fn a_learned_plan_polls_three_times_and_finds_renders_within_a_tenth_of_the_spread() {
         let a = acct();
-        let plan = Plan::new(&uniform(), false);
+        let plan = Plan::new(&uniform(), false, POINTS);
         let Plan::Learned {
             points, floor_ms, ..
         } = &plan
@@ -264,7 +273,7 @@ mod tests {
     #[test]
     fn a_late_render_backs_off_to_the_cap() {
         let a = acct();
-        let plan = Plan::new(&uniform(), false);
+        let plan = Plan::new(&uniform(), false, POINTS);
         let first_tail = plan.next_delay(&a, 181_000);
         assert!((12_000..=13_000).contains(&first_tail), "{first_tail}");
         assert_eq!(plan.next_delay(&a, 600_000), 20_000);
@@ -273,7 +282,7 @@ mod tests {
     #[test]
     fn with_callbacks_only_the_safety_net_is_polled() {
         let a = acct();
-        let plan = Plan::new(&uniform(), true);
+        let plan = Plan::new(&uniform(), true, POINTS);
         let Plan::Learned { points, .. } = &plan else {
             panic!("{plan:?}");
         };
@@ -285,7 +294,7 @@ mod tests {
     #[test]
     fn the_estimate_is_the_middle_between_the_previous_poll_and_this_one() {
         let a = acct();
-        let plan = Plan::new(&uniform(), false);
+        let plan = Plan::new(&uniform(), false, POINTS);
         let Plan::Learned {
             points, floor_ms, ..
         } = plan.clone()
@@ -329,7 +338,7 @@ mod tests {
                 let u = ((i * 7_919) % 1_000) as f64 / 1_000.0;
                 seen.push(plan.estimate_ms(&a, age as i64, age as i64, u));
             }
-            plan = Plan::new(&RenderTimes::from_samples(seen), false);
+            plan = Plan::new(&RenderTimes::from_samples(seen), false, POINTS);
         }
         let Plan::Learned { points, .. } = &plan else {
             panic!("{plan:?}");
@@ -345,5 +354,25 @@ mod tests {
             polls <= 3.3 && late <= 9_000.0,
             "{polls} polls, {late} ms late"
         );
+    }
+
+    #[test]
+    fn more_points_find_renders_sooner_for_more_polls() {
+        let a = acct();
+        let finishes: Vec<u64> = (0..1_000).map(|i| 120_000 + (i * 7_919) % 60_000).collect();
+        let times = RenderTimes::from_samples(finishes.clone());
+        let (polls5, late5) = simulate(&Plan::new(&times, false, 5), &a, &finishes);
+        let (polls10, late10) = simulate(&Plan::new(&times, false, 10), &a, &finishes);
+        // Lateness is about spread / 2n: 6 s with 5 points, 3 s with 10 (a 60 s spread).
+        assert!(late10 < late5 * 0.65, "{late5} → {late10} ms");
+        assert!(late10 <= 4_000.0, "{late10} ms");
+        assert!(
+            polls10 > polls5 && polls10 <= 6.5,
+            "{polls5} → {polls10} polls"
+        );
+        let Plan::Learned { points, .. } = Plan::new(&times, false, 1) else {
+            panic!()
+        };
+        assert_eq!(points.len(), 1, "one point: the 99th percentile only");
     }
 }

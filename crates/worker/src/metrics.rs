@@ -1232,7 +1232,10 @@ mod tests {
             text.contains("dramaq_queue_tasks{account=\"acct-a\",state=\"ready\"} 0\n"),
             "{text}"
         );
-        assert!(!text.contains("dramaq_season_budget"), "no season has a budget yet");
+        assert!(
+            !text.contains("dramaq_season_budget"),
+            "no season has a budget yet"
+        );
 
         // A season with a budget is exported by name; one without stays out.
         let _: () = conn

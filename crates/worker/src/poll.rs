@@ -270,7 +270,12 @@ async fn poll_one(
                 let hinted = poll_after.map_or(0, |d| d.as_millis() as u64);
                 let plan = ctx
                     .plans
-                    .get(&ctx.queue, account, ctx.callbacks(account))
+                    .get(
+                        &ctx.queue,
+                        account,
+                        ctx.callbacks(account),
+                        acct.poll_points,
+                    )
                     .await;
                 let delay = plan.next_delay(acct, age_ms).max(hinted);
                 debug!(sub_status = %Shown::id(&sub_status), delay_ms = delay, "still rendering");
@@ -284,7 +289,12 @@ async fn poll_one(
                 ctx.metrics.render_duration(account, rendered);
                 let plan = ctx
                     .plans
-                    .get(&ctx.queue, account, ctx.callbacks(account))
+                    .get(
+                        &ctx.queue,
+                        account,
+                        ctx.callbacks(account),
+                        acct.poll_points,
+                    )
                     .await;
                 let due_age_ms = schedule.due_ms - rec.submitted_ms.unwrap_or(rec.updated_ms);
                 let took_ms = plan.estimate_ms(acct, due_age_ms, age_ms, rand::random());

@@ -121,7 +121,10 @@ async fn handle(ctx: &Ctx, lease: &Lease, rec: &TaskRecord) -> Result<(), QueueE
             let planned = match ctx.account(&lease.account) {
                 Some(acct) => {
                     let callbacks = ctx.callbacks(&lease.account);
-                    let plan = ctx.plans.get(&ctx.queue, &lease.account, callbacks).await;
+                    let plan = ctx
+                        .plans
+                        .get(&ctx.queue, &lease.account, callbacks, acct.poll_points)
+                        .await;
                     plan.first_delay(acct)
                 }
                 None => 5_000,
