@@ -51,7 +51,6 @@ fn kill_9_workers_and_a_redis_restart_lose_nothing_and_pay_once() {
 /// copy until 8 s after the cut: the workers' journals of paid transitions are what recovers the
 /// lost second, and a worker dying in the same seconds as the Redis host is a double fault.
 #[test]
-#[ignore = "known gaps, see docs/durability.md: after a power cut a second payer's bytes can overwrite a stored output, and a payer killed before its journal replay leaves its payment unflagged; run with -- --ignored power_loss"]
 fn power_loss_of_the_last_second_loses_nothing_and_pays_no_unflagged_duplicate() {
     let settings = Settings {
         redis_restarts: 0,

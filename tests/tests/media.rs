@@ -282,11 +282,17 @@ fn check_master(
         dir.join(format!("{id}-poster.jpg")),
         dir.join(format!("{id}-contact.jpg")),
     ];
-    pictures.extend(
-        scenes
-            .iter()
-            .map(|s| dir.join(format!("{}-poster.jpg", s.as_str().unwrap()))),
-    );
+    // A scene's poster sits beside its clip as stored (the clip's name carries its attempt's
+    // suffix): `<stem>-poster.jpg`.
+    pictures.extend(scenes.iter().map(|s| {
+        let clip = by_id(tasks, s.as_str().unwrap())["output"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let file = clip.rsplit('/').next().unwrap();
+        let stem = file.rsplit_once('.').unwrap().0;
+        dir.join(format!("{stem}-poster.jpg"))
+    }));
     for p in pictures {
         let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert_eq!(&bytes[..2], b"\xff\xd8", "{} is not a JPEG", p.display());

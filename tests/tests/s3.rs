@@ -130,8 +130,15 @@ fn sample_season_stores_every_output_in_s3() {
         ] {
             expected.insert(format!("{dir}/{name}"));
         }
+        // A scene's poster sits beside its clip as stored: `<clip stem>-poster.jpg`.
         for scene in ep["payload"]["scenes"].as_array().unwrap() {
-            expected.insert(format!("{dir}/{}-poster.jpg", scene.as_str().unwrap()));
+            let clip = tasks
+                .iter()
+                .find(|t| t["id"] == *scene)
+                .and_then(|t| t["output"].as_str())
+                .unwrap();
+            let stem = clip.rsplit_once('.').unwrap().0;
+            expected.insert(format!("{PREFIX}/{stem}-poster.jpg"));
         }
     }
     assert_eq!(bucket.keys(), expected);

@@ -19,7 +19,7 @@ use crate::providers::{Provider, ProviderError, ResultRef};
 use crate::storage::{self, Location, StoreError, Stored};
 use backon::{ExponentialBuilder, Retryable};
 use dramaq_common::budget::{Settle, Spend};
-use dramaq_common::model::{FailureClass, TaskRecord, TaskState};
+use dramaq_common::model::{FailureClass, TaskKind, TaskRecord, TaskState};
 use dramaq_common::ops::Ops;
 use dramaq_common::queue::{Completion, FailDecision, FailGuard, FailInfo, QueueError};
 use dramaq_common::text::Shown;
@@ -64,14 +64,26 @@ impl Holder {
     }
 }
 
-/// Stream a body into the task's storage location.
+/// Stream a body into the task's storage location. A paid result gets a location of its own,
+/// `<season>/<group>/<id>-<8 hex>.<ext>`; an episode master keeps `<id>.<ext>`, beside the
+/// sidecars and posters the assembly stored under that name.
+///
+/// A paid result never replaces bytes under a record that names them: when a lost write lets a
+/// second worker pay for the same task again (Redis came back without its last second), its
+/// answer lands beside the first one, and whichever `complete` wins names its own file with its
+/// own checksum. The price is a file per paid attempt that lost, which is worth keeping anyway.
+/// The assembly pays nothing, so rebuilding a master in place is harmless.
 pub(crate) async fn store(
     ctx: &Ctx,
     rec: &TaskRecord,
     ext: &str,
     body: storage::Body,
 ) -> Result<Stored, StoreError> {
-    let location = Location::new(&rec.season, &rec.group, &rec.id, ext)?;
+    let name = match rec.kind {
+        TaskKind::Assembly => rec.id.clone(),
+        _ => format!("{}-{:08x}", rec.id, rand::random::<u32>()),
+    };
+    let location = Location::new(&rec.season, &rec.group, &name, ext)?;
     ctx.storage.put(&location, body).await
 }
 

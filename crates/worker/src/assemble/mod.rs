@@ -440,14 +440,17 @@ impl Assembler {
         )
         .await?;
         for (input, shot) in job.scenes.iter().zip(shots.scenes) {
-            self.put(
-                season,
-                group,
-                &format!("{}-poster", input.clip.task),
-                "jpg",
-                shot,
-            )
-            .await?;
+            // Beside the clip as stored (its name carries the attempt's suffix), which is where
+            // the studio looks for it.
+            let stem = input
+                .clip
+                .location
+                .rsplit('/')
+                .next()
+                .and_then(|file| file.rsplit_once('.'))
+                .map_or(input.clip.task.as_str(), |(stem, _)| stem);
+            self.put(season, group, &format!("{stem}-poster"), "jpg", shot)
+                .await?;
         }
         info!(
             episode = %dramaq_common::text::Shown::id(group),
