@@ -40,7 +40,8 @@
         set("stored", s.stored + " / " + s.total);
         set("dead", s.dead);
         set("spend", money(s.spend_usd) + " (+" + money(s.remaining_usd) + " to go)");
-        set("budget", s.budget_usd == null ? "—" : money(s.budget_usd));
+        set("budget", s.budget_usd == null ? "—"
+          : money(s.budget_spent_usd) + " of " + money(s.budget_usd) + (s.parked ? " · PARKED (" + s.parked + ")" : ""));
         set("eta", human(s.eta_secs));
         set("states", Object.keys(s.states).map(function (k) { return k + " " + s.states[k]; }).join("  "));
       });

@@ -33,6 +33,12 @@ pub struct SeasonSummary {
     /// The season's budget (`dramaq budget`, or the script's `budget.usd`), when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_usd: Option<f64>,
+    /// What settled attempts cost against the budget (the season's spend ledger).
+    pub budget_spent_usd: f64,
+    /// Why the season's claims stop (`budget`), or which episodes are parked over their cap
+    /// (`episodes ep02, ep05`); absent while nothing is parked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parked: Option<String>,
     pub eta_secs: Option<u64>,
 }
 
@@ -57,7 +63,13 @@ impl SeasonSummary {
                 .collect(),
             spend_usd: v.spend_usd,
             remaining_usd: v.remaining_usd,
-            budget_usd: None,
+            budget_usd: v.budget.cap_usd,
+            budget_spent_usd: v.budget.spent_usd,
+            parked: match (&v.budget.parked, v.budget.parked_episodes.is_empty()) {
+                (Some(why), _) => Some(why.clone()),
+                (None, false) => Some(format!("episodes {}", v.budget.parked_episodes.join(", "))),
+                (None, true) => None,
+            },
             eta_secs: v.eta_secs,
         }
     }
@@ -104,9 +116,7 @@ pub async fn snapshot(studio: &Studio) -> anyhow::Result<Snapshot> {
     let mut seasons = Vec::new();
     for s in studio.queue.seasons().await? {
         let v = season_view(&studio.queue, &studio.cfg, &s).await?;
-        let mut summary = SeasonSummary::of(&v);
-        summary.budget_usd = studio.queue.budget(&s).await?.cap_usd;
-        seasons.push(summary);
+        seasons.push(SeasonSummary::of(&v));
     }
     Ok(Snapshot { seasons })
 }

@@ -100,6 +100,19 @@ fn usd(v: f64) -> String {
     format!("${v:.2}")
 }
 
+/// `$12.50 of $20.00 · PARKED (budget)`; the same text as `studio.js` writes on live updates.
+fn budget_cell(s: &crate::live::SeasonSummary) -> String {
+    let Some(cap) = s.budget_usd else {
+        return "—".to_string();
+    };
+    let parked = s
+        .parked
+        .as_deref()
+        .map(|why| format!(" · PARKED ({why})"))
+        .unwrap_or_default();
+    format!("{} of {}{parked}", usd(s.budget_spent_usd), usd(cap))
+}
+
 fn state_badge(s: TaskState) -> Markup {
     html! { span class={"state state-" (s.as_str())} data-state=(s.as_str()) { (s.as_str()) } }
 }
@@ -128,7 +141,7 @@ pub async fn seasons(State(studio): State<Studio>) -> Response {
                         td data-field="stored" { (s.stored) " / " (s.total) }
                         td data-field="dead" { (s.dead) }
                         td data-field="spend" { (usd(s.spend_usd)) " (+" (usd(s.remaining_usd)) " to go)" }
-                        td data-field="budget" { @if let Some(b) = s.budget_usd { (usd(b)) } @else { "—" } }
+                        td data-field="budget" { (budget_cell(s)) }
                         td data-field="eta" { (eta(s.eta_secs)) }
                         td data-field="states" { @for (k, n) in &s.states { span class={"state state-" (k)} { (k) " " (n) } " " } }
                     }
@@ -555,4 +568,35 @@ pub async fn login(State(studio): State<Studio>) -> Response {
         }
     };
     layout(&studio, "Sign in", None, body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::SeasonSummary;
+
+    #[test]
+    fn the_budget_cell_shows_spent_of_cap_and_why_it_is_parked() {
+        let mut s = SeasonSummary {
+            season: "s".into(),
+            total: 0,
+            stored: 0,
+            dead: 0,
+            live: 0,
+            progress: 0.0,
+            states: Default::default(),
+            spend_usd: 0.0,
+            remaining_usd: 0.0,
+            budget_usd: None,
+            budget_spent_usd: 0.0,
+            parked: None,
+            eta_secs: None,
+        };
+        assert_eq!(budget_cell(&s), "—");
+        s.budget_usd = Some(20.0);
+        s.budget_spent_usd = 12.5;
+        assert_eq!(budget_cell(&s), "$12.50 of $20.00");
+        s.parked = Some("episodes ep02".into());
+        assert_eq!(budget_cell(&s), "$12.50 of $20.00 · PARKED (episodes ep02)");
+    }
 }
