@@ -169,7 +169,8 @@ async fn main() -> anyhow::Result<()> {
             accounts,
             metrics_addr: addr,
         } => {
-            let accounts = runner::build_accounts(&cfg, &accounts)?;
+            let adapters = runner::build_accounts(&cfg, &accounts)?;
+            let accounts = runner::reaper_accounts(&cfg, &adapters)?;
             let queue = dramaq_common::queue::Queue::connect(&cfg.redis).await?;
             let metrics = dramaq_worker::metrics::Metrics::new();
             if let Some(addr) = metrics_addr(&addr)? {

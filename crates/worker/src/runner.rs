@@ -60,6 +60,31 @@ pub fn build_accounts(
     Ok(out)
 }
 
+/// The reaper's view of `adapters`: each account's own adapter and one per pool key.
+pub fn reaper_accounts(
+    cfg: &Config,
+    adapters: &BTreeMap<String, Option<Arc<dyn Provider>>>,
+) -> anyhow::Result<reaper::Accounts> {
+    let mut out = reaper::Accounts::new();
+    for (name, default) in adapters {
+        let keys = match cfg.accounts.get(name) {
+            Some(acct) => providers::build_pool(name, acct)
+                .with_context(|| format!("account {name}"))?
+                .into_iter()
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        out.insert(
+            name.clone(),
+            reaper::Adapters {
+                default: default.clone(),
+                keys,
+            },
+        );
+    }
+    Ok(out)
+}
+
 pub async fn run(
     mut cfg: Config,
     opts: RunOptions,
@@ -186,7 +211,7 @@ pub async fn run(
         loops.spawn(reaper::run(
             queue.clone(),
             format!("{}-reaper", ctx.worker_id),
-            adapters.clone(),
+            reaper_accounts(&ctx.cfg, &adapters)?,
             reaper::ReaperConfig::from_worker(&ctx.cfg.worker),
             metrics.clone(),
             ctx.stopping.clone(),

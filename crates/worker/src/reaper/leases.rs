@@ -9,7 +9,6 @@
 //! of its chain in the same script (`moving`); the move is then finished here, or by the moves
 //! duty.
 
-use crate::providers::Provider;
 use dramaq_common::model::TaskState;
 use dramaq_common::ops::Ops;
 use dramaq_common::queue::{LeaseAction, Queue, QueueError};
@@ -49,9 +48,10 @@ pub struct Outcome {
 pub async fn run_once(
     queue: &Queue,
     account: &str,
-    provider: Option<&dyn Provider>,
+    adapters: &super::Adapters,
     cfg: &Config,
 ) -> Result<Outcome, QueueError> {
+    let provider = adapters.default.as_deref();
     let mut out = Outcome::default();
     for id in queue.expired_leases(account, cfg.batch).await? {
         // Read once: reconciliation needs it, and so does the fallback (the next account of
@@ -66,7 +66,11 @@ pub async fn run_once(
             }
             Err(e) => return Err(e),
         };
-        let reconciled = match (provider, &rec) {
+        // Asked with the key that submitted it: another key's account cannot see the task.
+        let asked = rec
+            .as_ref()
+            .and_then(|r| adapters.for_key(r.key.as_deref()));
+        let reconciled = match (asked, &rec) {
             (Some(p), Some(rec)) if rec.state == TaskState::Submitting => {
                 match p.reconcile(&rec.id, rec.attempt, &rec.payload).await {
                     Ok(found) => found,

@@ -62,9 +62,28 @@ impl ReaperConfig {
     }
 }
 
-/// The accounts a reaper serves, with their HTTP adapter (`None`: an in-process account such as
-/// assembly, which charges nothing and cannot be asked about lost submits).
-pub type Accounts = BTreeMap<String, Option<Arc<dyn Provider>>>;
+/// The accounts a reaper serves, with their HTTP adapters.
+pub type Accounts = BTreeMap<String, Adapters>;
+
+/// An account's HTTP adapters: the account's own (`None`: an in-process account such as
+/// assembly, which charges nothing and cannot be asked about lost submits) and one per pool key,
+/// since a provider task id belongs to the key that submitted it.
+#[derive(Clone, Default)]
+pub struct Adapters {
+    pub default: Option<Arc<dyn Provider>>,
+    pub keys: BTreeMap<String, Arc<dyn Provider>>,
+}
+
+impl Adapters {
+    /// The adapter that speaks for a task submitted with pool key `key` (the account's own
+    /// without one); `None` when this reaper has no adapter for that key.
+    pub fn for_key(&self, key: Option<&str>) -> Option<&dyn Provider> {
+        match key {
+            Some(k) => self.keys.get(k).map(|p| p.as_ref()),
+            None => self.default.as_deref(),
+        }
+    }
+}
 
 /// Run every duty over `accounts`, each in its own loop, until `stop` fires.
 pub async fn run(
@@ -85,10 +104,10 @@ pub async fn run(
     };
 
     let (q, c, m) = (queue.clone(), cfg.leases.clone(), metrics.clone());
-    duties.spawn(every("leases", c.interval).run(move |account, provider| {
+    duties.spawn(every("leases", c.interval).run(move |account, adapters| {
         let (q, c, m) = (q.clone(), c.clone(), m.clone());
         async move {
-            let out = leases::run_once(&q, &account, provider.as_deref(), &c).await?;
+            let out = leases::run_once(&q, &account, &adapters, &c).await?;
             for (action, n) in [
                 (ReaperAction::Requeued, out.requeued),
                 (ReaperAction::Adopted, out.adopted),
@@ -186,13 +205,13 @@ struct Every {
 impl Every {
     async fn run<F, Fut, E>(self, round: F)
     where
-        F: Fn(String, Option<Arc<dyn Provider>>) -> Fut,
+        F: Fn(String, Adapters) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
         while !self.stop.is_cancelled() {
-            for (account, provider) in self.accounts.iter() {
-                if let Err(e) = round(account.clone(), provider.clone()).await {
+            for (account, adapters) in self.accounts.iter() {
+                if let Err(e) = round(account.clone(), adapters.clone()).await {
                     warn!(duty = self.name, %account, error = %e, "maintenance duty failed for this account; it runs again next round");
                 }
             }
