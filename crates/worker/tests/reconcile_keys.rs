@@ -8,10 +8,10 @@
 
 use async_trait::async_trait;
 use dramaq_common::config::Family;
-use dramaq_common::model::{NewTask, TaskPayload, TaskState};
+use dramaq_common::model::{TaskPayload, TaskState};
 use dramaq_common::queue::{read_ready, Claim, PoolArgs, Queue, QuotaArgs};
 use dramaq_common::redis_conn::RedisHandle;
-use dramaq_common::testkit::RedisServer;
+use dramaq_common::testkit::{video_task, RedisServer};
 use dramaq_worker::providers::{
     Download, PollOutcome, Provider, ProviderError, ResultRef, SubmitOutcome, SubmitRequest,
 };
@@ -55,31 +55,11 @@ impl Provider for KeyView {
     }
 }
 
-fn scene(id: &str) -> NewTask {
-    NewTask {
-        id: id.into(),
-        season: "s".into(),
-        group: "ep01".into(),
-        label: format!("ep01/{id}"),
-        chain: vec![A.into()],
-        payload: TaskPayload::Video {
-            prompt: "a quiet street".into(),
-            negative_prompt: None,
-            duration_s: 5,
-            aspect_ratio: "9:16".into(),
-            resolution: "720p".into(),
-            first_frame: None,
-            seed: None,
-        },
-        deps: vec![],
-        ext: "mp4".into(),
-        est_cost_usd: 0.0,
-    }
-}
-
 /// Enqueue `id`, claim it with pool key `k2` and a lease of 1 ms, and stall it mid-submit.
 async fn stalled_in_submit(q: &Queue, id: &str) {
-    q.enqueue("s", "S", &[scene(id)], 3, |_| {}).await.unwrap();
+    q.enqueue("s1", "S", &[video_task(id, A)], 3, |_| {})
+        .await
+        .unwrap();
     let got = {
         let mut conn = q
             .redis()
