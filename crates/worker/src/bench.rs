@@ -187,7 +187,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     let mem_after = used_memory(&queue).await?;
 
     let mut cfg = Config::from_toml_str(&format!(
-        "[accounts.{ACCOUNT}]\nfamily = \"openai-images\"\nbase_url = \"http://127.0.0.1:1\"\n\n[worker]\nconcurrency = {}\n",
+        // No probe: the no-op results are not media, and the bench measures the queue core.
+        "[accounts.{ACCOUNT}]\nfamily = \"openai-images\"\nbase_url = \"http://127.0.0.1:1\"\n\n[worker]\nconcurrency = {}\n\n[assembly]\nprobe = false\n",
         opts.concurrency
     ))?;
     cfg.worker.concurrency = opts.concurrency;
