@@ -90,6 +90,15 @@ pub enum Reservation {
     EpisodeOver,
 }
 
+/// One task to reserve for: its id, its episode (`None` for a season-wide task) and its
+/// ceiling in USD.
+#[derive(Debug, Clone, Copy)]
+pub struct ReserveItem<'a> {
+    pub id: &'a str,
+    pub episode: Option<&'a str>,
+    pub usd: f64,
+}
+
 /// One settled attempt's cost, as the ledger keeps it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Spend {
@@ -120,21 +129,40 @@ impl Queue {
         episode: Option<&str>,
         usd: f64,
     ) -> Result<Reservation> {
-        let s = SeasonKeys::new(season);
-        let mut conn = self.redis().conn().await?;
-        let v: i64 = RESERVE
-            .key(s.budget())
-            .key(s.reservations())
-            .arg(id)
-            .arg(micros(usd))
-            .arg(episode.unwrap_or(""))
-            .invoke_async(&mut conn)
+        let got = self
+            .budget_reserve_many(season, &[ReserveItem { id, episode, usd }])
             .await?;
-        Ok(match v {
-            1 => Reservation::Reserved,
-            2 => Reservation::EpisodeOver,
-            _ => Reservation::SeasonOver,
-        })
+        Ok(got.first().copied().unwrap_or(Reservation::SeasonOver))
+    }
+
+    /// [`Queue::budget_reserve`] for several tasks of one season in one round trip, in order:
+    /// a fetcher's batch costs one call per season, not one per task.
+    pub async fn budget_reserve_many(
+        &self,
+        season: &str,
+        items: &[ReserveItem<'_>],
+    ) -> Result<Vec<Reservation>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = SeasonKeys::new(season);
+        let mut inv = RESERVE.prepare_invoke();
+        inv.key(s.budget()).key(s.reservations());
+        for it in items {
+            inv.arg(it.id)
+                .arg(micros(it.usd))
+                .arg(it.episode.unwrap_or(""));
+        }
+        let mut conn = self.redis().conn().await?;
+        let got: Vec<i64> = inv.invoke_async(&mut conn).await?;
+        Ok(got
+            .into_iter()
+            .map(|v| match v {
+                1 => Reservation::Reserved,
+                2 => Reservation::EpisodeOver,
+                _ => Reservation::SeasonOver,
+            })
+            .collect())
     }
 
     /// Settle task `id`'s reservation with what its attempt cost (`settle`), or release it

@@ -5,7 +5,7 @@
 //! a parked season's deliveries are put back until the budget is raised or a settle makes room,
 //! and an episode over its per-episode cap is parked alone.
 
-use dramaq_common::budget::{CapChange, Reservation, Settle, Spend};
+use dramaq_common::budget::{CapChange, Reservation, ReserveItem, Settle, Spend};
 use dramaq_common::keys::AccountKeys;
 use dramaq_common::model::{FailureClass, NewTask, TaskPayload, TaskState};
 use dramaq_common::queue::{
@@ -237,6 +237,50 @@ async fn free_tasks_and_round_amounts_reserve_and_settle() {
     assert_eq!((b.reserved_usd, b.spent_usd), (0.0, 100.0), "{b:?}");
     let ep = &b.episodes["ep01"];
     assert_eq!((ep.reserved_usd, ep.spent_usd), (0.0, 100.0), "{b:?}");
+}
+
+/// A fetcher's batch is reserved in one call, in order: the first tasks that fit are held, the
+/// first that does not parks the season and the rest find it parked; a free task (an episode's
+/// assembly) holds nothing and is admitted even then.
+#[tokio::test]
+async fn a_batch_reserves_in_order_and_a_free_task_passes_a_parked_season() {
+    let server = RedisServer::start().expect("redis-server");
+    let q = Queue::new(RedisHandle::connect(&server.url(), 2).await.unwrap());
+    q.budget_init("b", Some(2.5), None).await.unwrap();
+    let ids = ["t1", "t2", "t3", "t4"];
+    let items: Vec<ReserveItem<'_>> = ids
+        .iter()
+        .map(|id| ReserveItem {
+            id,
+            episode: Some("ep01"),
+            usd: 1.0,
+        })
+        .collect();
+    let got = q.budget_reserve_many("b", &items).await.unwrap();
+    use Reservation::*;
+    assert_eq!(got, vec![Reserved, Reserved, SeasonOver, SeasonOver]);
+    let b = q.budget("b").await.unwrap();
+    assert_eq!(b.parked.as_deref(), Some("budget"));
+    assert_eq!(
+        (b.reserved_usd, b.episodes["ep01"].reserved_usd),
+        (2.0, 2.0)
+    );
+    // A repeated claim of a held task keeps its reservation, parked or not.
+    assert_eq!(
+        q.budget_reserve("b", "t1", Some("ep01"), 1.0)
+            .await
+            .unwrap(),
+        Reserved
+    );
+    // Free: admitted while parked, nothing held.
+    assert_eq!(
+        q.budget_reserve("b", "asm", Some("ep01"), 0.0)
+            .await
+            .unwrap(),
+        Reserved
+    );
+    assert_eq!(q.budget("b").await.unwrap().reserved_usd, 2.0);
+    assert!(q.budget_reserve_many("b", &[]).await.unwrap().is_empty());
 }
 
 async fn parked_members(q: &Queue) -> Vec<String> {

@@ -12,10 +12,11 @@
 
 use crate::context::Ctx;
 use crate::submit;
-use dramaq_common::budget::{episode_of, Reservation};
+use dramaq_common::budget::{episode_of, Reservation, ReserveItem};
 use dramaq_common::config::AccountConfig;
 use dramaq_common::queue::{read_ready, Claim, PoolArgs, QuotaPeek};
 use dramaq_common::TaskRecord;
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,23 +139,10 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
             }
         };
         let mut wait = Duration::ZERO;
+        let mut claimed = Vec::new();
         for claim in claims {
             match claim {
-                Claim::Claimed(rec) => {
-                    let Some(permit) = permits.pop() else { break };
-                    if !within_budget(&ctx, acct, &rec).await {
-                        wait = wait.max(Duration::from_secs(1));
-                        continue;
-                    }
-                    ctx.metrics.task_claimed(&account, rec.kind);
-                    ctx.metrics.key_claimed(&account, rec.key.as_deref());
-                    if let Some(ready) = rec.ready_ms {
-                        let waited = (rec.updated_ms - ready).max(0) as u64;
-                        ctx.metrics
-                            .queue_wait(&account, rec.kind, Duration::from_millis(waited));
-                    }
-                    tracker.spawn(submit::run_claimed(ctx.clone(), *rec, permit));
-                }
+                Claim::Claimed(rec) => claimed.push(*rec),
                 // Claims stop while the account is paused; entries went back to the stream.
                 Claim::Paused => wait = wait.max(Duration::from_secs(1)),
                 Claim::Throttled { wait_ms, reason } => {
@@ -168,6 +156,21 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
                 Claim::Stale => debug!(%account, "dropped a stale delivery"),
             }
         }
+        let (admitted, refused) = within_budget(&ctx, acct, claimed).await;
+        if refused {
+            wait = wait.max(Duration::from_secs(1));
+        }
+        for rec in admitted {
+            let Some(permit) = permits.pop() else { break };
+            ctx.metrics.task_claimed(&account, rec.kind);
+            ctx.metrics.key_claimed(&account, rec.key.as_deref());
+            if let Some(ready) = rec.ready_ms {
+                let waited = (rec.updated_ms - ready).max(0) as u64;
+                ctx.metrics
+                    .queue_wait(&account, rec.kind, Duration::from_millis(waited));
+            }
+            tracker.spawn(submit::run_claimed(ctx.clone(), rec, permit));
+        }
         if !wait.is_zero() {
             drop(permits);
             pause(&ctx, wait).await;
@@ -175,43 +178,70 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
     }
 }
 
-/// Step 2 of admission: reserve the claimed task's cost ceiling against its season's budget and
-/// its episode's cap. When it does not fit, the claim is given back and the season (episode)
-/// parked, so every account's claims put its tasks back until room is made (settled attempts
-/// that cost less than reserved) or the budget is raised. A Redis error gives the claim back
-/// too: a task is never admitted without its reservation (fail closed), and a later claim
-/// tries again.
-async fn within_budget(ctx: &Ctx, acct: &AccountConfig, rec: &TaskRecord) -> bool {
-    let estimate = acct.reservation_usd(&rec.payload);
-    let episode = episode_of(&rec.group);
-    match ctx
-        .queue
-        .budget_reserve(&rec.season, &rec.id, episode, estimate)
-        .await
-    {
-        Ok(Reservation::Reserved) => true,
-        Ok(over) => {
-            if let Err(e) = ctx.queue.release(&rec.account, &rec.id, rec.fence).await {
-                warn!(task = %rec.id, error = %e, "giving back a task over budget failed; its lease will expire");
+/// Step 2 of admission: reserve the claimed tasks' cost ceilings against their season's budget
+/// and their episode's cap, one call per season of the batch. A task that does not fit is given
+/// back and its season (episode) parked, so every account's claims put its tasks back until
+/// room is made (settled attempts that cost less than reserved) or the budget is raised. A
+/// Redis error gives the season's claims back too: a task is never admitted without its
+/// reservation (fail closed), and a later claim tries again. Returns the admitted tasks (season
+/// by season, in claim order within each) and whether any was refused.
+async fn within_budget(
+    ctx: &Ctx,
+    acct: &AccountConfig,
+    claimed: Vec<TaskRecord>,
+) -> (Vec<TaskRecord>, bool) {
+    let mut by_season: BTreeMap<String, Vec<TaskRecord>> = BTreeMap::new();
+    for rec in claimed {
+        by_season.entry(rec.season.clone()).or_default().push(rec);
+    }
+    let mut admitted = Vec::new();
+    let mut refused = false;
+    for (season, recs) in by_season {
+        let items: Vec<ReserveItem<'_>> = recs
+            .iter()
+            .map(|r| ReserveItem {
+                id: &r.id,
+                episode: episode_of(&r.group),
+                usd: acct.reservation_usd(&r.payload),
+            })
+            .collect();
+        let decided = match ctx.queue.budget_reserve_many(&season, &items).await {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(season = %dramaq_common::text::Shown::id(&season), error = %e, "reserving the season budget failed; giving the claims back");
+                Vec::new()
             }
-            let parked = match over {
-                Reservation::EpisodeOver => episode,
-                _ => None,
-            };
-            if let Err(e) = ctx.queue.budget_park(&rec.season, parked).await {
+        };
+        let failed = decided.len() != recs.len();
+        let mut parks: BTreeSet<Option<String>> = BTreeSet::new();
+        for (i, rec) in recs.into_iter().enumerate() {
+            match decided.get(i).copied() {
+                Some(Reservation::Reserved) => admitted.push(rec),
+                over => {
+                    refused = true;
+                    if let Err(e) = ctx.queue.release(&rec.account, &rec.id, rec.fence).await {
+                        warn!(task = %rec.id, error = %e, "giving back a claim failed; its lease will expire");
+                    }
+                    if failed {
+                        continue;
+                    }
+                    ctx.metrics.budget_parked(&rec.account);
+                    parks.insert(match over {
+                        Some(Reservation::EpisodeOver) => {
+                            episode_of(&rec.group).map(str::to_string)
+                        }
+                        _ => None,
+                    });
+                }
+            }
+        }
+        for episode in parks {
+            if let Err(e) = ctx.queue.budget_park(&season, episode.as_deref()).await {
                 warn!(error = %e, "parking the season's accounts failed; the next claim retries");
             }
-            ctx.metrics.budget_parked(&rec.account);
-            false
-        }
-        Err(e) => {
-            warn!(task = %rec.id, error = %e, "reserving the season budget failed; giving the claim back");
-            if let Err(e) = ctx.queue.release(&rec.account, &rec.id, rec.fence).await {
-                warn!(task = %rec.id, error = %e, "giving back the claim failed; its lease will expire");
-            }
-            false
         }
     }
+    (admitted, refused)
 }
 
 type Limiter = governor::RateLimiter<

@@ -254,6 +254,14 @@ fn reported_cost(ctx: &Ctx, rec: &TaskRecord) -> Option<f64> {
 /// stored, or release it (`None`) when the attempt ends without a charge. An error leaves the
 /// reservation held (the season then looks a little poorer than it is, never richer).
 pub(crate) async fn settle_budget(ctx: &Ctx, rec: &TaskRecord, cost: Option<f64>) {
+    // A free task reserved nothing (budget_reserve.lua): with nothing spent either, there is
+    // nothing to settle, and the round trip is skipped.
+    let ceiling = ctx
+        .account(&rec.account)
+        .map_or(0.0, |a| a.reservation_usd(&rec.payload));
+    if ceiling == 0.0 && cost.is_none_or(|usd| usd <= 0.0) {
+        return;
+    }
     if let Some(usd) = cost {
         ctx.metrics.spend(&rec.account, usd);
         ctx.metrics
