@@ -350,6 +350,11 @@ fn prometheus_scrapes_the_sample_season() {
     let prom =
         Prometheus::start(&http, env.dir.path(), metrics_addr, deadline).expect("prometheus");
 
+    // A budget, so the season-budget gauges have a season to export.
+    let budget = env
+        .dramaq_json(&["budget", "set", SEASON, "1000"])
+        .expect("budget set");
+    assert_eq!(budget["cap_usd"], 1000.0, "{budget}");
     let enqueued = env
         .dramaq_json(&["enqueue", sample_script().to_str().expect("utf-8 path")])
         .expect("enqueue");
@@ -444,11 +449,24 @@ fn prometheus_scrapes_the_sample_season() {
         tail(&prom.log)
     );
 
-    // The worker's own endpoint exports every declared family.
-    let (code, text) = http
-        .get_str(&format!("http://{metrics_addr}/metrics"))
-        .expect("scrape the worker");
+    // The worker's own endpoint exports every declared family. The season-budget gauges come
+    // with the background refresh after the season was enqueued: wait for one round.
+    let (code, text) = loop {
+        let (code, text) = http
+            .get_str(&format!("http://{metrics_addr}/metrics"))
+            .expect("scrape the worker");
+        if code != 200 || text.contains("dramaq_season_budget_usd{") || Instant::now() >= deadline {
+            break (code, text);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(code, 200);
+    assert!(
+        text.contains(&format!(
+            "dramaq_season_budget_usd{{season=\"{SEASON}\",amount=\"cap\"}} 1000.0"
+        )),
+        "the season's budget gauge: {text}"
+    );
     let exported = exported_families(&text);
     let missing: Vec<&str> = dramaq_worker::metrics::FAMILY_NAMES
         .iter()
