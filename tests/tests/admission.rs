@@ -184,18 +184,32 @@ fn a_key_pool_holds_each_keys_limits_and_isolates_429s_and_empty_keys() {
     }
 }
 
-/// Wait until the season is parked over budget with nothing in flight.
+/// Wait until the season is parked over budget with nothing in flight, at dramaq and at the
+/// sandbox, and stays so with the same spend a second later. (A season can park and then
+/// resume by itself: an attempt given back without a charge frees its reservation, and the
+/// task that did not fit may fit again.)
 fn wait_parked(env: &Env, season: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last: Option<f64> = None;
     loop {
         let st = env.dramaq_json(&["status", "--season", season]).unwrap();
         let in_flight: u64 = ["claimed", "submitting", "rendering", "downloading"]
             .iter()
             .map(|k| st[*k].as_u64().unwrap_or(0))
             .sum();
-        if st["budget"]["parked"] == "budget" && in_flight == 0 {
-            return st;
+        let rendering = env.sandbox_stats().unwrap()["in_flight"]
+            .as_u64()
+            .unwrap_or(0);
+        let spent = st["budget"]["spent_usd"].as_f64();
+        if st["budget"]["parked"] == "budget" && in_flight == 0 && rendering == 0 {
+            if last.is_some() && last == spent {
+                return st;
+            }
+            last = spent;
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
         }
+        last = None;
         assert!(Instant::now() < deadline, "never parked: {st}");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -268,6 +282,11 @@ fn budget_parks_and_resumes(cluster: Option<&RedisCluster>) {
     assert_eq!(done["stored"], 31, "{done}");
     assert_eq!(done["dead"], 0, "{done}");
     assert_eq!(done["budget"]["spent_usd"], 30.0, "{done}");
+    let stats = env.sandbox_stats().unwrap();
+    assert_eq!(
+        stats["submissions_total"], 30,
+        "one paid submit per clip, parked or not: {stats}"
+    );
     assert_eq!(done["budget"]["reserved_usd"], 0.0, "{done}");
     assert_eq!(done["budget"]["spend_by_episode"]["ep01"], 30.0, "{done}");
     assert_eq!(done["budget"]["spend_by_kind"]["video"], 30.0, "{done}");
