@@ -66,6 +66,12 @@ impl AccountKeys {
         format!("{}:rdeps:{id}", self.tag)
     }
 
+    /// ZSET task id → time it was last checked (at first: created): the account's `waiting`
+    /// tasks, for the reaper's audit of notifications lost after they were sent.
+    pub fn waiting(&self) -> String {
+        format!("{}:waiting", self.tag)
+    }
+
     /// ZSET task id → time stored: stored tasks whose dependents are not all told yet (outbox).
     pub fn notify(&self) -> String {
         format!("{}:notify", self.tag)

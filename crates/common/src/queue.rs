@@ -5,6 +5,9 @@
 //! that a dependency is stored — are separate idempotent calls, so a crash between them repeats
 //! work instead of losing it (ARCHITECTURE.md, "Dependencies").
 
+mod waiting;
+pub use waiting::Recheck;
+
 use crate::coalesce::Coalescer;
 use crate::config::DurableSubmit;
 use crate::keys::{self, fleet, AccountKeys, SeasonKeys, GROUP};
@@ -465,7 +468,7 @@ impl Durability {
         match first {
             Some(redis::Value::Int(n)) if n >= 1 => Ok(()),
             _ => Err(QueueError::NotDurable(format!(
-                "redis.durable_submit: {needed} did not confirm the submit record within {} ms",
+                "redis.durable_submit: {needed} did not confirm the write within {} ms",
                 self.timeout_ms
             ))),
         }
@@ -738,7 +741,7 @@ impl Queue {
             let k = AccountKeys::new(account);
             for chunk in list.chunks(ENQUEUE_BATCH) {
                 let mut inv = SCRIPTS.enqueue.prepare_invoke();
-                inv.key(k.ready()).key(k.counts());
+                inv.key(k.ready()).key(k.counts()).key(k.waiting());
                 inv.arg(GROUP).arg(chunk.len());
                 for t in chunk {
                     inv.key(k.task(&t.id)).key(k.deps(&t.id));
@@ -1366,19 +1369,28 @@ impl Queue {
     }
 
     /// Tell `dependent` that dependency `dep_id` is stored.
+    ///
+    /// The notification is made as durable as a submit record (`redis.durable_submit`) before
+    /// this returns: the caller clears its outbox entry next, on another shard, and a
+    /// notification lost in a failover after that would leave the dependent waiting.
     pub async fn dep_done(&self, dependent: &DepRef, dep_id: &str) -> Result<String> {
         let k = AccountKeys::new(&dependent.account);
         let mut conn = self.redis.conn().await?;
-        Ok(SCRIPTS
+        let state: String = SCRIPTS
             .dep_done
             .key(k.task(&dependent.id))
             .key(k.deps(&dependent.id))
             .key(k.ready())
             .key(k.counts())
+            .key(k.waiting())
             .arg(dep_id)
             .arg(GROUP)
             .invoke_async(&mut conn)
-            .await?)
+            .await?;
+        if state == "ready" || state == "waiting" {
+            self.durable.wait(&mut conn, &k.counts()).await?;
+        }
+        Ok(state)
     }
 
     /// Tell every dependent of stored task `id` (in `account`), then clear its outbox entry.

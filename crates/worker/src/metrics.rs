@@ -210,6 +210,7 @@ pub enum ReaperDuty {
     Orphans,
     Delayed,
     Notify,
+    Waiting,
     Moves,
 }
 
@@ -220,6 +221,7 @@ impl ReaperDuty {
             ReaperDuty::Orphans => "orphans",
             ReaperDuty::Delayed => "delayed",
             ReaperDuty::Notify => "notify",
+            ReaperDuty::Waiting => "waiting",
             ReaperDuty::Moves => "moves",
         }
     }

@@ -4,6 +4,7 @@
 -- KEYS[2]  its deps set
 -- KEYS[3]  ready stream of its account
 -- KEYS[4]  counts hash of its account
+-- KEYS[5]  waiting index of its account
 -- ARGV[1]  id of the dependency that is stored
 -- ARGV[2]  consumer group
 --
@@ -18,6 +19,7 @@ if t == nil then
 end
 redis.call('SREM', KEYS[2], ARGV[1])
 if t.state ~= 'waiting' then
+  redis.call('ZREM', KEYS[5], t.id)
   return t.state
 end
 if redis.call('SCARD', KEYS[2]) > 0 then
@@ -30,5 +32,6 @@ end
 local now = now_ms()
 push_ready(KEYS[3], t, now)
 set_state(KEYS[4], t, 'ready', now)
+redis.call('ZREM', KEYS[5], t.id)
 save_task(KEYS[1], t)
 return finish('ready')

@@ -12,6 +12,7 @@
 //! | [`leases`] | tasks whose holder's lease expired | 500 ms |
 //! | [`delayed`] | due retries to ready | 250 ms |
 //! | [`notify`] | stored tasks whose dependents were not told | 1 s |
+//! | [`waiting`] | waiting tasks told of a stored dependency in a write that was lost | 5 s |
 //! | [`moves`] | fallbacks and operator moves cut short | 1 s |
 //! | [`orphans`] | stream deliveries read but never claimed | 5 s |
 //! | [`retention`] | dead tasks past `worker.dead_retention_days` (off by default) | 1 h |
@@ -22,6 +23,7 @@ pub mod moves;
 pub mod notify;
 pub mod orphans;
 pub mod retention;
+pub mod waiting;
 
 use crate::metrics::{Metrics, ReaperAction, ReaperDuty};
 use crate::providers::Provider;
@@ -41,6 +43,7 @@ pub struct ReaperConfig {
     pub orphans: orphans::Config,
     pub delayed: delayed::Config,
     pub notify: notify::Config,
+    pub waiting: waiting::Config,
     pub moves: moves::Config,
     pub retention: retention::Config,
 }
@@ -156,6 +159,16 @@ pub async fn run(
         async move {
             let n = notify::run_once(&q, &account, &c).await?;
             count(&m, ReaperDuty::Notify, ReaperAction::Notified, n);
+            Ok::<_, dramaq_common::queue::QueueError>(())
+        }
+    }));
+
+    let (q, c, m) = (queue.clone(), cfg.waiting.clone(), metrics.clone());
+    duties.spawn(every("waiting", c.interval).run(move |account, _| {
+        let (q, c, m) = (q.clone(), c.clone(), m.clone());
+        async move {
+            let out = waiting::run_once(&q, &account, &c).await?;
+            count(&m, ReaperDuty::Waiting, ReaperAction::Notified, out.told);
             Ok::<_, dramaq_common::queue::QueueError>(())
         }
     }));
