@@ -2,6 +2,7 @@
 //! is reserved by tasks in flight, what settled attempts cost (by episode, account, kind and
 //! key), and whether the season is parked over its budget.
 
+use crate::out::outln;
 use clap::Subcommand;
 use dramaq_common::budget::{Budget, CapChange, Spend};
 use dramaq_common::config::Config;
@@ -187,9 +188,9 @@ pub async fn run_budget(cfg: &Config, cmd: BudgetCmd, json: bool) -> anyhow::Res
     };
     let view = budget_view(&queue, &season).await?;
     if json {
-        println!("{}", serde_json::to_string(&view)?);
+        outln!("{}", serde_json::to_string(&view)?);
     } else {
-        println!(
+        outln!(
             "{}: {}",
             dramaq_common::text::shown_default(&season),
             view.line()
@@ -202,7 +203,7 @@ pub async fn run_budget(cfg: &Config, cmd: BudgetCmd, json: bool) -> anyhow::Res
         ] {
             let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k} ${v:.2}")).collect();
             if !parts.is_empty() {
-                println!("  by {title}: {}", parts.join(", "));
+                outln!("  by {title}: {}", parts.join(", "));
             }
         }
     }

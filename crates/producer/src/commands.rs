@@ -4,6 +4,7 @@
 //! Each prints a human table by default and a stable JSON document with `--json`, so scripts and
 //! tests read the same facts an operator sees.
 
+use crate::out::outln;
 use crate::script::Expanded;
 use anyhow::Context;
 use dramaq_common::config::Config;
@@ -53,16 +54,20 @@ pub fn plan(expanded: &Expanded, as_json: bool) -> anyhow::Result<()> {
             "warnings": expanded.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "tasks": tasks,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    println!("season {} — {}", expanded.season, expanded.title);
-    println!(
+    outln!("season {} — {}", expanded.season, expanded.title);
+    outln!(
         "{:<24} {:<9} {:<16} {:<21} {:>9}",
-        "TASK", "KIND", "ACCOUNT", "ID", "EST USD"
+        "TASK",
+        "KIND",
+        "ACCOUNT",
+        "ID",
+        "EST USD"
     );
     for t in &expanded.tasks {
-        println!(
+        outln!(
             "{:<24} {:<9} {:<16} {:<21} {:>9.2}",
             t.label,
             t.kind().as_str(),
@@ -71,14 +76,14 @@ pub fn plan(expanded: &Expanded, as_json: bool) -> anyhow::Result<()> {
             t.est_cost_usd
         );
     }
-    println!();
+    outln!();
     for (k, (n, c)) in &by_kind {
-        println!("{k:<10} {n:>5} tasks  ${c:>9.2}");
+        outln!("{k:<10} {n:>5} tasks  ${c:>9.2}");
     }
     for (a, (n, c)) in &by_account {
-        println!("{a:<16} {n:>5} tasks  ${c:>9.2}");
+        outln!("{a:<16} {n:>5} tasks  ${c:>9.2}");
     }
-    println!(
+    outln!(
         "total      {:>5} tasks  ${total:>9.2} (estimated from configured prices)",
         expanded.tasks.len()
     );
@@ -181,13 +186,13 @@ pub async fn enqueue(
         .context("enqueue (safe to re-run: existing tasks are skipped)")?;
     bar.finish_and_clear();
     if as_json {
-        println!(
+        outln!(
             "{}",
             json!({"season": expanded.season, "new": report.new, "existing": report.existing,
                    "est_cost_usd": round_cents(estimate), "budget_usd": stored.or(expanded.budget_usd)})
         );
     } else {
-        println!(
+        outln!(
             "season {}: {} new tasks enqueued, {} already present; plan estimated at ${estimate:.2}",
             expanded.season, report.new, report.existing
         );
@@ -199,12 +204,15 @@ pub async fn tasks(cfg: &Config, season: &str, as_json: bool) -> anyhow::Result<
     let queue = Queue::connect(&cfg.redis).await?;
     let records = queue.season_tasks(season).await?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&records)?);
+        outln!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<24} {:<9} {:<12} {:<16} OUTPUT",
-        "TASK", "KIND", "STATE", "ACCOUNT"
+        "TASK",
+        "KIND",
+        "STATE",
+        "ACCOUNT"
     );
     for r in &records {
         let out = match (&r.output, &r.failure) {
@@ -212,7 +220,7 @@ pub async fn tasks(cfg: &Config, season: &str, as_json: bool) -> anyhow::Result<
             (None, Some(f)) => format!("failed: {f}"),
             _ => String::new(),
         };
-        println!(
+        outln!(
             "{:<24} {:<9} {:<12} {:<16} {}",
             r.label,
             r.kind.as_str(),
@@ -222,6 +230,6 @@ pub async fn tasks(cfg: &Config, season: &str, as_json: bool) -> anyhow::Result<
         );
     }
     let images = records.iter().filter(|r| r.kind == TaskKind::Image).count();
-    println!("{} tasks ({} character images)", records.len(), images);
+    outln!("{} tasks ({} character images)", records.len(), images);
     Ok(())
 }

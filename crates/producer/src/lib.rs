@@ -5,6 +5,7 @@ pub mod budget;
 pub mod commands;
 pub mod generate;
 pub mod ops;
+mod out;
 pub mod review;
 pub mod script;
 pub mod status_view;

@@ -28,6 +28,7 @@
 //! now (at least 1) as the fleet's parallelism. It stays unknown until [`ETA_MIN_SAMPLES`] video
 //! tasks are stored; a season with nothing live has an ETA of zero.
 
+use crate::out::{out, outln};
 use anyhow::Context;
 use dramaq_common::config::Config;
 use dramaq_common::model::{FailureClass, TaskKind, TaskRecord, TaskState};
@@ -524,9 +525,9 @@ fn views_text(views: &[SeasonView]) -> String {
 
 fn print_views(views: &[SeasonView], json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", views_json(views)?);
+        outln!("{}", views_json(views)?);
     } else {
-        print!("{}", views_text(views));
+        out!("{}", views_text(views));
     }
     Ok(())
 }
@@ -596,7 +597,7 @@ impl Screen {
                     format!("{}\n", views_text(views))
                 };
                 if last.as_deref() != Some(text.as_str()) {
-                    print!("{text}");
+                    out!("{text}");
                     *last = Some(text);
                 }
                 Ok(())

@@ -78,6 +78,22 @@ impl Ctx {
             .is_some_and(|a| a.callback_url.is_some() && crate::webhooks::calls_back(a.family))
     }
 
+    /// The await plan of `account` (configured as `acct`): when to poll its renders.
+    pub(crate) async fn await_plan(
+        &self,
+        account: &str,
+        acct: &AccountConfig,
+    ) -> Arc<crate::await_plan::Plan> {
+        self.plans
+            .get(
+                &self.queue,
+                account,
+                self.callbacks(account),
+                acct.poll_points,
+            )
+            .await
+    }
+
     pub fn lease_ms(&self) -> u64 {
         self.cfg.worker.lease_ms
     }

@@ -268,15 +268,7 @@ async fn poll_one(
                     return finish::fail(ctx, &holder, &rec, at(Phase::Render), err).await;
                 }
                 let hinted = poll_after.map_or(0, |d| d.as_millis() as u64);
-                let plan = ctx
-                    .plans
-                    .get(
-                        &ctx.queue,
-                        account,
-                        ctx.callbacks(account),
-                        acct.poll_points,
-                    )
-                    .await;
+                let plan = ctx.await_plan(account, acct).await;
                 let delay = plan.next_delay(acct, age_ms).max(hinted);
                 debug!(sub_status = %Shown::id(&sub_status), delay_ms = delay, "still rendering");
                 ctx.queue
@@ -287,15 +279,7 @@ async fn poll_one(
             Ok(PollOutcome::Succeeded(result)) => {
                 let rendered = Duration::from_millis(age_ms.max(0) as u64);
                 ctx.metrics.render_duration(account, rendered);
-                let plan = ctx
-                    .plans
-                    .get(
-                        &ctx.queue,
-                        account,
-                        ctx.callbacks(account),
-                        acct.poll_points,
-                    )
-                    .await;
+                let plan = ctx.await_plan(account, acct).await;
                 let due_age_ms = schedule.due_ms - rec.submitted_ms.unwrap_or(rec.updated_ms);
                 let took_ms = plan.estimate_ms(acct, due_age_ms, age_ms, rand::random());
                 let done = Rendered {

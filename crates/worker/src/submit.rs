@@ -119,14 +119,7 @@ async fn handle(ctx: &Ctx, lease: &Lease, rec: &TaskRecord) -> Result<(), QueueE
         }) => {
             let hinted = poll_after.map_or(0, |d| d.as_millis() as u64);
             let planned = match ctx.account(&lease.account) {
-                Some(acct) => {
-                    let callbacks = ctx.callbacks(&lease.account);
-                    let plan = ctx
-                        .plans
-                        .get(&ctx.queue, &lease.account, callbacks, acct.poll_points)
-                        .await;
-                    plan.first_delay(acct)
-                }
+                Some(acct) => ctx.await_plan(&lease.account, acct).await.first_delay(acct),
                 None => 5_000,
             };
             let first_poll = planned.max(hinted);

@@ -9,6 +9,7 @@
 use super::brief::{episode_id, Brief, Providers, Step, GROUP};
 use super::check::{script_id, Outline};
 use super::compose::{compose, EpisodeText};
+use crate::out::outln;
 use crate::script;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
@@ -173,7 +174,7 @@ pub async fn generate(cfg: &Config, args: GenerateArgs, as_json: bool) -> anyhow
     let chat_accounts: Vec<String> = chat_accounts(cfg);
     let usage = chat::season_usage(&queue, &season, &chat_accounts).await?;
     if as_json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "season": season,
@@ -185,16 +186,16 @@ pub async fn generate(cfg: &Config, args: GenerateArgs, as_json: bool) -> anyhow
             })
         );
     } else {
-        println!(
+        outln!(
             "wrote {file}: {} of {} episodes",
             brief.episodes as usize - missing.len(),
             brief.episodes
         );
-        println!(
+        outln!(
             "chat usage for {season}: {} calls, {} input tokens ({} cached), {} output tokens, ${:.4}",
             usage.calls, usage.input_tokens, usage.cached_tokens, usage.output_tokens, usage.cost_usd
         );
-        println!("next: dramaq plan {file}");
+        outln!("next: dramaq plan {file}");
     }
     if missing.is_empty() {
         Ok(ExitCode::SUCCESS)
