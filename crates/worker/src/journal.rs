@@ -9,6 +9,11 @@
 //! idempotent, and on a record that went back in time they adopt the paid render or output, or
 //! flag the task `possible_duplicate` when another claim got there first. A double payment is
 //! then prevented or counted, never silent.
+//!
+//! An entry is forgotten only once the same server (same `run_id`) has been seen alive [`KEEP`]
+//! after it: by then `everysec` has written it to disk. Age alone is not enough: on a loaded
+//! host, reconnecting to a restarted server and noticing the new `run_id` can take seconds, and
+//! an entry dropped for its age before the replay is a double payment nobody sees.
 
 use crate::context::Ctx;
 use dramaq_common::queue::{Accepted, Completion};
@@ -17,8 +22,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-/// How long a paid transition is kept: comfortably more than AOF `everysec` can lose.
+/// How long the server must be seen alive after a paid transition before it is forgotten:
+/// comfortably more than AOF `everysec` can lose.
 pub(crate) const KEEP: Duration = Duration::from_secs(10);
+
+/// Entries older than this are dropped even if the server was never seen alive since (`INFO`
+/// refused or failing for that long): a bound on memory, far beyond any restart.
+const MAX_KEEP: Duration = Duration::from_secs(300);
 
 /// How often the server's `run_id` is read.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
@@ -51,6 +61,8 @@ struct Entry {
 #[derive(Default)]
 pub(crate) struct Journal {
     entries: Mutex<VecDeque<Entry>>,
+    /// The last time the server was seen with the `run_id` it had before (`None`: not yet).
+    alive_at: Mutex<Option<Instant>>,
 }
 
 impl Journal {
@@ -86,13 +98,20 @@ impl Journal {
     }
 
     fn push(&self, lease: &crate::finish::Lease, paid: Paid) {
+        self.push_at(Instant::now(), lease, paid);
+    }
+
+    fn push_at(&self, at: Instant, lease: &crate::finish::Lease, paid: Paid) {
+        let alive_at = *self.alive_at.lock().unwrap_or_else(|p| p.into_inner());
         let mut entries = self.lock();
-        let now = Instant::now();
-        while entries.front().is_some_and(|e| now - e.at > KEEP) {
+        while entries.front().is_some_and(|e| {
+            at.saturating_duration_since(e.at) > MAX_KEEP
+                || alive_at.is_some_and(|alive| alive.saturating_duration_since(e.at) > KEEP)
+        }) {
             entries.pop_front();
         }
         entries.push_back(Entry {
-            at: now,
+            at,
             account: lease.account.clone(),
             id: lease.id.clone(),
             fence: lease.fence,
@@ -100,12 +119,18 @@ impl Journal {
         });
     }
 
-    /// The entries still within [`KEEP`].
+    /// The server was seen alive at `at` with the `run_id` it had before.
+    fn seen_alive(&self, at: Instant) {
+        *self.alive_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
+    }
+
+    /// The entries not yet known to be on the server's disk: those the server has not been seen
+    /// alive for [`KEEP`] after.
     fn recent(&self) -> Vec<Entry> {
-        let now = Instant::now();
+        let alive_at = *self.alive_at.lock().unwrap_or_else(|p| p.into_inner());
         self.lock()
             .iter()
-            .filter(|e| now - e.at <= KEEP)
+            .filter(|e| alive_at.is_none_or(|alive| alive.saturating_duration_since(e.at) <= KEEP))
             .cloned()
             .collect()
     }
@@ -199,7 +224,11 @@ pub(crate) async fn replay(ctx: &Ctx) -> Replayed {
 pub(crate) async fn watch(ctx: std::sync::Arc<Ctx>) {
     let mut known: Option<String> = None;
     while !ctx.stopping.is_cancelled() {
+        let asked_at = Instant::now();
         if let Ok(id) = run_id(&ctx).await {
+            if known.as_ref().is_some_and(|k| *k == id) {
+                ctx.journal.seen_alive(asked_at);
+            }
             if known.as_ref().is_some_and(|k| *k != id) {
                 let r = replay(&ctx).await;
                 info!(
@@ -221,4 +250,60 @@ pub(crate) async fn watch(ctx: std::sync::Arc<Ctx>) {
 
 async fn run_id(ctx: &Ctx) -> Result<String, dramaq_common::redis_conn::ConnError> {
     ctx.queue.redis().server_info("run_id").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(id: &str) -> crate::finish::Lease {
+        crate::finish::Lease {
+            account: "acct".into(),
+            id: id.into(),
+            fence: 1,
+        }
+    }
+
+    fn paid() -> Paid {
+        Paid::Accepted {
+            attempt: 1,
+            provider_task_id: "p".into(),
+            poll_locator: None,
+            first_poll_ms: 0,
+        }
+    }
+
+    fn ids(j: &Journal) -> Vec<String> {
+        j.recent().into_iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn kept_until_the_same_server_was_seen_alive_long_enough_after_it() {
+        let t0 = Instant::now();
+        let j = Journal::default();
+        j.push_at(t0, &lease("a"), paid());
+        j.push_at(t0 + Duration::from_secs(6), &lease("b"), paid());
+        // The server goes away and nobody sees it for 30 s: a late replay still has both.
+        assert_eq!(ids(&j), ["a", "b"]);
+        // Seen alive 5 s after `a`: neither is known to be on disk yet.
+        j.seen_alive(t0 + Duration::from_secs(5));
+        assert_eq!(ids(&j), ["a", "b"]);
+        // Seen alive 11 s after `a`: `a` is on disk, `b` (5 s before) is not.
+        j.seen_alive(t0 + Duration::from_secs(11));
+        assert_eq!(ids(&j), ["b"]);
+        // The next push forgets `a` for good.
+        j.push_at(t0 + Duration::from_secs(40), &lease("c"), paid());
+        assert_eq!(j.lock().len(), 2);
+        assert_eq!(ids(&j), ["b", "c"]);
+    }
+
+    #[test]
+    fn a_server_never_seen_alive_bounds_the_journal_by_age() {
+        let t0 = Instant::now();
+        let j = Journal::default();
+        j.push_at(t0, &lease("a"), paid());
+        j.push_at(t0 + MAX_KEEP / 2, &lease("b"), paid());
+        j.push_at(t0 + MAX_KEEP + Duration::from_secs(1), &lease("c"), paid());
+        assert_eq!(ids(&j), ["b", "c"]);
+    }
 }
