@@ -1450,12 +1450,24 @@ impl Queue {
         older_than_ms: u64,
         limit: usize,
     ) -> Result<Vec<String>> {
+        Ok(self.scored_before(&key, older_than_ms, limit).await?.1)
+    }
+
+    /// The Redis time now, and up to `limit` members of ZSET `key` scored at least
+    /// `older_than_ms` before it.
+    async fn scored_before(
+        &self,
+        key: &str,
+        older_than_ms: u64,
+        limit: usize,
+    ) -> Result<(i64, Vec<String>)> {
         let mut conn = self.redis.conn().await?;
         let now = redis_time_ms(&mut conn).await?;
         let max = now - older_than_ms as i64;
-        Ok(conn
+        let members = conn
             .zrangebyscore_limit(key, "-inf", max, 0, limit as isize)
-            .await?)
+            .await?;
+        Ok((now, members))
     }
 
     /// Stored tasks whose dependents have not all been told for at least `older_than_ms`.

@@ -994,23 +994,15 @@ async fn refresh_account(
     Ok(())
 }
 
-/// Refresh the queue-state gauges of every account once. An account whose read fails keeps its
-/// previous values (and counts a refresh failure); the first error is returned after all
-/// accounts were tried.
 /// Most seasons exported by `dramaq_season_budget` (those with a budget, by name).
 pub const MAX_BUDGET_SEASONS: usize = 100;
 
 /// Refresh the budget gauges of every season that has a cap (at most [`MAX_BUDGET_SEASONS`]).
-/// One SMEMBERS of the season index, then one HGETALL per season with a budget.
+/// One SMEMBERS of the fleet's season set, then one HGETALL per season until that many with a
+/// budget were found.
 async fn refresh_season_budgets(queue: &Queue, metrics: &Metrics) -> Result<(), QueueError> {
-    use redis::AsyncCommands;
-    let mut seasons: Vec<String> = {
-        let mut conn = queue.redis().conn().await?;
-        conn.smembers(dramaq_common::keys::fleet::seasons()).await?
-    };
-    seasons.sort();
     let mut shown = 0;
-    for season in seasons {
+    for season in queue.seasons().await? {
         if shown >= MAX_BUDGET_SEASONS {
             break;
         }
@@ -1026,6 +1018,9 @@ async fn refresh_season_budgets(queue: &Queue, metrics: &Metrics) -> Result<(), 
     Ok(())
 }
 
+/// Refresh the queue-state gauges of every account once. An account whose read fails keeps its
+/// previous values (and counts a refresh failure); the first error is returned after all
+/// accounts were tried.
 pub(crate) async fn refresh_queue_gauges(
     queue: &Queue,
     accounts: &[String],

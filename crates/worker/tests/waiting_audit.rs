@@ -6,7 +6,7 @@ use dramaq_common::keys::AccountKeys;
 use dramaq_common::model::{DepRef, NewTask, TaskPayload, TaskState};
 use dramaq_common::queue::{read_ready, Claim, Completion, Queue, QuotaArgs};
 use dramaq_common::redis_conn::RedisHandle;
-use dramaq_common::testkit::{RedisCluster, RedisServer};
+use dramaq_common::testkit::{video_task, RedisCluster, RedisServer};
 use dramaq_worker::reaper::waiting::{self, Config, Outcome};
 use redis::AsyncCommands;
 use std::time::Duration;
@@ -35,20 +35,6 @@ fn image(id: &str) -> NewTask {
 
 fn video(id: &str, deps: &[&str]) -> NewTask {
     NewTask {
-        id: id.into(),
-        season: "s1".into(),
-        group: "ep01".into(),
-        label: format!("ep01/{id}"),
-        chain: vec![VID.into()],
-        payload: TaskPayload::Video {
-            prompt: "a harbour at night".into(),
-            negative_prompt: None,
-            duration_s: 5,
-            aspect_ratio: "9:16".into(),
-            resolution: "720p".into(),
-            first_frame: None,
-            seed: Some(7),
-        },
         deps: deps
             .iter()
             .map(|d| DepRef {
@@ -56,8 +42,7 @@ fn video(id: &str, deps: &[&str]) -> NewTask {
                 account: IMG.into(),
             })
             .collect(),
-        ext: "mp4".into(),
-        est_cost_usd: 0.0,
+        ..video_task(id, VID)
     }
 }
 

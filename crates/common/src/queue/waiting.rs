@@ -9,7 +9,7 @@
 //! have waited a while: each pending dependency found stored is told again. Telling is
 //! idempotent, so a re-check of a healthy task changes nothing.
 
-use super::{redis_time_ms, AccountKeys, Queue, Result};
+use super::{AccountKeys, Queue, Result};
 use crate::model::{DepRef, TaskState};
 use redis::AsyncCommands;
 use std::collections::HashSet;
@@ -37,11 +37,7 @@ impl Queue {
         limit: usize,
     ) -> Result<Vec<String>> {
         let key = AccountKeys::new(account).waiting();
-        let mut conn = self.redis.conn().await?;
-        let now = redis_time_ms(&mut conn).await?;
-        let due: Vec<String> = conn
-            .zrangebyscore_limit(&key, "-inf", now - older_than_ms as i64, 0, limit as isize)
-            .await?;
+        let (now, due) = self.scored_before(&key, older_than_ms, limit).await?;
         if !due.is_empty() {
             // XX: an entry removed meanwhile (readied) is not brought back.
             let mut cmd = redis::cmd("ZADD");
@@ -49,7 +45,7 @@ impl Queue {
             for id in &due {
                 cmd.arg(now).arg(id);
             }
-            cmd.query_async::<()>(&mut conn).await?;
+            cmd.query_async::<()>(&mut self.redis.conn().await?).await?;
         }
         Ok(due)
     }

@@ -55,11 +55,9 @@ local function reserve(id, amount_text, ep)
     end
   end
   redis.call('HSET', KEYS[2], id, amount_text .. '|' .. ep)
-  if amount ~= 0 then
-    redis.call('HINCRBY', KEYS[1], 'reserved', amount_text)
-    if ep ~= '' then
-      redis.call('HINCRBY', KEYS[1], 'ep:' .. ep .. ':reserved', amount_text)
-    end
+  redis.call('HINCRBY', KEYS[1], 'reserved', amount_text)
+  if ep ~= '' then
+    redis.call('HINCRBY', KEYS[1], 'ep:' .. ep .. ':reserved', amount_text)
   end
   return 1
 end

@@ -30,7 +30,7 @@
 -- every later request about its render uses that key.
 -- Returns, per delivery: {"claimed", record} | {"stale", ""} | {"paused", ""} |
 -- {"parked", "<season>" or "<season>/<episode>"} | {"throttled", "<wait ms>:<reason>"}.
--- The episode is in the record's body, which is decoded only while the parked set is not empty.
+-- The episode is in the record's body, which is decoded only for a season with a parked episode.
 
 local now = now_ms()
 local now_u = now_us()
@@ -48,20 +48,23 @@ for i = 1, n do
 end
 redis.call('XACK', KEYS[1], ARGV[1], unpack(entries))
 redis.call('XDEL', KEYS[1], unpack(entries))
+-- The parked set is small (a few seasons and episodes): read it once. `has_parked_episode`
+-- says which seasons have a parked episode, so only their tasks' bodies are decoded.
 local parked = {}
-local any_parked = redis.call('SCARD', KEYS[7]) > 0
+local has_parked_episode = {}
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+  parked[member] = true
+  local season = string.match(member, '^(.*)/[^/]*$')
+  if season then
+    has_parked_episode[season] = true
+  end
+end
 -- The parked set member that holds task t back, or nil.
 local function parked_by(t)
-  if not any_parked then
-    return nil
-  end
-  if parked[t.season] == nil then
-    parked[t.season] = redis.call('SISMEMBER', KEYS[7], t.season) == 1
-  end
   if parked[t.season] then
     return t.season
   end
-  if t._body == nil or t._body == '' then
+  if not has_parked_episode[t.season] or t._body == nil or t._body == '' then
     return nil
   end
   local body = cmsgpack.unpack(t._body)
@@ -69,9 +72,6 @@ local function parked_by(t)
     return nil
   end
   local member = t.season .. '/' .. body.group
-  if parked[member] == nil then
-    parked[member] = redis.call('SISMEMBER', KEYS[7], member) == 1
-  end
   if parked[member] then
     return member
   end
