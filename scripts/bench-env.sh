@@ -6,6 +6,7 @@
 #   source scripts/bench-env.sh        # after `set -euo pipefail` at the repository root
 #   start_redis; start_sandbox --render-ms 1000 …; write_season ID SCENES [PER_EPISODE]
 #   sed … examples/dramaq.toml >"$WORK/dramaq.toml"; use_bench_env
+#   (or worker_config_head HOOK_PORT >"$WORK/dramaq.toml", then the accounts)
 #
 # Defines BIN, WORK, PIDS (append background pids), RPORT, SANDBOX and port().
 
@@ -51,6 +52,24 @@ for e in range((n + per - 1) // per):
     for c in range(min(per, n - e * per)):
         print(f'      - id: sc{c + 1:04d}\n        description: "Episode {e + 1}, shot {c + 1}: the harbour at dusk."')
 PY
+}
+
+# The head of a one-worker bench config: Redis, storage, a 64-slot worker with its callback
+# receiver on 127.0.0.1:$1, assembly as a manifest. Accounts follow it.
+worker_config_head() {
+  cat <<EOF
+[redis]
+url = "redis://127.0.0.1:$RPORT"
+[storage]
+dir = "$WORK/out"
+[worker]
+concurrency = 64
+lease_ms = 15000
+heartbeat_ms = 5000
+webhook_addr = "127.0.0.1:$1"
+[assembly]
+ffmpeg = false
+EOF
 }
 
 # The environment of every dramaq process started afterwards (config written to $WORK first).

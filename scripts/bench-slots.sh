@@ -16,6 +16,7 @@
 #   scripts/bench-slots.sh                      # polls only (sandbox-sora, OpenAI shape)
 #   POINTS=10 scripts/bench-slots.sh            # the account's poll_points (default 5)
 #   CALLBACKS=1 scripts/bench-slots.sh          # Replicate shape, signed callbacks as triggers
+#   CALLBACKS=fal scripts/bench-slots.sh        # fal shape, ED25519-signed callbacks
 #   CALLBACKS=1 LOST=0.1 BAD=0.05 REPLAY=1 scripts/bench-slots.sh
 #                                   # 10 % lost, 5 % badly signed, every one delivered twice
 set -euo pipefail
@@ -23,12 +24,13 @@ cd "$(dirname "$0")/.."
 RENDERS=${RENDERS:-400}; WARMUP=${WARMUP:-60}; SLOTS=${SLOTS:-16}
 RENDER_MS=${RENDER_MS:-6000}; JITTER_MS=${JITTER_MS:-3000}
 CALLBACKS=${CALLBACKS:-0}; LOST=${LOST:-0}; REPLAY=${REPLAY:-0}; BAD=${BAD:-0}; POINTS=${POINTS:-5}
+case "$CALLBACKS" in 0|1|fal) ;; *) echo "CALLBACKS must be 0, 1 or fal, not '$CALLBACKS'" >&2; exit 2 ;; esac
 SECRET=whsec_YmVuY2gtc2xvdHMtc2lnbmluZy1rZXk=
 
 source scripts/bench-env.sh
 start_redis
 SANDBOX_ARGS=(--render-ms "$RENDER_MS" --render-jitter-ms "$JITTER_MS" --max-concurrent "$SLOTS")
-if [ "$CALLBACKS" = 1 ]; then
+if [ "$CALLBACKS" != 0 ]; then
   SANDBOX_ARGS+=(--webhook-secret "$SECRET" --webhook-lost-rate "$LOST" --webhook-bad-signature-rate "$BAD")
   [ "$REPLAY" = 1 ] && SANDBOX_ARGS+=(--webhook-replay)
 fi
@@ -41,24 +43,21 @@ base_url = \"$SANDBOX/replicate\"
 model = \"kwaivgi/kling-v2.1\"
 callback_url = \"http://127.0.0.1:$HOOK_PORT/hooks/sandbox-replicate\"
 webhook_secret_env = \"DRAMAQ_BENCH_WEBHOOK_SECRET\""
+elif [ "$CALLBACKS" = fal ]; then
+  ACCOUNT=sandbox-fal
+  ACCOUNT_TOML="family = \"fal\"
+base_url = \"$SANDBOX/fal\"
+model = \"fal-ai/kling-video/v2.1/standard/text-to-video\"
+callback_url = \"http://127.0.0.1:$HOOK_PORT/hooks/sandbox-fal\"
+webhook_jwks_url = \"$SANDBOX/fal-rest/.well-known/jwks.json\""
 else
   ACCOUNT=sandbox-sora
   ACCOUNT_TOML="family = \"openai-videos\"
 base_url = \"$SANDBOX/openai\"
 model = \"sora-2\""
 fi
-cat >"$WORK/dramaq.toml" <<EOF
-[redis]
-url = "redis://127.0.0.1:$RPORT"
-[storage]
-dir = "$WORK/out"
-[worker]
-concurrency = 64
-lease_ms = 15000
-heartbeat_ms = 5000
-webhook_addr = "127.0.0.1:$HOOK_PORT"
-[assembly]
-ffmpeg = false
+worker_config_head "$HOOK_PORT" >"$WORK/dramaq.toml"
+cat >>"$WORK/dramaq.toml" <<EOF
 [accounts.$ACCOUNT]
 $ACCOUNT_TOML
 api_key_env = "DRAMAQ_SANDBOX_KEY"
@@ -76,14 +75,14 @@ PIDS+=($!)
 # The warm-up season teaches the account its render times; then the measured season runs.
 run_season() {
   write_season "$1" "$2" 8
-  # Replicate's Kling model renders 5 or 10 s clips.
-  [ "$CALLBACKS" = 1 ] && sed -i -e "s/sandbox-sora/$ACCOUNT/" -e "s/^  duration: 4/  duration: 5/" "$WORK/season.yaml"
+  # Replicate's and fal's Kling models render 5 or 10 s clips.
+  [ "$CALLBACKS" != 0 ] && sed -i -e "s/sandbox-sora/$ACCOUNT/" -e "s/^  duration: 4/  duration: 5/" "$WORK/season.yaml"
   "$BIN/dramaq" enqueue "$WORK/season.yaml" --json >/dev/null
   "$BIN/dramaq" status --season "$1" --wait >/dev/null 2>&1 || true
 }
 run_season bench-warmup "$WARMUP"
 curl -fsS -X POST "$SANDBOX/admin/reset" >/dev/null
-echo "$RENDERS renders of $((RENDER_MS / 1000))-$(((RENDER_MS + JITTER_MS) / 1000)) s on $SLOTS slots ($ACCOUNT, callbacks: $([ "$CALLBACKS" = 1 ] && echo "on, lost $LOST, badly signed $BAD, replayed $REPLAY" || echo off))"
+echo "$RENDERS renders of $((RENDER_MS / 1000))-$(((RENDER_MS + JITTER_MS) / 1000)) s on $SLOTS slots ($ACCOUNT, callbacks: $([ "$CALLBACKS" != 0 ] && echo "on, lost $LOST, badly signed $BAD, replayed $REPLAY" || echo off))"
 START=$(date +%s.%N)
 run_season bench-slots "$RENDERS"
 END=$(date +%s.%N)

@@ -51,6 +51,7 @@ pub fn with_test_env(mut cmd: Command, config: &Path) -> Command {
         .env("DRAMAQ_SANDBOX_KLING_SK", KLING_SK)
         .env("DRAMAQ_TEST_S3_AK", S3_AK)
         .env("DRAMAQ_TEST_S3_SK", S3_SK)
+        .env("DRAMAQ_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .env_remove("DRAMAQ_REDIS_URL")
         .env_remove("DRAMAQ_OUT_DIR")
         .env(
@@ -70,6 +71,9 @@ pub const KLING_SK: &str = "sandbox-sk";
 /// (moto accepts any).
 pub const S3_AK: &str = "AKIDDRAMAQE2E";
 pub const S3_SK: &str = "dramaq-e2e-s3-secret";
+/// The Standard Webhooks secret every spawned process gets as `DRAMAQ_TEST_WEBHOOK_SECRET`
+/// (give the sandbox the same with `--webhook-secret`).
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 static BUILD: Once = Once::new();
 

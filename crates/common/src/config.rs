@@ -552,6 +552,12 @@ pub struct AccountConfig {
     /// refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret_env: Option<String>,
+    /// fal: where the public keys that sign its callbacks (ED25519) are published, as a JSON Web
+    /// Key Set. Default: fal's own, `https://rest.alpha.fal.ai/.well-known/jwks.json`. The
+    /// receiver fetches it when it first needs it, keeps it a day, and fetches it again (at most
+    /// once a minute) when no key it holds verifies a callback, since fal rotates its keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_jwks_url: Option<String>,
     /// A pool of API keys (`[[accounts.NAME.keys]]`), each with its own variables and quota.
     /// Empty: the account's `api_key_env`/`secret_key_env` and `quota` are its one key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -1130,6 +1136,45 @@ impl Config {
                 ));
             }
         }
+        for (field, url) in [
+            ("callback_url", &acct.callback_url),
+            ("webhook_jwks_url", &acct.webhook_jwks_url),
+        ] {
+            if let Some(url) = url {
+                if let Err(why) = check_http_url(url) {
+                    return Err(bad(
+                        key(field),
+                        format!("\"{}\" {why}", crate::text::shown(url, 200)),
+                    ));
+                }
+            }
+        }
+        if acct
+            .callback_url
+            .as_deref()
+            .is_some_and(|u| u.contains(['?', '#']))
+        {
+            return Err(bad(
+                key("callback_url"),
+                "must not have a query or fragment: the task id is appended as a path segment"
+                    .into(),
+            ));
+        }
+        // Settings another family's callbacks would silently ignore.
+        if acct.family == Family::Fal && acct.webhook_secret_env.is_some() {
+            return Err(bad(
+                key("webhook_secret_env"),
+                "fal signs callbacks with ED25519 under its published keys, not a shared secret; \
+                 use webhook_jwks_url to name another key set"
+                    .into(),
+            ));
+        }
+        if acct.family != Family::Fal && acct.webhook_jwks_url.is_some() {
+            return Err(bad(
+                key("webhook_jwks_url"),
+                "only fal callbacks are checked against a key set".into(),
+            ));
+        }
         for (field, price) in [
             ("per_second", acct.price.per_second),
             ("per_request", acct.price.per_request),
@@ -1408,6 +1453,7 @@ impl AccountConfig {
             json_mode: JsonMode::default(),
             callback_url: None,
             webhook_secret_env: None,
+            webhook_jwks_url: None,
             keys: Vec::new(),
         }
     }
@@ -1815,7 +1861,53 @@ mod tests {
             assert!(err.contains("accounts.vid.base_url:"), "{url}: {err}");
             assert!(err.contains(why), "{url}: {err}");
             assert!(!err.contains('\u{1b}'), "{err:?}");
+            // The callback URL and fal's key set are checked the same way.
+            for field in ["callback_url", "webhook_jwks_url"] {
+                let toml = format!(
+                    "[accounts.vid]\nfamily = \"fal\"\nbase_url = \"https://queue.fal.run\"\n{field} = {}\n",
+                    serde_json::to_string(url).unwrap()
+                );
+                let err = Config::from_toml_str(&toml)
+                    .err()
+                    .unwrap_or_else(|| panic!("accepted {field} = {url:?}"))
+                    .to_string();
+                assert!(
+                    err.contains(&format!("accounts.vid.{field}:")),
+                    "{url}: {err}"
+                );
+                assert!(err.contains(why), "{url}: {err}");
+            }
         }
+        let fal = "[accounts.vid]\nfamily = \"fal\"\nbase_url = \"https://queue.fal.run\"\n";
+        let kling = "[accounts.vid]\nfamily = \"kling\"\njwt = false\nbase_url = \"http://x\"\n";
+        for (toml, field, why) in [
+            (
+                format!("{fal}callback_url = \"https://h.example/hooks/vid?x=1\"\n"),
+                "callback_url",
+                "query or fragment",
+            ),
+            (
+                format!("{fal}webhook_secret_env = \"S\"\n"),
+                "webhook_secret_env",
+                "ED25519",
+            ),
+            (
+                format!("{kling}webhook_jwks_url = \"https://k.example/jwks.json\"\n"),
+                "webhook_jwks_url",
+                "only fal",
+            ),
+        ] {
+            let err = Config::from_toml_str(&toml)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {toml}"))
+                .to_string();
+            assert!(err.contains(&format!("accounts.vid.{field}:")), "{err}");
+            assert!(err.contains(why), "{err}");
+        }
+        Config::from_toml_str(&format!(
+            "{fal}callback_url = \"https://h.example/hooks/vid\"\nwebhook_jwks_url = \"https://k.example/jwks.json\"\n"
+        ))
+        .expect("a fal account with its callback URL and key set");
         for url in [
             "http://127.0.0.1:8787/openai",
             "https://api.klingai.com",

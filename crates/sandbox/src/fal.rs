@@ -138,6 +138,7 @@ fn input_problem(input: &Value) -> Option<Value> {
 pub async fn submit(
     State(shared): State<Arc<Shared>>,
     Path(path): Path<String>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -228,6 +229,16 @@ pub async fn submit(
     shared.with_extra(&id, |x| x.input = Some(input));
     shared.count_submission(&idem);
     shared.insert_job(job.clone());
+    let hook = query_param(q.as_deref(), "fal_webhook").filter(|u| !u.is_empty());
+    if let (Some(hook), Some(ends)) = (hook, job.ends_at()) {
+        let (job_id, base) = (job.id.clone(), origin(&headers));
+        let style = crate::webhook::Style::Fal;
+        crate::webhook::send_at(shared.clone(), style, id.clone(), hook, ends, move |s| {
+            let jobs = lock(&s.jobs);
+            jobs.get(&job_id)
+                .map_or(Value::Null, |j| callback_body(s, j, &base))
+        });
+    }
     let url = request_url(&origin(&headers), &app, &id);
     Json(json!({
         "request_id": id,
@@ -237,6 +248,30 @@ pub async fn submit(
         "queue_position": queue_position(&shared, &job, now),
     }))
     .into_response()
+}
+
+/// What fal posts to `fal_webhook` when a request ends.
+fn callback_body(shared: &Shared, job: &Job, base: &str) -> Value {
+    let succeeded = job.phase_after_input_check(Instant::now()) == Phase::Succeeded;
+    let payload = if !succeeded {
+        json!({"detail": [{"msg": "The request failed.", "type": "request_failed"}]})
+    } else if job.scenario == Scenario::SuccessWithoutOutput {
+        json!({"video": null})
+    } else {
+        json!({"video": {
+            "url": format!("{base}/fal-media/{}/output.mp4", job.id),
+            "content_type": "video/mp4",
+            "file_name": "output.mp4",
+            "file_size": job.video_bytes().len(),
+        }, "seed": crate::media::mix(shared.opts.seed, &[job.id.as_bytes()]) % 1_000_000})
+    };
+    json!({
+        "request_id": job.id,
+        "gateway_request_id": job.id,
+        "status": if succeeded { "OK" } else { "ERROR" },
+        "payload": payload,
+        "error": if succeeded { Value::Null } else { json!("Request failed") },
+    })
 }
 
 /// Requests of the same key waiting before this one.
@@ -304,6 +339,9 @@ fn status(shared: &Shared, app: &str, id: &str, base: &str, q: Option<&str>) -> 
             return not_found(id);
         };
         job.polls += 1;
+        if !(job.scenario == Scenario::NotFoundFirstPolls && job.polls <= 2) {
+            shared.observe_status(job, Instant::now());
+        }
         job.clone()
     };
     if job.scenario == Scenario::NotFoundFirstPolls && job.polls <= 2 {

@@ -287,6 +287,26 @@ pub async fn create(
     }
     shared.count_submission(&idem);
     let data = task_data(&job, &host(&headers), Instant::now());
+    if let Some(url) = v.get("callback_url").and_then(Value::as_str) {
+        // Kling pushes every status change: processing, then the end.
+        let ends = job.ends_at();
+        for at in [Some(job.started_at()), ends].into_iter().flatten() {
+            let (id, host) = (job.id.clone(), host(&headers));
+            let style = crate::webhook::Style::Kling;
+            crate::webhook::send_at(
+                shared.clone(),
+                style,
+                id.clone(),
+                url.into(),
+                at,
+                move |s| {
+                    let jobs = lock(&s.jobs);
+                    jobs.get(&id)
+                        .map_or(Value::Null, |j| task_data(j, &host, Instant::now()))
+                },
+            );
+        }
+    }
     shared.insert_job(job);
     envelope(StatusCode::OK, 0, "SUCCEED", data)
 }
@@ -317,6 +337,7 @@ pub async fn get(
     if job.scenario == Scenario::NotFoundFirstPolls && job.polls <= 2 {
         return fail(StatusCode::NOT_FOUND, 1203, "task not found");
     }
+    shared.observe_status(job, Instant::now());
     envelope(
         StatusCode::OK,
         0,

@@ -90,6 +90,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             post(fal::submit).get(fal::get).put(fal::cancel),
         )
         .route("/fal-media/{id}/{name}", get(fal::media))
+        .route("/fal-rest/.well-known/jwks.json", get(webhook::fal_jwks))
         .route(
             "/replicate/v1/models/{owner}/{name}/predictions",
             post(replicate::create_for_model),

@@ -259,8 +259,45 @@ pub async fn create(
         ..shared.new_job(&id, Api::Minimax, key, scenario, Instant::now())
     };
     shared.count_submission(&idem);
+    if let (Some(url), Some(ends)) = (v.get("callback_url").and_then(Value::as_str), job.ends_at())
+    {
+        let job_id = job.id.clone();
+        let style = crate::webhook::Style::Minimax;
+        crate::webhook::send_at(
+            shared.clone(),
+            style,
+            id.clone(),
+            url.into(),
+            ends,
+            move |s| {
+                let jobs = lock(&s.jobs);
+                jobs.get(&job_id)
+                    .map_or(Value::Null, |j| callback_body(s, j))
+            },
+        );
+    }
     shared.insert_job(job);
     base_resp(0, "success", json!({ "task_id": id }))
+}
+
+/// What MiniMax posts to a callback URL when a task ends.
+fn callback_body(shared: &Shared, job: &Job) -> Value {
+    // Callbacks say `success`/`failed`/`processing`, in lower case, unlike the query.
+    let mut body = json!({"task_id": job.id});
+    match job.phase(Instant::now()) {
+        Phase::Succeeded if job.scenario != Scenario::SuccessWithoutOutput => {
+            body["status"] = json!("success");
+            body["file_id"] = json!(file_id(shared, job));
+        }
+        Phase::Succeeded => {
+            body["status"] = json!("success");
+            body["file_id"] = json!("");
+        }
+        Phase::Failed => body["status"] = json!("failed"),
+        Phase::Queued | Phase::Running(_) => body["status"] = json!("processing"),
+    }
+    body["base_resp"] = json!({"status_code": 0, "status_msg": "success"});
+    body
 }
 
 /// The job's file id (an int64, derived from the job id) and its alias entry.
@@ -300,6 +337,7 @@ pub async fn query(
             );
         };
         job.polls += 1;
+        shared.observe_status(job, Instant::now());
         job.clone()
     };
     let now = Instant::now();

@@ -299,12 +299,19 @@ fn create(
     if let (Some(url), Some(ends)) = (v.get("webhook").and_then(Value::as_str), job.ends_at()) {
         let id = id.clone();
         let url = url.to_string();
-        crate::webhook::send_at(shared.clone(), id.clone(), url, ends, move |s| {
-            let jobs = lock(&s.jobs);
-            jobs.get(&id).map_or(Value::Null, |j| {
-                prediction_json(s, j, &base, Instant::now())
-            })
-        });
+        crate::webhook::send_at(
+            shared.clone(),
+            crate::webhook::Style::Replicate,
+            id.clone(),
+            url,
+            ends,
+            move |s| {
+                let jobs = lock(&s.jobs);
+                jobs.get(&id).map_or(Value::Null, |j| {
+                    prediction_json(s, j, &base, Instant::now())
+                })
+            },
+        );
     }
     shared.insert_job(job);
     (StatusCode::CREATED, Json(body)).into_response()

@@ -338,6 +338,13 @@ pub struct KeyStats {
     pub max_concurrent_seen: u64,
     /// Milliseconds since the sandbox started, one per accepted create.
     pub submit_times_ms: Vec<u64>,
+    /// Renders of this key a status answer reported finished, and their render time in total
+    /// (the work a schedule over this key's slots has to fit).
+    pub renders_seen_finished: u64,
+    pub render_ms_total: u64,
+    /// Per render found finished: `[submitted at (ms since start), render ms]`, so a benchmark
+    /// can replay the same renders through an ideal dispatcher.
+    pub renders: Vec<[u64; 2]>,
 }
 
 pub struct Shared {
@@ -521,6 +528,14 @@ impl Shared {
         job.seen_finished = true;
         stats.renders_seen_finished += 1;
         stats.render_ms_total += render.as_millis() as u64;
+        let by_key = stats.by_key.entry(job.key.clone()).or_default();
+        by_key.renders_seen_finished += 1;
+        by_key.render_ms_total += render.as_millis() as u64;
+        let submitted = job
+            .created
+            .saturating_duration_since(self.started)
+            .as_millis() as u64;
+        by_key.renders.push([submitted, render.as_millis() as u64]);
         stats.held_ms_total += now.saturating_duration_since(job.created).as_millis() as u64;
         stats
             .seen_late_ms

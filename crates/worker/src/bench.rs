@@ -207,6 +207,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         metrics: crate::metrics::Metrics::new(),
         plans: Default::default(),
         poll_wake: Default::default(),
+        slot_freed: Default::default(),
         cfg,
     });
     let work = TaskTracker::new();

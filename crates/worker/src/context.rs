@@ -38,6 +38,10 @@ pub(crate) struct Ctx {
     pub plans: crate::await_plan::Plans,
     /// Wakes this process's idle pollers when its callback receiver moved a poll to now.
     pub poll_wake: Arc<tokio::sync::Notify>,
+    /// Wakes this process's fetchers that wait for a render slot when this process freed one
+    /// (a render seen finished, a task stored or failed), so the slot is claimed again at once
+    /// instead of at the next quota check.
+    pub slot_freed: Arc<tokio::sync::Notify>,
 }
 
 impl Ctx {

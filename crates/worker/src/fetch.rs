@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
@@ -41,6 +42,11 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
     let local = local_limiter(acct);
     let mut conn = None;
     while !ctx.stopping.is_cancelled() {
+        // Listening before the quota check and the claim, so a slot this process frees while
+        // they run still ends a wait for one after them.
+        let slot_freed = ctx.slot_freed.notified();
+        tokio::pin!(slot_freed);
+        slot_freed.as_mut().enable();
         // Ask the fleet-wide quota first: a throttled account costs one cheap call per wait.
         if !quota.is_unlimited() {
             match ctx.queue.quota_peek(&account, &quota).await {
@@ -51,9 +57,14 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
                 }
                 Ok(QuotaPeek::Wait { ms, reason }) => {
                     debug!(%account, ms, %reason, "waiting for quota");
-                    let waited = Duration::from_millis(ms.clamp(5, 1_000));
-                    ctx.metrics.rate_limiter_wait(&account, waited);
-                    pause(&ctx, waited).await;
+                    let wait = Duration::from_millis(ms.clamp(5, 1_000));
+                    let started = std::time::Instant::now();
+                    if reason == "concurrency" {
+                        wait_for_slot(slot_freed.as_mut(), &ctx.stopping, wait).await;
+                    } else {
+                        pause(&ctx, wait).await;
+                    }
+                    ctx.metrics.rate_limiter_wait(&account, started.elapsed());
                     continue;
                 }
                 Err(e) => {
@@ -139,18 +150,25 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
             }
         };
         let mut wait = Duration::ZERO;
+        // Whether every wait came from full render slots, which a slot freed here ends.
+        let mut only_slots = true;
         let mut claimed = Vec::new();
         for claim in claims {
             match claim {
                 Claim::Claimed(rec) => claimed.push(*rec),
                 // Claims stop while the account is paused; entries went back to the stream.
-                Claim::Paused => wait = wait.max(Duration::from_secs(1)),
+                Claim::Paused => {
+                    only_slots = false;
+                    wait = wait.max(Duration::from_secs(1));
+                }
                 Claim::Throttled { wait_ms, reason } => {
                     debug!(%account, wait_ms, %reason, "quota full; delivery put back");
+                    only_slots &= reason == "concurrency";
                     wait = wait.max(Duration::from_millis(wait_ms.clamp(5, 1_000)));
                 }
                 Claim::Parked { season } => {
                     debug!(%account, season = %dramaq_common::text::Shown::id(&season), "season parked over budget; delivery put back");
+                    only_slots = false;
                     wait = wait.max(Duration::from_secs(1));
                 }
                 Claim::Stale => debug!(%account, "dropped a stale delivery"),
@@ -158,6 +176,7 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
         }
         let (admitted, refused) = within_budget(&ctx, acct, claimed).await;
         if refused {
+            only_slots = false;
             wait = wait.max(Duration::from_secs(1));
         }
         for rec in admitted {
@@ -173,7 +192,11 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
         }
         if !wait.is_zero() {
             drop(permits);
-            pause(&ctx, wait).await;
+            if only_slots {
+                wait_for_slot(slot_freed.as_mut(), &ctx.stopping, wait).await;
+            } else {
+                pause(&ctx, wait).await;
+            }
         }
     }
 }
@@ -268,5 +291,62 @@ async fn pause(ctx: &Ctx, d: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
         _ = ctx.stopping.cancelled() => {}
+    }
+}
+
+/// Wait for a render slot: `d` at most (a slot another process frees is seen at the next quota
+/// check), less when this process frees one (`freed`, from `Ctx::slot_freed`).
+async fn wait_for_slot(
+    freed: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    stopping: &CancellationToken,
+    d: Duration,
+) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = freed => {}
+        _ = stopping.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_freed_in_this_process_ends_the_wait_for_one() {
+        let freed = std::sync::Arc::new(tokio::sync::Notify::new());
+        let stopping = CancellationToken::new();
+        let long = Duration::from_secs(60);
+        // Nothing freed: the whole wait (the paused clock jumps over it).
+        let start = tokio::time::Instant::now();
+        let listening = freed.notified();
+        tokio::pin!(listening);
+        listening.as_mut().enable();
+        wait_for_slot(listening, &stopping, long).await;
+        assert_eq!(start.elapsed(), long);
+        // A slot freed 10 ms into the wait ends it then, not a minute later.
+        let start = tokio::time::Instant::now();
+        let waker = {
+            let freed = freed.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                freed.notify_waiters();
+            })
+        };
+        let listening = freed.notified();
+        tokio::pin!(listening);
+        listening.as_mut().enable();
+        wait_for_slot(listening, &stopping, long).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(10));
+        waker.await.unwrap();
+        // A slot freed after listening began but before the wait (during the claim) ends the
+        // wait at once.
+        let listening = freed.notified();
+        tokio::pin!(listening);
+        listening.as_mut().enable();
+        freed.notify_waiters();
+        let start = tokio::time::Instant::now();
+        wait_for_slot(listening, &stopping, long).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 }

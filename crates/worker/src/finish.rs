@@ -218,6 +218,7 @@ pub(crate) async fn complete(
         ctx.journal.completed(lease, &done);
     }
     let has_dependents = ctx.queue.complete(&lease.account, &lease.id, &done).await?;
+    ctx.slot_freed.notify_waiters();
     debug!(
         location = stored.location.as_str(),
         bytes = stored.bytes,
@@ -395,6 +396,7 @@ pub(crate) async fn fail(
             &info,
         )
         .await?;
+    ctx.slot_freed.notify_waiters();
     // The attempt is over unless its render is kept (re-polled): settle its reservation with
     // what the provider billed for it (chat calls are paid whatever the answer), else give it
     // back.

@@ -368,6 +368,8 @@ async fn download_rendered(
             Some(took_ms),
         )
         .await?;
+    // The render no longer holds its provider slot.
+    ctx.slot_freed.notify_waiters();
     let lease = Lease {
         account: rec.account.clone(),
         id: rec.id.clone(),

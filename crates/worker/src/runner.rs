@@ -157,6 +157,7 @@ pub async fn run(
         journal: Default::default(),
         plans: Default::default(),
         poll_wake: Default::default(),
+        slot_freed: Default::default(),
         stopping: CancellationToken::new(),
         abort: CancellationToken::new(),
         cfg,

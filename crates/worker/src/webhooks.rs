@@ -3,17 +3,20 @@
 //!
 //! `POST /hooks/<account>/<task>` (served on `worker.webhook_addr`; accounts opt in with
 //! `callback_url`, which the adapters pass at submit with the task id appended). A callback
-//! never decides an outcome: the receiver checks the signature where the account has a secret,
-//! reads the provider task id and whether the callback reports an end (succeeded, failed), and
+//! never decides an outcome: the receiver checks the signature where the provider signs (every
+//! fal callback; Standard Webhooks where the account has a secret), reads the provider task id and whether the callback reports an end (succeeded, failed), and
 //! calls `poll_now.lua`, which moves the render's next poll to now once and only if that task
 //! awaits that provider task id. The poll then observes what happened, through the one path
 //! every poll takes. So a forged or replayed callback costs at most one early poll.
 //!
 //! Signatures: Standard Webhooks (Replicate, OpenAI-style): headers `webhook-id`,
 //! `webhook-timestamp`, `webhook-signature` (`v1,<base64 HMAC-SHA256>` of `id.timestamp.body`
-//! under the `whsec_` secret), timestamps within 5 minutes. Kling and MiniMax do not sign; their
-//! callbacks are accepted as hints (MiniMax's `challenge` handshake is echoed). Bodies over
-//! 64 KiB are refused (413) before they are read whole.
+//! under the `whsec_` secret), timestamps within 5 minutes. fal signs with ED25519 under keys it
+//! publishes (`fal_signature.rs`); a fal callback is always checked. Kling and MiniMax do not
+//! sign; their callbacks are accepted as hints (MiniMax's `challenge` handshake is echoed).
+//! Bodies over 64 KiB are refused (413) before they are read whole.
+
+mod fal_signature;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -49,8 +52,18 @@ pub(crate) fn calls_back(family: Family) -> bool {
 #[derive(Clone)]
 struct Hooked {
     family: Family,
+    check: Check,
+}
+
+/// How an account's callbacks are authenticated.
+#[derive(Clone)]
+enum Check {
+    /// Kling, MiniMax, or an account without a secret: a callback is a hint anyone could send.
+    Unsigned,
     /// Standard Webhooks key (the `whsec_` secret, decoded).
-    key: Option<ring::hmac::Key>,
+    Standard(ring::hmac::Key),
+    /// fal's published ED25519 keys.
+    Fal(Arc<fal_signature::FalKeys>),
 }
 
 #[derive(Clone)]
@@ -66,12 +79,21 @@ struct Receiver {
 pub(crate) enum HookError {
     #[error("missing header {0}")]
     MissingHeader(&'static str),
-    #[error("webhook-timestamp is not a Unix time in seconds")]
+    #[error("the signature's timestamp is not a Unix time in seconds")]
     BadTimestamp,
-    #[error("webhook-timestamp is {0} s away from now (tolerance {TOLERANCE_S} s)")]
+    #[error("the signature's timestamp is {0} s away from now (tolerance {TOLERANCE_S} s)")]
     Stale(i64),
-    #[error("no webhook-signature matches")]
+    #[error("no signature matches")]
     BadSignature,
+}
+
+/// A signed callback's timestamp `at` is within the tolerance of `now_s` (whatever the
+/// numbers: a timestamp near `i64::MIN` is stale, not an overflow).
+fn fresh(at: i64, now_s: i64) -> Result<(), HookError> {
+    if now_s.abs_diff(at) > TOLERANCE_S.unsigned_abs() {
+        return Err(HookError::Stale(now_s.saturating_sub(at)));
+    }
+    Ok(())
 }
 
 /// The HMAC key of a Standard Webhooks secret (`whsec_<base64>`, or the raw base64).
@@ -100,9 +122,7 @@ pub(crate) fn verify_standard(
     let ts = header("webhook-timestamp")?;
     let sigs = header("webhook-signature")?;
     let at: i64 = ts.trim().parse().map_err(|_| HookError::BadTimestamp)?;
-    if (now_s - at).abs() > TOLERANCE_S {
-        return Err(HookError::Stale(now_s - at));
-    }
+    fresh(at, now_s)?;
     let mut signed = Vec::with_capacity(id.len() + ts.len() + body.len() + 2);
     signed.extend_from_slice(id.as_bytes());
     signed.push(b'.');
@@ -152,7 +172,11 @@ pub(crate) fn announced(family: Family, body: &Value) -> Option<Announced> {
         }
         Family::Minimax => (
             s("/task_id")?,
-            matches!(s("/status")?, "Success" | "Fail" | "success" | "fail"),
+            // The query says `Success`/`Fail`; callbacks have been seen lower-case, `failed`.
+            matches!(
+                s("/status")?.to_ascii_lowercase().as_str(),
+                "success" | "fail" | "failed"
+            ),
         ),
         Family::Fal => (s("/request_id")?, true),
         _ => return None,
@@ -176,14 +200,17 @@ async fn receive(
     let Some(hooked) = rx.accounts.get(&account) else {
         return reply(StatusCode::NOT_FOUND, "unknown account");
     };
-    if let Some(key) = &hooked.key {
-        let now_s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        if let Err(e) = verify_standard(key, &headers, &body, now_s) {
-            warn!(account = %Shown::id(&account), task = %Shown::id(&task), error = %e, "callback refused");
-            return reply(StatusCode::UNAUTHORIZED, "bad signature");
-        }
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let checked = match &hooked.check {
+        Check::Unsigned => Ok(()),
+        Check::Standard(key) => verify_standard(key, &headers, &body, now_s),
+        Check::Fal(keys) => keys.verify(&headers, &body, now_s).await,
+    };
+    if let Err(e) = checked {
+        warn!(account = %Shown::id(&account), task = %Shown::id(&task), error = %e, "callback refused");
+        return reply(StatusCode::UNAUTHORIZED, "bad signature");
     }
     let Ok(value) = serde_json::from_slice::<Value>(&body) else {
         return reply(StatusCode::BAD_REQUEST, "body is not JSON");
@@ -239,18 +266,26 @@ pub(crate) fn router(
         if acct.callback_url.is_none() || !calls_back(acct.family) {
             continue;
         }
-        let key = match acct.webhook_secret(name)? {
-            Some(secret) => Some(
+        let check = match (acct.family, acct.webhook_secret(name)?) {
+            (Family::Fal, _) => Check::Fal(Arc::new(
+                fal_signature::FalKeys::new(
+                    acct.webhook_jwks_url
+                        .clone()
+                        .unwrap_or_else(|| fal_signature::FAL_JWKS_URL.to_string()),
+                )
+                .map_err(|e| anyhow::anyhow!("accounts.{name}: callback key client: {e}"))?,
+            )),
+            (_, Some(secret)) => Check::Standard(
                 standard_key(secret.expose())
                     .map_err(|e| anyhow::anyhow!("accounts.{name}.webhook_secret_env: {e}"))?,
             ),
-            None => None,
+            (_, None) => Check::Unsigned,
         };
         accounts.insert(
             name.clone(),
             Hooked {
                 family: acct.family,
-                key,
+                check,
             },
         );
     }
@@ -352,11 +387,11 @@ mod tests {
         let server = dramaq_common::testkit::RedisServer::start().expect("redis-server");
         let queue = Queue::new(RedisHandle::connect(&server.url(), 2).await.unwrap());
         let mut accounts = HashMap::new();
-        let key = Some(standard_key(SECRET).unwrap());
+        let check = Check::Standard(standard_key(SECRET).unwrap());
         let family = Family::Replicate;
-        accounts.insert("rep".to_string(), Hooked { family, key });
-        let family = Family::Minimax;
-        accounts.insert("mm".to_string(), Hooked { family, key: None });
+        accounts.insert("rep".to_string(), Hooked { family, check });
+        let (family, check) = (Family::Minimax, Check::Unsigned);
+        accounts.insert("mm".to_string(), Hooked { family, check });
         let rx = Receiver {
             queue,
             accounts: Arc::new(accounts),
@@ -450,11 +485,15 @@ mod tests {
             .unwrap()
             .ended
         );
-        assert!(
-            ended(Family::Minimax, json!({"task_id":"m1","status":"Success"}))
-                .unwrap()
-                .ended
+        for status in ["Success", "Fail", "success", "failed"] {
+            let said = ended(Family::Minimax, json!({"task_id":"m1","status":status}));
+            assert!(said.unwrap().ended, "{status}");
+        }
+        let said = ended(
+            Family::Minimax,
+            json!({"task_id":"m1","status":"processing"}),
         );
+        assert!(!said.unwrap().ended);
         assert!(
             ended(Family::Fal, json!({"request_id":"f1","status":"ERROR"}))
                 .unwrap()

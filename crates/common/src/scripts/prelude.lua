@@ -229,7 +229,9 @@ local function pool_key_wait(k, now, now_u)
   w = daily_wait_ms(k.keys.daily, k.q, now)
   if w > 0 then return w, 'daily_cap' end
   if k.q.max_concurrent > 0 and k.in_use >= k.q.max_concurrent then
-    return 250, 'concurrency'
+    -- Short: a slot another process frees is claimed within this wait (a worker's own frees
+    -- wake its fetchers at once), and each idle slot-wait is a paid slot left empty.
+    return 100, 'concurrency'
   end
   w = gcra_wait_ms(k.keys.gcra, k.q, now_u)
   if w > 0 then return w, 'rate' end

@@ -44,6 +44,9 @@ pub struct Fal {
     model: String,
     api_key: Option<Secret>,
     scrub: Scrubber,
+    /// `accounts.<name>.callback_url`: sent as the `fal_webhook` query parameter (with the task
+    /// id appended); fal signs its callbacks (ED25519).
+    callback_url: Option<String>,
 }
 
 /// The poll locator stored with the task.
@@ -404,6 +407,7 @@ impl Fal {
             model: acct.model.trim().trim_matches('/').to_string(),
             scrub: Scrubber::new([api_key.as_ref()]),
             api_key,
+            callback_url: acct.callback_url.clone(),
         }
     }
 
@@ -518,11 +522,14 @@ impl Provider for Fal {
         let segments = model_path(&self.model)?;
         let body = submit_body(req.payload, req.first_frame.as_ref())?;
         let url = http::join_url(&self.base_url, &segments.join("/"));
-        let rb = self
+        let mut rb = self
             .client
             .post(url)
             .header(IDEMPOTENCY_KEY, req.task_id)
             .json(&body);
+        if let Some(hook) = &self.callback_url {
+            rb = rb.query(&[("fal_webhook", super::callback_for(hook, req.task_id))]);
+        }
         let rb = http::with_auth(rb, self.auth()?);
         let scrub = &self.scrub;
         let (answer, v) = http::call_json(rb, "fal submit response", scrub, |a| {

@@ -34,6 +34,9 @@ pub struct Minimax {
     model: String,
     api_key: Option<Secret>,
     scrub: Scrubber,
+    /// `accounts.<name>.callback_url`: sent as `callback_url` (with the task id appended).
+    /// MiniMax first checks it with a `challenge` the receiver echoes, then posts status changes.
+    callback_url: Option<String>,
 }
 
 /// MiniMax's resolution word for ours.
@@ -285,6 +288,7 @@ impl Minimax {
             model: acct.model.trim().to_string(),
             scrub: Scrubber::new([api_key.as_ref()]),
             api_key,
+            callback_url: acct.callback_url.clone(),
         }
     }
 
@@ -322,7 +326,10 @@ impl Provider for Minimax {
     }
 
     async fn submit(&self, req: SubmitRequest<'_>) -> Result<SubmitOutcome, ProviderError> {
-        let body = submit_body(&self.model, req.payload, req.first_frame.as_ref())?;
+        let mut body = submit_body(&self.model, req.payload, req.first_frame.as_ref())?;
+        if let Some(url) = &self.callback_url {
+            body["callback_url"] = json!(super::callback_for(url, req.task_id));
+        }
         let rb = self
             .client
             .post(self.url("/v1/video_generation"))
