@@ -115,6 +115,9 @@ pub(crate) struct FalKeys {
     url: String,
     client: reqwest::Client,
     held: std::sync::Mutex<Held>,
+    /// Held for the length of a fetch: one at a time, and callbacks that arrive before any key is
+    /// held wait for it instead of being refused.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -135,13 +138,15 @@ impl FalKeys {
             url,
             client,
             held: Default::default(),
+            fetching: Default::default(),
         })
     }
 
     /// Verify a callback: its shape and age first, then against the keys held, fetching them
     /// when none are held or they are a day old, and once more when none verifies (a rotation).
-    /// One fetch at a time and at most one a minute; callbacks arriving during a fetch are
-    /// checked against the keys held, never kept waiting for it.
+    /// One fetch at a time and at most one a minute. A callback that arrives while a fetch runs
+    /// is checked against the keys held without waiting, unless no key is held yet (the first
+    /// callbacks after start): those wait for the fetch.
     pub(crate) async fn verify(
         &self,
         headers: &HeaderMap,
@@ -159,24 +164,30 @@ impl FalKeys {
         if !stale && signed.verifies(&keys) {
             return Ok(());
         }
-        if self.start_fetch() {
-            self.fetch().await;
-            let keys = self.held().keys.clone();
-            if signed.verifies(&keys) {
-                return Ok(());
+        if keys.is_empty() {
+            let _fetching = self.fetching.lock().await;
+            if self.held().keys.is_empty() && self.start_fetch() {
+                self.fetch().await;
             }
-        } else if signed.verifies(&keys) {
-            return Ok(());
+        } else if let Ok(_fetching) = self.fetching.try_lock() {
+            if self.start_fetch() {
+                self.fetch().await;
+            }
         }
-        Err(HookError::BadSignature)
+        let keys = self.held().keys.clone();
+        if signed.verifies(&keys) {
+            Ok(())
+        } else {
+            Err(HookError::BadSignature)
+        }
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether this caller may fetch now (no fetch started within the last minute); if so, the
-    /// start is recorded, so concurrent callers do not fetch too.
+    /// Whether this caller (holding `fetching`) may fetch now: no fetch started within the last
+    /// minute. If so, the start is recorded.
     fn start_fetch(&self) -> bool {
         let mut held = self.held();
         if held.tried.is_some_and(|t| t.elapsed() < REFETCH_AFTER) {
@@ -376,5 +387,51 @@ mod tests {
             Err(HookError::Stale(3600))
         );
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_first_callbacks_wait_for_the_first_fetch_instead_of_being_refused() {
+        use axum::routing::get;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let app = {
+            let fetches = fetches.clone();
+            axum::Router::new().route(
+                "/jwks.json",
+                get(move || {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        // A slow key server: the other callbacks arrive during the fetch.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        axum::Json(serde_json::json!({"keys": [jwk(&pair(1))]}))
+                    }
+                }),
+            )
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let keys = Arc::new(FalKeys::new(format!("http://{addr}/jwks.json")).unwrap());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let body = b"{}";
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                let keys = keys.clone();
+                let headers = signed(&pair(1), now, body);
+                tokio::spawn(async move { keys.verify(&headers, body, now).await })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap(), Ok(()));
+        }
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            1,
+            "one fetch for all of them"
+        );
     }
 }
