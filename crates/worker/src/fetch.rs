@@ -27,6 +27,10 @@ use tracing::{debug, warn};
 /// How long one blocking read waits; also bounds how fast a fetcher notices shutdown.
 const BLOCK: Duration = Duration::from_millis(1_000);
 
+/// The reason `quota_peek.lua` and `claim.lua` give when every render slot is taken (from
+/// `pool_key_wait` in `prelude.lua`): the wait a slot freed in this process can end.
+const SLOTS_FULL: &str = "concurrency";
+
 /// Most entries read and claimed in one round.
 const MAX_BATCH: usize = 64;
 
@@ -59,7 +63,7 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
                     debug!(%account, ms, %reason, "waiting for quota");
                     let wait = Duration::from_millis(ms.clamp(5, 1_000));
                     let started = std::time::Instant::now();
-                    if reason == "concurrency" {
+                    if reason == SLOTS_FULL {
                         wait_for_slot(slot_freed.as_mut(), &ctx.stopping, wait).await;
                     } else {
                         pause(&ctx, wait).await;
@@ -163,7 +167,7 @@ pub async fn run(ctx: Arc<Ctx>, account: String, tracker: TaskTracker) {
                 }
                 Claim::Throttled { wait_ms, reason } => {
                     debug!(%account, wait_ms, %reason, "quota full; delivery put back");
-                    only_slots &= reason == "concurrency";
+                    only_slots &= reason == SLOTS_FULL;
                     wait = wait.max(Duration::from_millis(wait_ms.clamp(5, 1_000)));
                 }
                 Claim::Parked { season } => {

@@ -4,10 +4,11 @@
 //! `POST /hooks/<account>/<task>` (served on `worker.webhook_addr`; accounts opt in with
 //! `callback_url`, which the adapters pass at submit with the task id appended). A callback
 //! never decides an outcome: the receiver checks the signature where the provider signs (every
-//! fal callback; Standard Webhooks where the account has a secret), reads the provider task id and whether the callback reports an end (succeeded, failed), and
-//! calls `poll_now.lua`, which moves the render's next poll to now once and only if that task
-//! awaits that provider task id. The poll then observes what happened, through the one path
-//! every poll takes. So a forged or replayed callback costs at most one early poll.
+//! fal callback; Standard Webhooks where the account has a secret), reads the provider task id
+//! and whether the callback reports an end (succeeded, failed), and calls `poll_now.lua`, which
+//! moves the render's next poll to now once and only if that task awaits that provider task id.
+//! The poll then observes what happened, through the one path every poll takes. So a forged or
+//! replayed callback costs at most one early poll.
 //!
 //! Signatures: Standard Webhooks (Replicate, OpenAI-style): headers `webhook-id`,
 //! `webhook-timestamp`, `webhook-signature` (`v1,<base64 HMAC-SHA256>` of `id.timestamp.body`
@@ -87,6 +88,14 @@ pub(crate) enum HookError {
     BadSignature,
 }
 
+/// A signature header's text, or which one is missing.
+fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, HookError> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(HookError::MissingHeader(name))
+}
+
 /// A signed callback's timestamp `at` is within the tolerance of `now_s` (whatever the
 /// numbers: a timestamp near `i64::MIN` is stale, not an overflow).
 fn fresh(at: i64, now_s: i64) -> Result<(), HookError> {
@@ -112,12 +121,7 @@ pub(crate) fn verify_standard(
     body: &[u8],
     now_s: i64,
 ) -> Result<(), HookError> {
-    let header = |name: &'static str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(HookError::MissingHeader(name))
-    };
+    let header = |name| header(headers, name);
     let id = header("webhook-id")?;
     let ts = header("webhook-timestamp")?;
     let sigs = header("webhook-signature")?;

@@ -53,12 +53,7 @@ pub(crate) struct Signed {
 
 impl Signed {
     pub(crate) fn read(headers: &HeaderMap, body: &[u8], now_s: i64) -> Result<Signed, HookError> {
-        let header = |name: &'static str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .ok_or(HookError::MissingHeader(name))
-        };
+        let header = |name| super::header(headers, name);
         let request_id = header("x-fal-webhook-request-id")?;
         let user_id = header("x-fal-webhook-user-id")?;
         let ts = header("x-fal-webhook-timestamp")?;
