@@ -105,13 +105,15 @@ struct Cli {
         hide_env_values = true
     )]
     seed: u64,
-    /// Sign callbacks (Replicate `webhook`) with this Standard Webhooks secret (`whsec_…`).
+    /// Sign Replicate callbacks (`webhook`) with this Standard Webhooks secret (`whsec_…`).
+    /// fal callbacks are always signed, with the sandbox's own ED25519 key (published at
+    /// /fal-rest/.well-known/jwks.json); Kling and MiniMax callbacks are unsigned.
     #[arg(long, env = "DRAMAQ_SANDBOX_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
     /// Share of renders whose callback is never sent.
     #[arg(long, default_value_t = 0.0)]
     webhook_lost_rate: f64,
-    /// Share of renders whose callback is signed with the wrong key.
+    /// Share of renders whose callback is signed with the wrong key (Replicate and fal).
     #[arg(long, default_value_t = 0.0)]
     webhook_bad_signature_rate: f64,
     /// Deliver every callback twice.
